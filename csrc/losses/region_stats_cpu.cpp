@@ -1,0 +1,316 @@
+// CPU implementation of soft_region_stats and its backward (see region_stats.h).
+//
+// Work is split into fixed chunks of kChunk spatial elements of one sample; each chunk is
+// processed in tiles of kTile elements: the tile's C x kTile logits are gathered once into a
+// small buffer (any strides, any float dtype), the activation is computed there, and the
+// per-class sums of the tile are added to the chunk's own partial. Partials are combined in
+// chunk order, so the result does not depend on the thread count.
+#include "losses/region_stats.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "common/dtype.h"
+#include "common/parallel.h"
+
+namespace medseg {
+namespace losses {
+
+namespace {
+
+constexpr int64_t kChunk = 16384;
+constexpr int64_t kTile = 256;
+
+struct Geometry {
+  int64_t B, C, S1, S2, S3, S;
+  int64_t lb, lc, l1, l2, l3;  // logits strides
+  int64_t yb, y1, y2, y3;      // labels strides
+  explicit Geometry(const TensorDesc& lg, const TensorDesc& lab)
+      : B(lg.shape[0]), C(lg.shape[1]), S1(lg.shape[2]), S2(lg.shape[3]), S3(lg.shape[4]),
+        S(lg.shape[2] * lg.shape[3] * lg.shape[4]),
+        lb(lg.strides[0]), lc(lg.strides[1]), l1(lg.strides[2]), l2(lg.strides[3]), l3(lg.strides[4]),
+        yb(lab.strides[0]), y1(lab.strides[1]), y2(lab.strides[2]), y3(lab.strides[3]) {}
+};
+
+// Offsets of the tile's elements [s0, s0 + n) in the logits (without the b, c terms) and labels.
+inline void tile_offsets(const Geometry& g, int64_t s0, int64_t n, int64_t* loff, int64_t* yoff) {
+  const int64_t plane = g.S2 * g.S3;
+  int64_t i1 = s0 / plane, rem = s0 % plane;
+  int64_t i2 = rem / g.S3, i3 = rem % g.S3;
+  for (int64_t t = 0; t < n; ++t) {
+    loff[t] = i1 * g.l1 + i2 * g.l2 + i3 * g.l3;
+    yoff[t] = i1 * g.y1 + i2 * g.y2 + i3 * g.y3;
+    if (++i3 == g.S3) {
+      i3 = 0;
+      if (++i2 == g.S2) {
+        i2 = 0;
+        ++i1;
+      }
+    }
+  }
+}
+
+// Reads the labels of a tile. cls[t] is the class whose g is 1 (-1: none, e.g. a binary
+// background pixel), valid[t] says whether the element counts. Throws on an out-of-range label.
+template <typename L>
+void load_labels(const L* lab, const Geometry& g, const RegionStatsParams& prm, int64_t b, int64_t s0,
+                 int64_t n, const int64_t* yoff, int64_t* cls, bool* valid) {
+  const bool binary = prm.sigmoid && g.C == 1;
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t y = static_cast<int64_t>(lab[b * g.yb + yoff[t]]);
+    if (prm.has_ignore && y == prm.ignore_index) {
+      valid[t] = false;
+      cls[t] = -1;
+      continue;
+    }
+    valid[t] = true;
+    if (binary) {
+      MEDSEG_CHECK(y == 0 || y == 1, "labels: value ", y, " at sample ", b, ", spatial index ", s0 + t,
+                   " is not 0 or 1 (binary sigmoid output with C = 1)",
+                   prm.has_ignore ? "" : "; pass ignore_index to skip such elements");
+      cls[t] = y == 1 ? 0 : -1;
+    } else {
+      MEDSEG_CHECK(y >= 0 && y < g.C, "labels: value ", y, " at sample ", b, ", spatial index ", s0 + t,
+                   " is outside [0, C) with C = ", g.C,
+                   prm.has_ignore ? "" : "; pass ignore_index to skip such elements");
+      cls[t] = y;
+    }
+  }
+}
+
+[[noreturn]] void bad_logit(int64_t b, int64_t s, const char* what) {
+  fail("logits: ", what, " at sample ", b, ", spatial index ", s,
+       " (NaN is never allowed; softmax also rejects +inf and rows that are all -inf)");
+}
+
+// Turns the C x n logits in buf (row stride kTile) into probabilities in place and validates them.
+template <typename T>
+void activate_tile(T* buf, int64_t C, int64_t n, bool sigmoid, const bool* valid, int64_t b, int64_t s0) {
+  if (sigmoid) {
+    for (int64_t i = 0; i < C; ++i) {
+      T* row = buf + i * kTile;
+      for (int64_t t = 0; t < n; ++t) {
+        const T z = row[t];
+        if (valid[t] && std::isnan(z)) bad_logit(b, s0 + t, "NaN");
+        const T e = std::exp(-std::fabs(z));  // in (0, 1]: no overflow for any z
+        const T r = T(1) / (T(1) + e);
+        row[t] = z >= 0 ? r : e * r;
+      }
+    }
+    return;
+  }
+  T m[kTile], sum[kTile];
+  for (int64_t t = 0; t < n; ++t) m[t] = -std::numeric_limits<T>::infinity();
+  for (int64_t i = 0; i < C; ++i) {
+    const T* row = buf + i * kTile;
+    for (int64_t t = 0; t < n; ++t) m[t] = std::max(m[t], row[t]);
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    if (!valid[t]) {
+      m[t] = 0;  // whatever an ignored element holds must not poison its row
+      continue;
+    }
+    if (std::isinf(m[t])) bad_logit(b, s0 + t, m[t] > 0 ? "+inf" : "a row of all -inf");
+  }
+  for (int64_t t = 0; t < n; ++t) sum[t] = 0;
+  for (int64_t i = 0; i < C; ++i) {
+    T* row = buf + i * kTile;
+    for (int64_t t = 0; t < n; ++t) {
+      if (valid[t] && std::isnan(row[t])) bad_logit(b, s0 + t, "NaN");
+      const T e = std::exp(row[t] - m[t]);
+      row[t] = e;
+      sum[t] += e;
+    }
+  }
+  for (int64_t t = 0; t < n; ++t) sum[t] = T(1) / sum[t];
+  for (int64_t i = 0; i < C; ++i) {
+    T* row = buf + i * kTile;
+    for (int64_t t = 0; t < n; ++t) row[t] *= sum[t];
+  }
+}
+
+template <typename S, typename L>
+void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out, const RegionStatsParams& prm) {
+  using T = typename compute_type<S>::type;
+  const Geometry g(logits, labels);
+  const S* lg = static_cast<const S*>(logits.data);
+  const L* lab = static_cast<const L*>(labels.data);
+  const int64_t C = g.C;
+  const int64_t U = prm.per_sample ? g.B : 1;
+  std::fill(out, out + U * C * kNumStats, 0.0);
+  if (g.B == 0 || g.S == 0 || C == 0) return;
+
+  const int64_t chunks_per_b = (g.S + kChunk - 1) / kChunk;
+  const int64_t jobs = g.B * chunks_per_b;
+  const int64_t stride = 3 * C + 1;  // I[C], P[C], G[C], N
+  std::vector<double> partial(static_cast<size_t>(jobs * stride), 0.0);
+
+  parallel_for(jobs, [&](int64_t job) {
+    const int64_t b = job / chunks_per_b;
+    const int64_t c0 = (job % chunks_per_b) * kChunk;
+    const int64_t c1 = std::min(g.S, c0 + kChunk);
+    std::vector<T> buf(static_cast<size_t>(C * kTile));
+    int64_t loff[kTile], yoff[kTile], cls[kTile];
+    bool valid[kTile];
+    double* acc = partial.data() + job * stride;
+    std::vector<T> tileI(C), tileP(C), tileG(C);
+    for (int64_t s0 = c0; s0 < c1; s0 += kTile) {
+      const int64_t n = std::min(kTile, c1 - s0);
+      tile_offsets(g, s0, n, loff, yoff);
+      load_labels(lab, g, prm, b, s0, n, yoff, cls, valid);
+      for (int64_t i = 0; i < C; ++i) {
+        const S* base = lg + b * g.lb + i * g.lc;
+        T* row = buf.data() + i * kTile;
+        for (int64_t t = 0; t < n; ++t) row[t] = load_as<T>(base + loff[t]);
+      }
+      activate_tile(buf.data(), C, n, prm.sigmoid, valid, b, s0);
+      int64_t nvalid = 0;
+      for (int64_t i = 0; i < C; ++i) {
+        const T* row = buf.data() + i * kTile;
+        T s = 0;
+        for (int64_t t = 0; t < n; ++t) s += valid[t] ? row[t] : T(0);
+        tileP[i] = s;
+        tileI[i] = 0;
+        tileG[i] = 0;
+      }
+      for (int64_t t = 0; t < n; ++t) {
+        nvalid += valid[t];
+        if (cls[t] >= 0) {
+          tileI[cls[t]] += buf[cls[t] * kTile + t];
+          tileG[cls[t]] += 1;
+        }
+      }
+      for (int64_t i = 0; i < C; ++i) {
+        acc[i] += tileI[i];
+        acc[C + i] += tileP[i];
+        acc[2 * C + i] += tileG[i];
+      }
+      acc[3 * C] += double(nvalid);
+    }
+  });
+
+  for (int64_t job = 0; job < jobs; ++job) {
+    const int64_t u = prm.per_sample ? job / chunks_per_b : 0;
+    const double* acc = partial.data() + job * stride;
+    double* o = out + u * C * kNumStats;
+    for (int64_t i = 0; i < C; ++i) {
+      o[i * kNumStats + kStatI] += acc[i];
+      o[i * kNumStats + kStatP] += acc[C + i];
+      o[i * kNumStats + kStatG] += acc[2 * C + i];
+      o[i * kNumStats + kStatN] += acc[3 * C];
+    }
+  }
+}
+
+template <typename S, typename L>
+void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const double* grad_stats,
+                   const TensorDesc& grad_logits, const RegionStatsParams& prm) {
+  using T = typename compute_type<S>::type;
+  const Geometry g(logits, labels);
+  const S* lg = static_cast<const S*>(logits.data);
+  const L* lab = static_cast<const L*>(labels.data);
+  S* out = static_cast<S*>(grad_logits.data);
+  const int64_t C = g.C;
+  if (g.B == 0 || g.S == 0 || C == 0) return;
+
+  const int64_t chunks_per_b = (g.S + kChunk - 1) / kChunk;
+  parallel_for(g.B * chunks_per_b, [&](int64_t job) {
+    const int64_t b = job / chunks_per_b;
+    const int64_t c0 = (job % chunks_per_b) * kChunk;
+    const int64_t c1 = std::min(g.S, c0 + kChunk);
+    const double* gs = grad_stats + (prm.per_sample ? b : 0) * C * kNumStats;
+    std::vector<T> A(C), Bc(C);  // dL/dP and dL/dI of this unit
+    for (int64_t i = 0; i < C; ++i) {
+      A[i] = T(gs[i * kNumStats + kStatP]);
+      Bc[i] = T(gs[i * kNumStats + kStatI]);
+    }
+    std::vector<T> buf(static_cast<size_t>(C * kTile));
+    int64_t loff[kTile], yoff[kTile], cls[kTile];
+    bool valid[kTile];
+    T dot[kTile];
+    for (int64_t s0 = c0; s0 < c1; s0 += kTile) {
+      const int64_t n = std::min(kTile, c1 - s0);
+      tile_offsets(g, s0, n, loff, yoff);
+      load_labels(lab, g, prm, b, s0, n, yoff, cls, valid);
+      for (int64_t i = 0; i < C; ++i) {
+        const S* base = lg + b * g.lb + i * g.lc;
+        T* row = buf.data() + i * kTile;
+        for (int64_t t = 0; t < n; ++t) row[t] = load_as<T>(base + loff[t]);
+      }
+      activate_tile(buf.data(), C, n, prm.sigmoid, valid, b, s0);
+      if (prm.sigmoid) {
+        for (int64_t i = 0; i < C; ++i) {
+          const T* row = buf.data() + i * kTile;
+          S* o = out + (b * C + i) * g.S + s0;
+          for (int64_t t = 0; t < n; ++t) {
+            const T p = row[t];
+            const T h = A[i] + (cls[t] == i ? Bc[i] : T(0));
+            store_from(o + t, valid[t] ? p * (T(1) - p) * h : T(0));
+          }
+        }
+        continue;
+      }
+      // softmax: dz_c = p_c (H_c - sum_k p_k H_k), H_k = A_k + [k == y] B_k
+      for (int64_t t = 0; t < n; ++t) dot[t] = cls[t] >= 0 ? buf[cls[t] * kTile + t] * Bc[cls[t]] : T(0);
+      for (int64_t i = 0; i < C; ++i) {
+        const T* row = buf.data() + i * kTile;
+        for (int64_t t = 0; t < n; ++t) dot[t] += row[t] * A[i];
+      }
+      for (int64_t i = 0; i < C; ++i) {
+        const T* row = buf.data() + i * kTile;
+        S* o = out + (b * C + i) * g.S + s0;
+        for (int64_t t = 0; t < n; ++t) {
+          const T h = A[i] + (cls[t] == i ? Bc[i] : T(0));
+          store_from(o + t, valid[t] ? row[t] * (h - dot[t]) : T(0));
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void normalise_region_inputs(const TensorDesc& logits_in, const TensorDesc& labels_in, TensorDesc& logits,
+                             TensorDesc& labels) {
+  MEDSEG_CHECK(logits_in.ndim >= 3 && logits_in.ndim <= 5, "logits: expected shape (B, C, *spatial) with 1 to 3 ",
+               "spatial dims, got rank ", logits_in.ndim);
+  MEDSEG_CHECK(labels_in.ndim == logits_in.ndim - 1, "labels: expected rank ", logits_in.ndim - 1,
+               " (B, *spatial), got rank ", labels_in.ndim);
+  MEDSEG_CHECK(labels_in.shape[0] == logits_in.shape[0], "labels: batch size ", labels_in.shape[0],
+               " does not match logits batch size ", logits_in.shape[0]);
+  for (int i = 1; i < labels_in.ndim; ++i)
+    MEDSEG_CHECK(labels_in.shape[i] == logits_in.shape[i + 1], "labels: spatial dim ", i - 1, " is ",
+                 labels_in.shape[i], " but logits has ", logits_in.shape[i + 1]);
+  for (int i = 0; i < logits_in.ndim; ++i) MEDSEG_CHECK(logits_in.shape[i] >= 0, "logits: negative size");
+  // pad the spatial dims in front: (B, C, S) -> (B, C, 1, 1, S), keeping the last dim fastest
+  logits = logits_in.padded_to(5, 2);
+  labels = labels_in.padded_to(4, 1);
+}
+
+void soft_region_stats_cpu(const TensorDesc& logits, const TensorDesc& labels, double* out,
+                           const RegionStatsParams& params) {
+  dispatch_floating(logits.dtype, "logits", [&](auto st) {
+    using S = typename decltype(st)::type;
+    dispatch_label(labels.dtype, "labels", [&](auto lt) {
+      using L = typename decltype(lt)::type;
+      stats_impl<S, L>(logits, labels, out, params);
+    });
+  });
+}
+
+void soft_region_stats_backward_cpu(const TensorDesc& logits, const TensorDesc& labels, const double* grad_stats,
+                                    const TensorDesc& grad_logits, const RegionStatsParams& params) {
+  MEDSEG_CHECK(grad_logits.dtype == logits.dtype, "grad_logits: dtype must equal the logits dtype");
+  dispatch_floating(logits.dtype, "logits", [&](auto st) {
+    using S = typename decltype(st)::type;
+    dispatch_label(labels.dtype, "labels", [&](auto lt) {
+      using L = typename decltype(lt)::type;
+      backward_impl<S, L>(logits, labels, grad_stats, grad_logits, params);
+    });
+  });
+}
+
+}  // namespace losses
+}  // namespace medseg

@@ -1,0 +1,138 @@
+"""The one place that picks an implementation (NumPy reference, CPU C++, CUDA, Triton) per call.
+
+Rules:
+* CPU tensors run the C++ kernels of ``medseg_ext._C``.
+* CUDA tensors run Triton when it is importable, else the CUDA kernels compiled into ``_C``;
+  ``MEDSEG_EXT_GPU_BACKEND=triton|cuda`` picks one explicitly. A CUDA tensor with neither
+  available is an error: there is no silent fallback to slow code.
+* ``MEDSEG_EXT_FORCE_REFERENCE=1`` sends every op to the NumPy reference (slow; for debugging).
+* ``use_backend(name)`` forces a backend inside a ``with`` block (tests and benchmarks use it,
+  e.g. to run the Triton kernels on CPU tensors under ``TRITON_INTERPRET=1``).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import os
+import threading
+from typing import Iterator, Optional
+
+import torch
+
+FORCE_REFERENCE_ENV = "MEDSEG_EXT_FORCE_REFERENCE"
+GPU_BACKEND_ENV = "MEDSEG_EXT_GPU_BACKEND"
+BACKENDS = ("reference", "cpu", "cuda", "triton")
+
+_override = threading.local()
+
+
+@functools.lru_cache(maxsize=None)
+def _load_extension():
+    """Returns (module, None) or (None, error text)."""
+    try:
+        return importlib.import_module("medseg_ext._C"), None
+    except ImportError as exc:  # the package was installed without its compiled part
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def extension():
+    """The compiled module; a clear error when it was not built."""
+    mod, err = _load_extension()
+    if mod is None:
+        raise RuntimeError(
+            "medseg_ext._C (the compiled kernels) could not be imported: "
+            f"{err}. Reinstall with `pip install .` from a source tree that has a C++17 compiler and CMake."
+        )
+    return mod
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_status():
+    try:
+        triton = importlib.import_module("triton")
+        return True, getattr(triton, "__version__", "?"), None
+    except Exception as exc:  # noqa: BLE001 - any import failure means "not usable"
+        return False, None, f"{type(exc).__name__}: {exc}"
+
+
+def cuda_kernels_usable() -> bool:
+    mod, _ = _load_extension()
+    return bool(mod is not None and mod.build_info()["cuda_compiled"] and mod.cuda_device_count() > 0)
+
+
+def backends() -> dict:
+    """Which backends are compiled and usable here, with versions and the CUDA architectures built."""
+    mod, err = _load_extension()
+    info = mod.build_info() if mod is not None else {}
+    triton_ok, triton_version, triton_err = _triton_status()
+    gpu = torch.cuda.is_available()
+    return {
+        "cpu": {
+            "usable": mod is not None,
+            "openmp": info.get("openmp"),
+            "threads": info.get("max_threads"),
+            "error": err,
+        },
+        "cuda": {
+            "compiled": bool(info.get("cuda_compiled")),
+            "usable": cuda_kernels_usable(),
+            "architectures": [a for a in str(info.get("cuda_architectures", "")).split(",") if a],
+            "runtime_version": info.get("cuda_runtime_version"),
+            "devices": mod.cuda_device_count() if mod is not None else 0,
+        },
+        "triton": {
+            "installed": triton_ok,
+            "usable": triton_ok and gpu,
+            "interpret": os.environ.get("TRITON_INTERPRET") == "1",
+            "version": triton_version,
+            "error": triton_err,
+        },
+        "torch": {"version": torch.__version__, "cuda": torch.version.cuda, "gpu_available": gpu},
+        "force_reference": os.environ.get(FORCE_REFERENCE_ENV) == "1",
+    }
+
+
+@contextlib.contextmanager
+def use_backend(name: Optional[str]) -> Iterator[None]:
+    """Force a backend for calls made in this thread inside the block (None: automatic)."""
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {name!r}")
+    previous = getattr(_override, "name", None)
+    _override.name = name
+    try:
+        yield
+    finally:
+        _override.name = previous
+
+
+def select_backend(**tensors: torch.Tensor) -> str:
+    """Backend for an op whose tensor arguments are given by name; checks they share one device."""
+    items = list(tensors.items())
+    first_name, first = items[0]
+    for name, t in items[1:]:
+        if t.device != first.device:
+            raise ValueError(f"{name}: on device {t.device}, but {first_name} is on {first.device}; move both to one device")
+    forced = getattr(_override, "name", None)
+    if forced is not None:
+        return forced
+    if os.environ.get(FORCE_REFERENCE_ENV) == "1":
+        return "reference"
+    dev = first.device
+    if dev.type == "cpu":
+        extension()
+        return "cpu"
+    if dev.type == "cuda":
+        wanted = os.environ.get(GPU_BACKEND_ENV, "auto").lower()
+        if wanted not in ("auto", "triton", "cuda"):
+            raise ValueError(f"{GPU_BACKEND_ENV}: expected auto, triton or cuda, got {wanted!r}")
+        if wanted in ("auto", "triton") and _triton_status()[0]:
+            return "triton"
+        if wanted in ("auto", "cuda") and cuda_kernels_usable():
+            return "cuda"
+        raise RuntimeError(
+            f"{first_name}: is a CUDA tensor but no GPU backend is usable (wanted {wanted}; triton installed: "
+            f"{_triton_status()[0]}; CUDA kernels compiled: {backends()['cuda']['compiled']}). Install triton or "
+            "rebuild medseg_ext with MEDSEG_EXT_CUDA=on."
+        )
+    raise ValueError(f"{first_name}: device type {dev.type!r} is not supported (cpu or cuda)")

@@ -1,0 +1,103 @@
+"""NumPy reference for the losses family (spec: shared/reference/seeds-losses.md §0, §5 Group S).
+
+Arrays: logits (B, C, *spatial), integer labels (B, *spatial). Everything is computed in float64
+with one-hot labels and an explicit softmax, i.e. the plain way the fast kernels avoid.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+def _prepare(logits, labels, activation: str, ignore_index: Optional[int]):
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels).astype(np.int64)
+    B, C = z.shape[:2]
+    z = z.reshape(B, C, -1)
+    y = y.reshape(B, -1)
+    valid = np.ones_like(y, dtype=bool) if ignore_index is None else y != ignore_index
+    binary = activation == "sigmoid" and C == 1
+    allowed = (y == 0) | (y == 1) if binary else (y >= 0) & (y < C)
+    if np.any(valid & ~allowed):
+        bad = y[valid & ~allowed][0]
+        raise ValueError(f"labels: value {bad} is outside the allowed range for C = {C} ({activation})")
+    zv = np.where(valid[:, None, :], z, 0.0)
+    if np.isnan(zv).any():
+        raise ValueError("logits: NaN in a counted element")
+    if activation == "softmax":
+        m = zv.max(axis=1, keepdims=True)
+        if np.isinf(m).any():
+            raise ValueError("logits: +inf or a row of all -inf in a counted element (softmax)")
+        e = np.exp(zv - m)
+        p = e / e.sum(axis=1, keepdims=True)
+        onehot = (np.arange(C)[None, :, None] == y[:, None, :]).astype(np.float64)
+    elif activation == "sigmoid":
+        p = 0.5 * (1.0 + np.tanh(0.5 * zv))  # = 1/(1+exp(-z)) without overflow warnings
+        if binary:
+            onehot = (y == 1)[:, None, :].astype(np.float64)
+        else:
+            onehot = (np.arange(C)[None, :, None] == y[:, None, :]).astype(np.float64)
+    else:
+        raise ValueError(f"activation: expected 'softmax' or 'sigmoid', got {activation!r}")
+    mask = valid[:, None, :].astype(np.float64)
+    return p * mask, onehot * mask, mask, valid
+
+
+def soft_region_stats(logits, labels, activation="softmax", ignore_index=None, reduction_unit="sample"):
+    """(U, C, 4) float64 array of I = Σp·g, P = Σp, G = Σg, N per (unit, class)."""
+    p, g, mask, _ = _prepare(logits, labels, activation, ignore_index)
+    C = p.shape[1]
+    stats = np.stack(
+        [(p * g).sum(-1), p.sum(-1), g.sum(-1), np.broadcast_to(mask.sum(-1), (p.shape[0], C))], axis=-1
+    )
+    if reduction_unit == "batch":
+        stats = stats.sum(axis=0, keepdims=True)
+    return stats
+
+
+def soft_region_stats_backward(grad_stats, logits, labels, activation="softmax", ignore_index=None,
+                               reduction_unit="sample"):
+    """dL/dlogits given dL/dstats (U, C, 4), through the explicit softmax/sigmoid Jacobian."""
+    shape = np.shape(logits)
+    p, g, mask, _ = _prepare(logits, labels, activation, ignore_index)
+    gs = np.asarray(grad_stats, dtype=np.float64)
+    if reduction_unit == "batch":
+        gs = np.broadcast_to(gs, (p.shape[0],) + gs.shape[1:])
+    dI, dP = gs[..., 0][:, :, None], gs[..., 1][:, :, None]
+    dL_dp = (dP + dI * g) * mask  # (B, C, S)
+    if activation == "sigmoid":
+        dz = dL_dp * p * (1.0 - p)
+    else:
+        # full Jacobian J_kc = p_k (δ_kc − p_c) applied per element
+        dz = p * (dL_dp - (p * dL_dp).sum(axis=1, keepdims=True))
+    return (dz * mask).reshape(shape)
+
+
+def dice_per_class(stats, smooth_nr=1e-5, smooth_dr=1e-5):
+    """1 − (2I + smooth_nr)/(P + G + smooth_dr) per (unit, class): MONAI's DiceLoss formula."""
+    s = np.asarray(stats, dtype=np.float64)
+    I, P, G = s[..., 0], s[..., 1], s[..., 2]
+    return 1.0 - (2.0 * I + smooth_nr) / (P + G + smooth_dr)
+
+
+def dice_coefficients(stats, smooth_nr=1e-5, smooth_dr=1e-5):
+    """Analytic dL/dP and dL/dI of the per-class Dice loss (seeds-losses.md §5, S1):
+    dL/dp_i = A + B·g_i with A = (2I + s_nr)/(P + G + s_dr)², B = −2/(P + G + s_dr)."""
+    s = np.asarray(stats, dtype=np.float64)
+    I, P, G = s[..., 0], s[..., 1], s[..., 2]
+    S = P + G + smooth_dr
+    return (2.0 * I + smooth_nr) / S**2, -2.0 / S
+
+
+def dice_loss(logits, labels, activation="softmax", ignore_index=None, reduction_unit="sample",
+              include_background=True, smooth_nr=1e-5, smooth_dr=1e-5, reduction="mean"):
+    stats = soft_region_stats(logits, labels, activation, ignore_index, reduction_unit)
+    f = dice_per_class(stats, smooth_nr, smooth_dr)
+    if not include_background and f.shape[1] > 1:
+        f = f[:, 1:]
+    if reduction == "mean":
+        return f.mean()
+    if reduction == "sum":
+        return f.sum()
+    return f
