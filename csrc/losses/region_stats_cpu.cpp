@@ -155,7 +155,7 @@ void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out,
     int64_t loff[kTile], yoff[kTile], cls[kTile];
     bool valid[kTile];
     double* acc = partial.data() + job * stride;
-    std::vector<T> tileI(C), tileP(C), tileG(C);
+    std::vector<double> tileI(C), tileP(C), tileG(C);  // double: no drift over long tiles of equal values
     for (int64_t s0 = c0; s0 < c1; s0 += kTile) {
       const int64_t n = std::min(kTile, c1 - s0);
       tile_offsets(g, s0, n, loff, yoff);
@@ -169,8 +169,8 @@ void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out,
       int64_t nvalid = 0;
       for (int64_t i = 0; i < C; ++i) {
         const T* row = buf.data() + i * kTile;
-        T s = 0;
-        for (int64_t t = 0; t < n; ++t) s += valid[t] ? row[t] : T(0);
+        double s = 0;
+        for (int64_t t = 0; t < n; ++t) s += valid[t] ? double(row[t]) : 0.0;
         tileP[i] = s;
         tileI[i] = 0;
         tileG[i] = 0;
