@@ -65,7 +65,7 @@ def cmd_bench(args) -> int:
 # ---------------------------------------------------------------- demo
 
 
-def _synthetic_volumes(n: int, size: int, generator, n_classes: int = 4):
+def _synthetic_volumes(n: int, size: int, generator, n_classes: int = 4, noise: float = 0.35):
     """Noisy 3-D volumes with one ellipsoid per foreground class; class k has mean intensity k."""
     import torch
 
@@ -80,7 +80,7 @@ def _synthetic_volumes(n: int, size: int, generator, n_classes: int = 4):
             inside = (((z - centre[0]) / axes[0]) ** 2 + ((y - centre[1]) / axes[1]) ** 2
                       + ((x - centre[2]) / axes[2]) ** 2) <= 1
             labels[i][inside] = k  # later classes lie on top of earlier ones
-        images[i, 0] = labels[i].float() + 0.6 * torch.randn(size, size, size, generator=generator)
+        images[i, 0] = labels[i].float() + noise * torch.randn(size, size, size, generator=generator)
     return images, labels
 
 
@@ -123,9 +123,12 @@ def cmd_demo(args) -> int:
     train_x, train_y = _synthetic_volumes(16, size, g, n_classes)
     val_x, val_y = _synthetic_volumes(8, size, g, n_classes)
     dev = torch.device(args.device)
-    train_x, train_y, val_x, val_y = (t.to(dev) for t in (train_x, train_y, val_x, val_y))
+    # channels-last makes oneDNN's Conv3d backward several times faster on CPU; the loss takes any strides
+    fmt = torch.channels_last_3d
+    train_x, val_x = (t.to(dev, memory_format=fmt) for t in (train_x, val_x))
+    train_y, val_y = train_y.to(dev), val_y.to(dev)
 
-    net = _tiny_net(n_classes).to(dev)
+    net = _tiny_net(n_classes).to(dev, memory_format=fmt)
     opt = torch.optim.Adam(net.parameters(), lr=1e-2)
     loss_fn = medseg_ext.DiceLoss()  # softmax Dice from logits and integer labels, MONAI defaults
     print(f"demo: {len(train_x)} training / {len(val_x)} validation volumes of {size}³, {n_classes} classes "
