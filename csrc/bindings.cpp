@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/errors.h"
+#include "common/isa.h"
 #include "common/parallel.h"
 #include "common/tensor_view.h"
 #include "losses/region_stats.h"
@@ -56,6 +57,7 @@ py::dict build_info() {
   py::dict info;
   info["openmp"] = medseg::openmp_enabled();
   info["max_threads"] = medseg::max_threads();
+  info["cpu_isa"] = std::string(medseg::cpu_isa_name());
   info["cxx_standard"] = static_cast<long>(__cplusplus);
 #ifdef MEDSEG_EXT_WITH_CUDA
   info["cuda_compiled"] = true;

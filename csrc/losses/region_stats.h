@@ -40,6 +40,17 @@ void soft_region_stats_backward_cpu(const TensorDesc& logits, const TensorDesc& 
                                     const double* grad_stats, const TensorDesc& grad_logits,
                                     const RegionStatsParams& params);
 
+// Per-ISA variants behind the two entry points above (see common/isa.h).
+#define MEDSEG_REGION_STATS_ISA_DECL(ns)                                                                 \
+  namespace ns {                                                                                          \
+  void stats_entry(const TensorDesc&, const TensorDesc&, double*, const RegionStatsParams&);             \
+  void backward_entry(const TensorDesc&, const TensorDesc&, const double*, const TensorDesc&,            \
+                      const RegionStatsParams&);                                                          \
+  }
+MEDSEG_REGION_STATS_ISA_DECL(isa_base)
+MEDSEG_REGION_STATS_ISA_DECL(isa_avx2)
+#undef MEDSEG_REGION_STATS_ISA_DECL
+
 #ifdef MEDSEG_EXT_WITH_CUDA
 // GPU versions. Statistics come back as per-block partials so the final sum is done in a fixed
 // order by the caller (deterministic, no float atomics):

@@ -9,14 +9,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
 #include "common/dtype.h"
+#include "common/isa.h"
 #include "common/parallel.h"
 
 namespace medseg {
 namespace losses {
+namespace MEDSEG_ISA_NS {
 
 namespace {
 
@@ -27,11 +30,13 @@ struct Geometry {
   int64_t B, C, S1, S2, S3, S;
   int64_t lb, lc, l1, l2, l3;  // logits strides
   int64_t yb, y1, y2, y3;      // labels strides
+  bool logits_linear, labels_linear;  // spatial dims dense and in order: element s is at offset s
   explicit Geometry(const TensorDesc& lg, const TensorDesc& lab)
       : B(lg.shape[0]), C(lg.shape[1]), S1(lg.shape[2]), S2(lg.shape[3]), S3(lg.shape[4]),
         S(lg.shape[2] * lg.shape[3] * lg.shape[4]),
         lb(lg.strides[0]), lc(lg.strides[1]), l1(lg.strides[2]), l2(lg.strides[3]), l3(lg.strides[4]),
-        yb(lab.strides[0]), y1(lab.strides[1]), y2(lab.strides[2]), y3(lab.strides[3]) {}
+        yb(lab.strides[0]), y1(lab.strides[1]), y2(lab.strides[2]), y3(lab.strides[3]),
+        logits_linear(l3 == 1 && l2 == S3 && l1 == S2 * S3), labels_linear(y3 == 1 && y2 == S3 && y1 == S2 * S3) {}
 };
 
 // Offsets of the tile's elements [s0, s0 + n) in the logits (without the b, c terms) and labels.
@@ -58,25 +63,35 @@ template <typename L>
 void load_labels(const L* lab, const Geometry& g, const RegionStatsParams& prm, int64_t b, int64_t s0,
                  int64_t n, const int64_t* yoff, int64_t* cls, bool* valid) {
   const bool binary = prm.sigmoid && g.C == 1;
+  const L* base = lab + b * g.yb;
+  int64_t y[kTile];
+  if (g.labels_linear) {
+    for (int64_t t = 0; t < n; ++t) y[t] = static_cast<int64_t>(base[s0 + t]);
+  } else {
+    for (int64_t t = 0; t < n; ++t) y[t] = static_cast<int64_t>(base[yoff[t]]);
+  }
+  const int64_t hi = binary ? 2 : g.C;
+  const int64_t ign = prm.ignore_index;
+  const bool has_ign = prm.has_ignore;
+  int bad = 0;
+#pragma omp simd reduction(| : bad)
   for (int64_t t = 0; t < n; ++t) {
-    const int64_t y = static_cast<int64_t>(lab[b * g.yb + yoff[t]]);
-    if (prm.has_ignore && y == prm.ignore_index) {
-      valid[t] = false;
-      cls[t] = -1;
-      continue;
-    }
-    valid[t] = true;
-    if (binary) {
-      MEDSEG_CHECK(y == 0 || y == 1, "labels: value ", y, " at sample ", b, ", spatial index ", s0 + t,
-                   " is not 0 or 1 (binary sigmoid output with C = 1)",
-                   prm.has_ignore ? "" : "; pass ignore_index to skip such elements");
-      cls[t] = y == 1 ? 0 : -1;
-    } else {
-      MEDSEG_CHECK(y >= 0 && y < g.C, "labels: value ", y, " at sample ", b, ", spatial index ", s0 + t,
-                   " is outside [0, C) with C = ", g.C,
-                   prm.has_ignore ? "" : "; pass ignore_index to skip such elements");
-      cls[t] = y;
-    }
+    const bool ignored = has_ign && y[t] == ign;
+    const bool ok = y[t] >= 0 && y[t] < hi;
+    valid[t] = !ignored && ok;
+    bad |= int(!ignored && !ok);
+    const int64_t c = binary ? (y[t] == 1 ? 0 : -1) : y[t];
+    cls[t] = valid[t] ? c : -1;
+  }
+  if (!bad) return;
+  for (int64_t t = 0; t < n; ++t) {
+    if ((has_ign && y[t] == ign) || (y[t] >= 0 && y[t] < hi)) continue;
+    if (binary)
+      fail("labels: value ", y[t], " at sample ", b, ", spatial index ", s0 + t,
+           " is not 0 or 1 (binary sigmoid output with C = 1)",
+           has_ign ? "" : "; pass ignore_index to skip such elements");
+    fail("labels: value ", y[t], " at sample ", b, ", spatial index ", s0 + t, " is outside [0, C) with C = ",
+         g.C, has_ign ? "" : "; pass ignore_index to skip such elements");
   }
 }
 
@@ -85,16 +100,52 @@ void load_labels(const L* lab, const Geometry& g, const RegionStatsParams& prm, 
        " (NaN is never allowed; softmax also rejects +inf and rows that are all -inf)");
 }
 
+// exp for float32 that the compiler can vectorise (glibc's expf is a scalar call): range
+// reduction x = k ln2 + r (Cody-Waite split of ln2), a degree-6 polynomial for exp(r) (the
+// Cephes expf coefficients, ~1 ulp), and 2^k assembled in the exponent bits. Underflow returns
+// exactly 0; NaN is caught by the callers before it matters.
+inline float vexp(float x) {
+  const float xc = std::min(std::max(x, -87.3f), 88.7f);
+  // round to nearest by adding and removing 1.5 * 2^23 (no libm call, vectorises on plain SSE2)
+  const float k = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = xc - k * 0.693359375f;
+  r = r - k * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float y = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(k) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return x < -87.3f ? 0.0f : y * scale;
+}
+inline double vexp(double x) { return std::exp(x); }
+
 // Turns the C x n logits in buf (row stride kTile) into probabilities in place and validates them.
+// Loops are branch-free over t so they vectorise; errors are located after the fact.
 template <typename T>
 void activate_tile(T* buf, int64_t C, int64_t n, bool sigmoid, const bool* valid, int64_t b, int64_t s0) {
+  int nan_seen = 0;
+  for (int64_t i = 0; i < C; ++i) {
+    const T* row = buf + i * kTile;
+#pragma omp simd reduction(| : nan_seen)
+    for (int64_t t = 0; t < n; ++t) nan_seen |= int(valid[t]) & int(row[t] != row[t]);
+  }
+  if (nan_seen) {
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t i = 0; i < C; ++i)
+        if (valid[t] && std::isnan(buf[i * kTile + t])) bad_logit(b, s0 + t, "NaN");
+  }
   if (sigmoid) {
     for (int64_t i = 0; i < C; ++i) {
       T* row = buf + i * kTile;
+#pragma omp simd
       for (int64_t t = 0; t < n; ++t) {
         const T z = row[t];
-        if (valid[t] && std::isnan(z)) bad_logit(b, s0 + t, "NaN");
-        const T e = std::exp(-std::fabs(z));  // in (0, 1]: no overflow for any z
+        const T e = vexp(-std::fabs(z));  // in (0, 1]: no overflow for any z
         const T r = T(1) / (T(1) + e);
         row[t] = z >= 0 ? r : e * r;
       }
@@ -105,21 +156,19 @@ void activate_tile(T* buf, int64_t C, int64_t n, bool sigmoid, const bool* valid
   for (int64_t t = 0; t < n; ++t) m[t] = -std::numeric_limits<T>::infinity();
   for (int64_t i = 0; i < C; ++i) {
     const T* row = buf + i * kTile;
+#pragma omp simd
     for (int64_t t = 0; t < n; ++t) m[t] = std::max(m[t], row[t]);
   }
   for (int64_t t = 0; t < n; ++t) {
-    if (!valid[t]) {
-      m[t] = 0;  // whatever an ignored element holds must not poison its row
-      continue;
-    }
-    if (std::isinf(m[t])) bad_logit(b, s0 + t, m[t] > 0 ? "+inf" : "a row of all -inf");
+    if (valid[t] && std::isinf(m[t])) bad_logit(b, s0 + t, m[t] > 0 ? "+inf" : "a row of all -inf");
+    m[t] = valid[t] ? m[t] : T(0);  // whatever an ignored element holds must not poison its row
+    sum[t] = 0;
   }
-  for (int64_t t = 0; t < n; ++t) sum[t] = 0;
   for (int64_t i = 0; i < C; ++i) {
     T* row = buf + i * kTile;
+#pragma omp simd
     for (int64_t t = 0; t < n; ++t) {
-      if (valid[t] && std::isnan(row[t])) bad_logit(b, s0 + t, "NaN");
-      const T e = std::exp(row[t] - m[t]);
+      const T e = vexp(row[t] - m[t]);
       row[t] = e;
       sum[t] += e;
     }
@@ -127,7 +176,25 @@ void activate_tile(T* buf, int64_t C, int64_t n, bool sigmoid, const bool* valid
   for (int64_t t = 0; t < n; ++t) sum[t] = T(1) / sum[t];
   for (int64_t i = 0; i < C; ++i) {
     T* row = buf + i * kTile;
+#pragma omp simd
     for (int64_t t = 0; t < n; ++t) row[t] *= sum[t];
+  }
+}
+
+// Gathers the tile's C x n logits as compute type T; contiguous spatial runs take a linear path.
+template <typename S, typename T>
+void gather_tile(const S* lg, const Geometry& g, int64_t b, int64_t s0, int64_t n, const int64_t* loff, T* buf) {
+  const bool linear = g.logits_linear;
+  for (int64_t i = 0; i < g.C; ++i) {
+    const S* base = lg + b * g.lb + i * g.lc;
+    T* row = buf + i * kTile;
+    if (linear) {
+      const S* src = base + s0;
+#pragma omp simd
+      for (int64_t t = 0; t < n; ++t) row[t] = load_as<T>(src + t);
+    } else {
+      for (int64_t t = 0; t < n; ++t) row[t] = load_as<T>(base + loff[t]);
+    }
   }
 }
 
@@ -158,18 +225,15 @@ void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out,
     std::vector<double> tileI(C), tileP(C), tileG(C);  // double: no drift over long tiles of equal values
     for (int64_t s0 = c0; s0 < c1; s0 += kTile) {
       const int64_t n = std::min(kTile, c1 - s0);
-      tile_offsets(g, s0, n, loff, yoff);
+      if (!g.logits_linear || !g.labels_linear) tile_offsets(g, s0, n, loff, yoff);
       load_labels(lab, g, prm, b, s0, n, yoff, cls, valid);
-      for (int64_t i = 0; i < C; ++i) {
-        const S* base = lg + b * g.lb + i * g.lc;
-        T* row = buf.data() + i * kTile;
-        for (int64_t t = 0; t < n; ++t) row[t] = load_as<T>(base + loff[t]);
-      }
+      gather_tile(lg, g, b, s0, n, loff, buf.data());
       activate_tile(buf.data(), C, n, prm.sigmoid, valid, b, s0);
       int64_t nvalid = 0;
       for (int64_t i = 0; i < C; ++i) {
         const T* row = buf.data() + i * kTile;
-        double s = 0;
+        double s = 0;  // simd order is fixed per build: deterministic
+#pragma omp simd reduction(+ : s)
         for (int64_t t = 0; t < n; ++t) s += valid[t] ? double(row[t]) : 0.0;
         tileP[i] = s;
         tileI[i] = 0;
@@ -232,18 +296,15 @@ void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const dou
     T dot[kTile];
     for (int64_t s0 = c0; s0 < c1; s0 += kTile) {
       const int64_t n = std::min(kTile, c1 - s0);
-      tile_offsets(g, s0, n, loff, yoff);
+      if (!g.logits_linear || !g.labels_linear) tile_offsets(g, s0, n, loff, yoff);
       load_labels(lab, g, prm, b, s0, n, yoff, cls, valid);
-      for (int64_t i = 0; i < C; ++i) {
-        const S* base = lg + b * g.lb + i * g.lc;
-        T* row = buf.data() + i * kTile;
-        for (int64_t t = 0; t < n; ++t) row[t] = load_as<T>(base + loff[t]);
-      }
+      gather_tile(lg, g, b, s0, n, loff, buf.data());
       activate_tile(buf.data(), C, n, prm.sigmoid, valid, b, s0);
       if (prm.sigmoid) {
         for (int64_t i = 0; i < C; ++i) {
           const T* row = buf.data() + i * kTile;
           S* o = out + (b * C + i) * g.S + s0;
+#pragma omp simd
           for (int64_t t = 0; t < n; ++t) {
             const T p = row[t];
             const T h = A[i] + (cls[t] == i ? Bc[i] : T(0));
@@ -256,11 +317,13 @@ void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const dou
       for (int64_t t = 0; t < n; ++t) dot[t] = cls[t] >= 0 ? buf[cls[t] * kTile + t] * Bc[cls[t]] : T(0);
       for (int64_t i = 0; i < C; ++i) {
         const T* row = buf.data() + i * kTile;
+#pragma omp simd
         for (int64_t t = 0; t < n; ++t) dot[t] += row[t] * A[i];
       }
       for (int64_t i = 0; i < C; ++i) {
         const T* row = buf.data() + i * kTile;
         S* o = out + (b * C + i) * g.S + s0;
+#pragma omp simd
         for (int64_t t = 0; t < n; ++t) {
           const T h = A[i] + (cls[t] == i ? Bc[i] : T(0));
           store_from(o + t, valid[t] ? row[t] * (h - dot[t]) : T(0));
@@ -271,6 +334,32 @@ void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const dou
 }
 
 }  // namespace
+
+void stats_entry(const TensorDesc& logits, const TensorDesc& labels, double* out, const RegionStatsParams& params) {
+  dispatch_floating(logits.dtype, "logits", [&](auto st) {
+    using S = typename decltype(st)::type;
+    dispatch_label(labels.dtype, "labels", [&](auto lt) {
+      using L = typename decltype(lt)::type;
+      stats_impl<S, L>(logits, labels, out, params);
+    });
+  });
+}
+
+void backward_entry(const TensorDesc& logits, const TensorDesc& labels, const double* grad_stats,
+                    const TensorDesc& grad_logits, const RegionStatsParams& params) {
+  dispatch_floating(logits.dtype, "logits", [&](auto st) {
+    using S = typename decltype(st)::type;
+    dispatch_label(labels.dtype, "labels", [&](auto lt) {
+      using L = typename decltype(lt)::type;
+      backward_impl<S, L>(logits, labels, grad_stats, grad_logits, params);
+    });
+  });
+}
+
+}  // namespace MEDSEG_ISA_NS
+
+#ifdef MEDSEG_ISA_IS_BASE
+// ---------------------------------------------------------------- entry points (baseline build only)
 
 void normalise_region_inputs(const TensorDesc& logits_in, const TensorDesc& labels_in, TensorDesc& logits,
                              TensorDesc& labels) {
@@ -291,26 +380,21 @@ void normalise_region_inputs(const TensorDesc& logits_in, const TensorDesc& labe
 
 void soft_region_stats_cpu(const TensorDesc& logits, const TensorDesc& labels, double* out,
                            const RegionStatsParams& params) {
-  dispatch_floating(logits.dtype, "logits", [&](auto st) {
-    using S = typename decltype(st)::type;
-    dispatch_label(labels.dtype, "labels", [&](auto lt) {
-      using L = typename decltype(lt)::type;
-      stats_impl<S, L>(logits, labels, out, params);
-    });
-  });
+#ifdef MEDSEG_EXT_HAVE_AVX2_BUILD
+  if (cpu_use_avx2()) return isa_avx2::stats_entry(logits, labels, out, params);
+#endif
+  isa_base::stats_entry(logits, labels, out, params);
 }
 
 void soft_region_stats_backward_cpu(const TensorDesc& logits, const TensorDesc& labels, const double* grad_stats,
                                     const TensorDesc& grad_logits, const RegionStatsParams& params) {
   MEDSEG_CHECK(grad_logits.dtype == logits.dtype, "grad_logits: dtype must equal the logits dtype");
-  dispatch_floating(logits.dtype, "logits", [&](auto st) {
-    using S = typename decltype(st)::type;
-    dispatch_label(labels.dtype, "labels", [&](auto lt) {
-      using L = typename decltype(lt)::type;
-      backward_impl<S, L>(logits, labels, grad_stats, grad_logits, params);
-    });
-  });
+#ifdef MEDSEG_EXT_HAVE_AVX2_BUILD
+  if (cpu_use_avx2()) return isa_avx2::backward_entry(logits, labels, grad_stats, grad_logits, params);
+#endif
+  isa_base::backward_entry(logits, labels, grad_stats, grad_logits, params);
 }
+#endif  // MEDSEG_ISA_IS_BASE
 
 }  // namespace losses
 }  // namespace medseg

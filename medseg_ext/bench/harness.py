@@ -210,9 +210,9 @@ def _cell(v: Any) -> str:
             return "0"
         if a >= 100:
             return f"{v:.0f}"
-        if a >= 1:
-            return f"{v:.2f}"
-        return f"{v:.4f}"
+        if a >= 0.01:
+            return f"{v:.2f}" if a >= 1 else f"{v:.3f}"
+        return f"{v:.3g}"
     return str(v).replace("|", "\\|")
 
 
@@ -304,5 +304,5 @@ def write_json(results: dict, family: str, device: str, *, peers: Iterable[str] 
     doc = {"family": family, "device": device, "date_utc": now.isoformat(timespec="seconds"),
            "machine": machine_info(device), "versions": versions(peers), "git": git_commit(root),
            "command": sys.argv, **results}
-    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    path.write_text(json.dumps(doc, indent=2, default=str, ensure_ascii=False) + "\n", encoding="utf-8")
     return path

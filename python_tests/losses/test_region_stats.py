@@ -112,3 +112,30 @@ def test_int64_sizes_beyond_int32():
     got = stats_array(s)[0, 0]
     np.testing.assert_allclose(got, [p * n, p * n, n, n], rtol=1e-6)
     assert got[2] == n and got[3] == n
+
+
+def test_baseline_and_avx2_builds_agree():
+    # the same kernels compiled for the x86-64 baseline (forced by env) and for AVX2+FMA
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, medseg_ext\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "z = torch.randn(2, 5, 9, 11, 13, generator=g, requires_grad=True)\n"
+        "y = torch.randint(0, 5, (2, 9, 11, 13), generator=g)\n"
+        "s = medseg_ext.soft_region_stats(z, y, ignore_index=3)\n"
+        "(s.intersection.sum() * 0.3 + s.prediction.sum() * 0.7).backward()\n"
+        "print(medseg_ext._dispatch.extension().build_info()['cpu_isa'])\n"
+        "print(repr(torch.stack(list(s)).detach().flatten().tolist()))\n"
+        "print(repr(z.grad.flatten()[:500].tolist()))\n"
+    )
+    outs = {}
+    for isa in ("base", "auto"):
+        env = dict(__import__("os").environ, MEDSEG_EXT_CPU_ISA=isa)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        name, stats, grad = out.stdout.strip().splitlines()
+        outs[isa] = (name, np.array(eval(stats)), np.array(eval(grad)))
+    assert outs["base"][0] == "baseline"
+    np.testing.assert_allclose(outs["base"][1], outs["auto"][1], rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(outs["base"][2], outs["auto"][2], rtol=1e-5, atol=1e-8)

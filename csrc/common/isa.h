@@ -1,0 +1,33 @@
+// CPU instruction-set dispatch. Kernel files (*_cpu.cpp) are compiled twice: once for the
+// x86-64 baseline (namespace isa_base) and, on x86-64, once with AVX2+FMA (namespace isa_avx2);
+// the entry point picks the variant at run time, so one wheel is fast on new CPUs and still
+// runs on old ones. MEDSEG_EXT_CPU_ISA=base forces the baseline (tests compare the two).
+#pragma once
+
+#include <cstdlib>
+#include <cstring>
+
+#ifndef MEDSEG_ISA_NS
+#define MEDSEG_ISA_NS isa_base
+#define MEDSEG_ISA_IS_BASE 1
+#endif
+
+namespace medseg {
+
+inline bool cpu_use_avx2() {
+#if defined(MEDSEG_EXT_HAVE_AVX2_BUILD) && (defined(__x86_64__) || defined(_M_X64))
+  static const bool use = [] {
+    const char* forced = std::getenv("MEDSEG_EXT_CPU_ISA");
+    if (forced && std::strcmp(forced, "base") == 0) return false;
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return use;
+#else
+  return false;
+#endif
+}
+
+inline const char* cpu_isa_name() { return cpu_use_avx2() ? "avx2+fma" : "baseline"; }
+
+}  // namespace medseg
