@@ -127,17 +127,18 @@ inline double vexp(double x) { return std::exp(x); }
 // Turns the C x n logits in buf (row stride kTile) into probabilities in place and validates them.
 // Loops are branch-free over t so they vectorise; errors are located after the fact.
 template <typename T>
-void activate_tile(T* buf, int64_t C, int64_t n, bool sigmoid, const bool* valid, int64_t b, int64_t s0) {
+void activate_tile(T* buf, int64_t C, int64_t n, bool sigmoid, int64_t b, int64_t s0) {
+  // ignored elements were zeroed by gather_tile, so everything below may read them freely
   int nan_seen = 0;
   for (int64_t i = 0; i < C; ++i) {
     const T* row = buf + i * kTile;
 #pragma omp simd reduction(| : nan_seen)
-    for (int64_t t = 0; t < n; ++t) nan_seen |= int(valid[t]) & int(row[t] != row[t]);
+    for (int64_t t = 0; t < n; ++t) nan_seen |= int(row[t] != row[t]);
   }
   if (nan_seen) {
     for (int64_t t = 0; t < n; ++t)
       for (int64_t i = 0; i < C; ++i)
-        if (valid[t] && std::isnan(buf[i * kTile + t])) bad_logit(b, s0 + t, "NaN");
+        if (std::isnan(buf[i * kTile + t])) bad_logit(b, s0 + t, "NaN");
   }
   if (sigmoid) {
     for (int64_t i = 0; i < C; ++i) {
@@ -159,10 +160,16 @@ void activate_tile(T* buf, int64_t C, int64_t n, bool sigmoid, const bool* valid
 #pragma omp simd
     for (int64_t t = 0; t < n; ++t) m[t] = std::max(m[t], row[t]);
   }
+  const T inf = std::numeric_limits<T>::infinity();
+  int inf_seen = 0;
+#pragma omp simd reduction(| : inf_seen)
   for (int64_t t = 0; t < n; ++t) {
-    if (valid[t] && std::isinf(m[t])) bad_logit(b, s0 + t, m[t] > 0 ? "+inf" : "a row of all -inf");
-    m[t] = valid[t] ? m[t] : T(0);  // whatever an ignored element holds must not poison its row
+    inf_seen |= int(m[t] == inf) | int(m[t] == -inf);
     sum[t] = 0;
+  }
+  if (inf_seen) {
+    for (int64_t t = 0; t < n; ++t)
+      if (std::isinf(m[t])) bad_logit(b, s0 + t, m[t] > 0 ? "+inf" : "a row of all -inf");
   }
   for (int64_t i = 0; i < C; ++i) {
     T* row = buf + i * kTile;
@@ -183,7 +190,8 @@ void activate_tile(T* buf, int64_t C, int64_t n, bool sigmoid, const bool* valid
 
 // Gathers the tile's C x n logits as compute type T; contiguous spatial runs take a linear path.
 template <typename S, typename T>
-void gather_tile(const S* lg, const Geometry& g, int64_t b, int64_t s0, int64_t n, const int64_t* loff, T* buf) {
+void gather_tile(const S* lg, const Geometry& g, int64_t b, int64_t s0, int64_t n, const int64_t* loff,
+                 const T* wt, T* buf) {
   const bool linear = g.logits_linear;
   for (int64_t i = 0; i < g.C; ++i) {
     const S* base = lg + b * g.lb + i * g.lc;
@@ -191,9 +199,9 @@ void gather_tile(const S* lg, const Geometry& g, int64_t b, int64_t s0, int64_t 
     if (linear) {
       const S* src = base + s0;
 #pragma omp simd
-      for (int64_t t = 0; t < n; ++t) row[t] = load_as<T>(src + t);
+      for (int64_t t = 0; t < n; ++t) row[t] = wt[t] != T(0) ? load_as<T>(src + t) : T(0);
     } else {
-      for (int64_t t = 0; t < n; ++t) row[t] = load_as<T>(base + loff[t]);
+      for (int64_t t = 0; t < n; ++t) row[t] = wt[t] != T(0) ? load_as<T>(base + loff[t]) : T(0);
     }
   }
 }
@@ -221,20 +229,22 @@ void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out,
     std::vector<T> buf(static_cast<size_t>(C * kTile));
     int64_t loff[kTile], yoff[kTile], cls[kTile];
     bool valid[kTile];
+    T wt[kTile];  // 1 for counted elements, 0 for ignored: lets the loops below stay branch-free
     double* acc = partial.data() + job * stride;
     std::vector<double> tileI(C), tileP(C), tileG(C);  // double: no drift over long tiles of equal values
     for (int64_t s0 = c0; s0 < c1; s0 += kTile) {
       const int64_t n = std::min(kTile, c1 - s0);
       if (!g.logits_linear || !g.labels_linear) tile_offsets(g, s0, n, loff, yoff);
       load_labels(lab, g, prm, b, s0, n, yoff, cls, valid);
-      gather_tile(lg, g, b, s0, n, loff, buf.data());
-      activate_tile(buf.data(), C, n, prm.sigmoid, valid, b, s0);
+      for (int64_t t = 0; t < n; ++t) wt[t] = valid[t] ? T(1) : T(0);
+      gather_tile(lg, g, b, s0, n, loff, wt, buf.data());
+      activate_tile(buf.data(), C, n, prm.sigmoid, b, s0);
       int64_t nvalid = 0;
       for (int64_t i = 0; i < C; ++i) {
         const T* row = buf.data() + i * kTile;
         double s = 0;  // simd order is fixed per build: deterministic
 #pragma omp simd reduction(+ : s)
-        for (int64_t t = 0; t < n; ++t) s += valid[t] ? double(row[t]) : 0.0;
+        for (int64_t t = 0; t < n; ++t) s += double(row[t] * wt[t]);
         tileP[i] = s;
         tileI[i] = 0;
         tileG[i] = 0;
@@ -293,13 +303,14 @@ void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const dou
     std::vector<T> buf(static_cast<size_t>(C * kTile));
     int64_t loff[kTile], yoff[kTile], cls[kTile];
     bool valid[kTile];
-    T dot[kTile];
+    T wt[kTile], dot[kTile];
     for (int64_t s0 = c0; s0 < c1; s0 += kTile) {
       const int64_t n = std::min(kTile, c1 - s0);
       if (!g.logits_linear || !g.labels_linear) tile_offsets(g, s0, n, loff, yoff);
       load_labels(lab, g, prm, b, s0, n, yoff, cls, valid);
-      gather_tile(lg, g, b, s0, n, loff, buf.data());
-      activate_tile(buf.data(), C, n, prm.sigmoid, valid, b, s0);
+      for (int64_t t = 0; t < n; ++t) wt[t] = valid[t] ? T(1) : T(0);
+      gather_tile(lg, g, b, s0, n, loff, wt, buf.data());
+      activate_tile(buf.data(), C, n, prm.sigmoid, b, s0);
       if (prm.sigmoid) {
         for (int64_t i = 0; i < C; ++i) {
           const T* row = buf.data() + i * kTile;
@@ -308,7 +319,7 @@ void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const dou
           for (int64_t t = 0; t < n; ++t) {
             const T p = row[t];
             const T h = A[i] + (cls[t] == i ? Bc[i] : T(0));
-            store_from(o + t, valid[t] ? p * (T(1) - p) * h : T(0));
+            store_from(o + t, p * (T(1) - p) * h * wt[t]);
           }
         }
         continue;
@@ -326,7 +337,7 @@ void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const dou
 #pragma omp simd
         for (int64_t t = 0; t < n; ++t) {
           const T h = A[i] + (cls[t] == i ? Bc[i] : T(0));
-          store_from(o + t, valid[t] ? row[t] * (h - dot[t]) : T(0));
+          store_from(o + t, row[t] * (h - dot[t]) * wt[t]);
         }
       }
     }

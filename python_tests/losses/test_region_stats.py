@@ -138,4 +138,4 @@ def test_baseline_and_avx2_builds_agree():
         outs[isa] = (name, np.array(eval(stats)), np.array(eval(grad)))
     assert outs["base"][0] == "baseline"
     np.testing.assert_allclose(outs["base"][1], outs["auto"][1], rtol=1e-6, atol=1e-5)
-    np.testing.assert_allclose(outs["base"][2], outs["auto"][2], rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(outs["base"][2], outs["auto"][2], rtol=1e-4, atol=1e-7)  # FMA rounding
