@@ -61,7 +61,7 @@ inline void tile_offsets(const Geometry& g, int64_t s0, int64_t n, int64_t* loff
 // background pixel), valid[t] says whether the element counts. Throws on an out-of-range label.
 template <typename L>
 void load_labels(const L* lab, const Geometry& g, const RegionStatsParams& prm, int64_t b, int64_t s0,
-                 int64_t n, const int64_t* yoff, int64_t* cls, bool* valid) {
+                 int64_t n, const int64_t* yoff, int32_t* cls, bool* valid) {
   const bool binary = prm.sigmoid && g.C == 1;
   const L* base = lab + b * g.yb;
   int64_t y[kTile];
@@ -81,7 +81,7 @@ void load_labels(const L* lab, const Geometry& g, const RegionStatsParams& prm, 
     valid[t] = !ignored && ok;
     bad |= int(!ignored && !ok);
     const int64_t c = binary ? (y[t] == 1 ? 0 : -1) : y[t];
-    cls[t] = valid[t] ? c : -1;
+    cls[t] = valid[t] ? static_cast<int32_t>(c) : -1;
   }
   if (!bad) return;
   for (int64_t t = 0; t < n; ++t) {
@@ -227,7 +227,8 @@ void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out,
     const int64_t c0 = (job % chunks_per_b) * kChunk;
     const int64_t c1 = std::min(g.S, c0 + kChunk);
     std::vector<T> buf(static_cast<size_t>(C * kTile));
-    int64_t loff[kTile], yoff[kTile], cls[kTile];
+    int64_t loff[kTile], yoff[kTile];
+    int32_t cls[kTile];  // 32-bit so compares line up with float lanes when vectorised
     bool valid[kTile];
     T wt[kTile];  // 1 for counted elements, 0 for ignored: lets the loops below stay branch-free
     double* acc = partial.data() + job * stride;
@@ -301,7 +302,8 @@ void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const dou
       Bc[i] = T(gs[i * kNumStats + kStatI]);
     }
     std::vector<T> buf(static_cast<size_t>(C * kTile));
-    int64_t loff[kTile], yoff[kTile], cls[kTile];
+    int64_t loff[kTile], yoff[kTile];
+    int32_t cls[kTile];  // 32-bit so compares line up with float lanes when vectorised
     bool valid[kTile];
     T wt[kTile], dot[kTile];
     for (int64_t s0 = c0; s0 < c1; s0 += kTile) {
@@ -315,10 +317,12 @@ void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const dou
         for (int64_t i = 0; i < C; ++i) {
           const T* row = buf.data() + i * kTile;
           S* o = out + (b * C + i) * g.S + s0;
+          const int32_t ci = static_cast<int32_t>(i);
+          const T ai = A[i], bi = Bc[i];
 #pragma omp simd
           for (int64_t t = 0; t < n; ++t) {
             const T p = row[t];
-            const T h = A[i] + (cls[t] == i ? Bc[i] : T(0));
+            const T h = ai + (cls[t] == ci ? bi : T(0));
             store_from(o + t, p * (T(1) - p) * h * wt[t]);
           }
         }
@@ -334,9 +338,11 @@ void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const dou
       for (int64_t i = 0; i < C; ++i) {
         const T* row = buf.data() + i * kTile;
         S* o = out + (b * C + i) * g.S + s0;
+        const int32_t ci = static_cast<int32_t>(i);
+        const T ai = A[i], bi = Bc[i];
 #pragma omp simd
         for (int64_t t = 0; t < n; ++t) {
-          const T h = A[i] + (cls[t] == i ? Bc[i] : T(0));
+          const T h = ai + (cls[t] == ci ? bi : T(0));
           store_from(o + t, row[t] * (h - dot[t]) * wt[t]);
         }
       }
