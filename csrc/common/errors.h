@@ -2,9 +2,9 @@
 // Python as a ValueError with the message unchanged. Kernels validate before they write.
 #pragma once
 
-#include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace medseg {
 
@@ -14,20 +14,29 @@ class ValueError : public std::runtime_error {
 };
 
 namespace detail {
-inline void append(std::ostringstream&) {}
+// Plain string building, no iostreams: a std::ostringstream formatting an integer crashed inside
+// this module on one machine (GCC 13, torch's bundled libgomp), while std::to_string does not
+// touch locales or stream state.
+inline void append(std::string&) {}
 template <typename T, typename... Rest>
-inline void append(std::ostringstream& os, const T& v, const Rest&... rest) {
-  os << v;
-  append(os, rest...);
+inline void append(std::string& out, const T& v, const Rest&... rest) {
+  if constexpr (std::is_same_v<T, bool>) {
+    out += v ? "true" : "false";
+  } else if constexpr (std::is_arithmetic_v<T>) {
+    out += std::to_string(v);
+  } else {
+    out += v;  // const char*, char arrays, std::string
+  }
+  append(out, rest...);
 }
 }  // namespace detail
 
-// Builds a message from any streamable pieces: MEDSEG_CHECK(n > 0, "labels: expected ", n, ...).
+// Builds a message from strings and numbers: MEDSEG_CHECK(n > 0, "labels: expected ", n, ...).
 template <typename... Args>
 [[noreturn]] inline void fail(const Args&... args) {
-  std::ostringstream os;
-  detail::append(os, args...);
-  throw ValueError(os.str());
+  std::string msg;
+  detail::append(msg, args...);
+  throw ValueError(msg);
 }
 
 }  // namespace medseg

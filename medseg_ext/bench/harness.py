@@ -155,9 +155,14 @@ def peak_memory_cpu(spec: CaseSpec, *, warmup: int = 1, timeout: float = 900.0) 
     if not cpu_peak_supported():
         return {"error": "needs Linux /proc/self/clear_refs"}
     code = "from medseg_ext.bench.harness import _child_main; _child_main()"
+    env = dict(os.environ)
+    # A fixed glibc mmap threshold: large buffers are mapped and unmapped one by one, so the peak is
+    # the live bytes; the default dynamic threshold reuses heap space in an order-dependent way,
+    # which moved MONAI's peak by one whole buffer between identical runs.
+    env.setdefault("MALLOC_MMAP_THRESHOLD_", str(MiB))
     try:
         proc = subprocess.run([sys.executable, "-c", code], input=pickle.dumps((spec, warmup)),
-                              capture_output=True, timeout=timeout)
+                              capture_output=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     for line in reversed(proc.stdout.decode(errors="replace").splitlines()):

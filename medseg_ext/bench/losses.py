@@ -126,11 +126,13 @@ def bytes_moved(shape) -> int:
 
 
 def _shape_str(shape) -> str:
-    B, C = shape[:2]
-    sp = shape[2:]
-    s = f"{sp[0]}³" if len(set(sp)) == 1 and len(sp) == 3 else (f"{sp[0]}²" if len(set(sp)) == 1 and len(sp) == 2
-                                                               else "×".join(map(str, sp)))
-    return f"{B}×{C}×{s}"
+    """(2, 14, 96, 96, 96) -> "2×14×96³"; non-cubic spatial dims are written out."""
+    B, C, *sp = shape
+    if len(set(sp)) == 1 and len(sp) in (2, 3):
+        spatial = f"{sp[0]}{'²' if len(sp) == 2 else '³'}"
+    else:
+        spatial = "×".join(map(str, sp))
+    return f"{B}×{C}×{spatial}"
 
 
 def _variants(device: str, peers: dict) -> list:
