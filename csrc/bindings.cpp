@@ -111,19 +111,19 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "region_stats_backward_cpu",
-      [](py::tuple logits, py::tuple labels, uintptr_t grad_stats_ptr, py::tuple grad_logits, bool sigmoid,
+      [](py::tuple logits, py::tuple labels, uintptr_t coeff_ptr, py::tuple grad_logits, bool sigmoid,
          bool per_sample, bool has_ignore, int64_t ignore_index) {
         TensorDesc lg, lab;
         medseg::losses::normalise_region_inputs(to_desc(logits, "logits"), to_desc(labels, "labels"), lg, lab);
         TensorDesc gl = to_desc(grad_logits, "grad_logits").padded_to(5, 2);
         const auto prm = region_params(sigmoid, per_sample, has_ignore, ignore_index);
         py::gil_scoped_release release;
-        medseg::losses::soft_region_stats_backward_cpu(lg, lab, reinterpret_cast<const double*>(grad_stats_ptr), gl,
+        medseg::losses::soft_region_stats_backward_cpu(lg, lab, reinterpret_cast<const double*>(coeff_ptr), gl,
                                                        prm);
       },
-      py::arg("logits"), py::arg("labels"), py::arg("grad_stats_ptr"), py::arg("grad_logits"), py::arg("sigmoid"),
+      py::arg("logits"), py::arg("labels"), py::arg("coeff_ptr"), py::arg("grad_logits"), py::arg("sigmoid"),
       py::arg("per_sample"), py::arg("has_ignore"), py::arg("ignore_index"),
-      "Writes dL/dlogits (contiguous, logits dtype) from dL/d(I, P) of a float64 (U, C, 4) buffer.");
+      "Writes dL/dlogits (contiguous, logits dtype) from float64 (U, C, 2) coefficients dL/dI, dL/dP.");
 
 #ifdef MEDSEG_EXT_WITH_CUDA
   m.def("region_stats_cuda_blocks", &medseg::losses::region_stats_cuda_blocks, py::arg("spatial_size"),

@@ -34,10 +34,10 @@ void normalise_region_inputs(const TensorDesc& logits_in, const TensorDesc& labe
 void soft_region_stats_cpu(const TensorDesc& logits, const TensorDesc& labels, double* out,
                            const RegionStatsParams& params);
 
-// grad_stats: contiguous float64 (U, C, 4) (only the I and P entries are read);
+// coeff: contiguous float64 (U, C, 2) = dL/dI, dL/dP (the same layout as the CUDA coeff);
 // grad_logits: contiguous (B, C, S1, S2, S3) tensor of the logits' dtype, fully overwritten.
 void soft_region_stats_backward_cpu(const TensorDesc& logits, const TensorDesc& labels,
-                                    const double* grad_stats, const TensorDesc& grad_logits,
+                                    const double* coeff, const TensorDesc& grad_logits,
                                     const RegionStatsParams& params);
 
 // Per-ISA variants behind the two entry points above (see common/isa.h).

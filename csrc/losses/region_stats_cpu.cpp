@@ -280,7 +280,7 @@ void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out,
 }
 
 template <typename S, typename L>
-void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const double* grad_stats,
+void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const double* coeff,
                    const TensorDesc& grad_logits, const RegionStatsParams& prm) {
   using T = typename compute_type<S>::type;
   const Geometry g(logits, labels);
@@ -295,11 +295,11 @@ void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const dou
     const int64_t b = job / chunks_per_b;
     const int64_t c0 = (job % chunks_per_b) * kChunk;
     const int64_t c1 = std::min(g.S, c0 + kChunk);
-    const double* gs = grad_stats + (prm.per_sample ? b : 0) * C * kNumStats;
+    const double* gs = coeff + (prm.per_sample ? b : 0) * C * 2;
     std::vector<T> A(C), Bc(C);  // dL/dP and dL/dI of this unit
     for (int64_t i = 0; i < C; ++i) {
-      A[i] = T(gs[i * kNumStats + kStatP]);
-      Bc[i] = T(gs[i * kNumStats + kStatI]);
+      A[i] = T(gs[2 * i + 1]);
+      Bc[i] = T(gs[2 * i]);
     }
     std::vector<T> buf(static_cast<size_t>(C * kTile));
     int64_t loff[kTile], yoff[kTile];
@@ -362,13 +362,13 @@ void stats_entry(const TensorDesc& logits, const TensorDesc& labels, double* out
   });
 }
 
-void backward_entry(const TensorDesc& logits, const TensorDesc& labels, const double* grad_stats,
+void backward_entry(const TensorDesc& logits, const TensorDesc& labels, const double* coeff,
                     const TensorDesc& grad_logits, const RegionStatsParams& params) {
   dispatch_floating(logits.dtype, "logits", [&](auto st) {
     using S = typename decltype(st)::type;
     dispatch_label(labels.dtype, "labels", [&](auto lt) {
       using L = typename decltype(lt)::type;
-      backward_impl<S, L>(logits, labels, grad_stats, grad_logits, params);
+      backward_impl<S, L>(logits, labels, coeff, grad_logits, params);
     });
   });
 }
@@ -403,13 +403,13 @@ void soft_region_stats_cpu(const TensorDesc& logits, const TensorDesc& labels, d
   isa_base::stats_entry(logits, labels, out, params);
 }
 
-void soft_region_stats_backward_cpu(const TensorDesc& logits, const TensorDesc& labels, const double* grad_stats,
+void soft_region_stats_backward_cpu(const TensorDesc& logits, const TensorDesc& labels, const double* coeff,
                                     const TensorDesc& grad_logits, const RegionStatsParams& params) {
   MEDSEG_CHECK(grad_logits.dtype == logits.dtype, "grad_logits: dtype must equal the logits dtype");
 #ifdef MEDSEG_EXT_HAVE_AVX2_BUILD
-  if (cpu_use_avx2()) return isa_avx2::backward_entry(logits, labels, grad_stats, grad_logits, params);
+  if (cpu_use_avx2()) return isa_avx2::backward_entry(logits, labels, coeff, grad_logits, params);
 #endif
-  isa_base::backward_entry(logits, labels, grad_stats, grad_logits, params);
+  isa_base::backward_entry(logits, labels, coeff, grad_logits, params);
 }
 #endif  // MEDSEG_ISA_IS_BASE
 

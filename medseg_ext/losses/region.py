@@ -41,18 +41,19 @@ def _cpu_forward(logits, labels, sigmoid, per_sample, ignore_index, validate):
     return out
 
 
-def _cpu_backward(grad_stats, logits, labels, sigmoid, per_sample, ignore_index):
+def _cpu_backward(coeff, logits, labels, sigmoid, per_sample, ignore_index):
     C_ = _dispatch.extension()
     grad = torch.empty(logits.shape, dtype=logits.dtype)
-    C_.region_stats_backward_cpu(desc(logits), desc(labels), grad_stats.data_ptr(), desc(grad), sigmoid,
+    C_.region_stats_backward_cpu(desc(logits), desc(labels), coeff.data_ptr(), desc(grad), sigmoid,
                                  per_sample, ignore_index is not None, 0 if ignore_index is None else ignore_index)
     return grad
 
 
 def _finish_partials(partial, counts, per_sample, validate):
-    """(B, nblk, 3, C) partials + (B, nblk, 3) counts -> (U, C, 4) float64, summed in a fixed order."""
-    sums = partial.to(torch.float64).sum(dim=1)  # (B, 3, C)
-    cnt = counts.to(torch.int64).sum(dim=1)      # (B, 3)
+    """(B, nblk, 3, C) partials + (B, nblk, 3) counts -> (U, C, 4) float64, summed in a fixed order
+    (few kernel launches: this runs once per call and its launches are the host overhead on GPU)."""
+    sums = partial.sum(dim=1, dtype=torch.float64)  # (B, 3, C)
+    cnt = counts.sum(dim=1, dtype=torch.int64)      # (B, 3)
     if validate:
         bad_logits, bad_labels = cnt[:, 1:].sum(dim=0).tolist()  # the one host sync of the call
         if bad_labels:
@@ -61,9 +62,10 @@ def _finish_partials(partial, counts, per_sample, validate):
             raise ValueError(
                 f"logits: {bad_logits} element(s) with NaN (softmax also rejects +inf and rows of all -inf)"
             )
-    n = cnt[:, 0].to(torch.float64)[:, None].expand(-1, sums.shape[2])
-    stats = torch.stack([sums[:, 0], sums[:, 1], sums[:, 2], n], dim=-1)
-    return stats.sum(dim=0, keepdim=True) if not per_sample else stats
+    B, _, C = sums.shape
+    n = cnt[:, :1].to(torch.float64)[:, None, :].expand(B, C, 1)
+    stats = torch.cat([sums.transpose(1, 2), n], dim=-1)  # (B, C, 4)
+    return stats if per_sample else stats.sum(dim=0, keepdim=True)
 
 
 def _triton_forward(logits, labels, sigmoid, per_sample, ignore_index, validate):
@@ -73,11 +75,11 @@ def _triton_forward(logits, labels, sigmoid, per_sample, ignore_index, validate)
     return _finish_partials(partial, counts, per_sample, validate)
 
 
-def _triton_backward(grad_stats, logits, labels, sigmoid, per_sample, ignore_index):
+def _triton_backward(coeff, logits, labels, sigmoid, per_sample, ignore_index):
     from ..triton import region_stats as tr
 
-    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    coeff = grad_stats[..., :2].to(dtype).contiguous()
+    if logits.dtype != torch.float64:
+        coeff = coeff.to(torch.float32)
     return tr.region_stats_backward(coeff, logits, labels, sigmoid, per_sample, ignore_index)
 
 
@@ -86,8 +88,9 @@ def _cuda_forward(logits, labels, sigmoid, per_sample, ignore_index, validate):
     B, C = logits.shape[:2]
     S = int(np.prod(logits.shape[2:]))
     n_blocks = C_.region_stats_cuda_blocks(S)
-    partial = torch.zeros((B, n_blocks, 3, C), dtype=torch.float32, device=logits.device)
-    counts = torch.zeros((B, n_blocks, 3), dtype=torch.int32, device=logits.device)
+    alloc = torch.empty if B and n_blocks else torch.zeros  # the kernel writes every slot it launches for
+    partial = alloc((B, n_blocks, 3, C), dtype=torch.float32, device=logits.device)
+    counts = alloc((B, n_blocks, 3), dtype=torch.int32, device=logits.device)
     with torch.cuda.device(logits.device):
         stream = torch.cuda.current_stream(logits.device).cuda_stream
         C_.region_stats_cuda(desc(logits), desc(labels), partial.data_ptr(), counts.data_ptr(), sigmoid,
@@ -95,9 +98,9 @@ def _cuda_forward(logits, labels, sigmoid, per_sample, ignore_index, validate):
     return _finish_partials(partial, counts, per_sample, validate)
 
 
-def _cuda_backward(grad_stats, logits, labels, sigmoid, per_sample, ignore_index):
+def _cuda_backward(coeff, logits, labels, sigmoid, per_sample, ignore_index):
     C_ = _dispatch.extension()
-    coeff = grad_stats[..., :2].to(torch.float32).contiguous()
+    coeff = coeff.to(torch.float32)
     grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
     with torch.cuda.device(logits.device):
         stream = torch.cuda.current_stream(logits.device).cuda_stream
@@ -117,11 +120,12 @@ def _reference_forward(logits, labels, sigmoid, per_sample, ignore_index, valida
     return torch.from_numpy(np.ascontiguousarray(out)).to(logits.device)
 
 
-def _reference_backward(grad_stats, logits, labels, sigmoid, per_sample, ignore_index):
+def _reference_backward(coeff, logits, labels, sigmoid, per_sample, ignore_index):
     from ..reference import losses as ref
 
     z = logits.detach().cpu().float() if logits.dtype == torch.bfloat16 else logits.detach().cpu()
-    out = ref.soft_region_stats_backward(grad_stats.cpu().numpy(), z.numpy(), labels.cpu().numpy(),
+    grad_stats = torch.cat([coeff.cpu(), torch.zeros_like(coeff.cpu())], dim=-1)  # G and N take no gradient
+    out = ref.soft_region_stats_backward(grad_stats.numpy(), z.numpy(), labels.cpu().numpy(),
                                          "sigmoid" if sigmoid else "softmax", ignore_index,
                                          "sample" if per_sample else "batch")
     return torch.from_numpy(np.ascontiguousarray(out)).to(device=logits.device, dtype=logits.dtype)
@@ -135,11 +139,16 @@ _BACKWARD = {"cpu": _cpu_backward, "triton": _triton_backward, "cuda": _cuda_bac
 # ---------------------------------------------------------------- custom ops
 
 
+def stats_forward(logits, labels, sigmoid, per_sample, ignore_index, validate) -> torch.Tensor:
+    """(U, C, 4) float64 statistics by the backend for these tensors (no autograd; for fused ops)."""
+    backend = _dispatch.select_backend(logits=logits, labels=labels)
+    return _FORWARD[backend](logits, labels, sigmoid, per_sample, ignore_index, validate)
+
+
 @torch.library.custom_op("medseg_ext::soft_region_stats", mutates_args=())
 def _soft_region_stats_op(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, per_sample: bool,
                           ignore_index: Optional[int], validate: bool) -> torch.Tensor:
-    backend = _dispatch.select_backend(logits=logits, labels=labels)
-    return _FORWARD[backend](logits, labels, sigmoid, per_sample, ignore_index, validate)
+    return stats_forward(logits, labels, sigmoid, per_sample, ignore_index, validate)
 
 
 @_soft_region_stats_op.register_fake
@@ -149,15 +158,16 @@ def _(logits, labels, sigmoid, per_sample, ignore_index, validate):
 
 
 @torch.library.custom_op("medseg_ext::soft_region_stats_backward", mutates_args=())
-def _soft_region_stats_backward_op(grad_stats: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
-                                   sigmoid: bool, per_sample: bool, ignore_index: Optional[int]) -> torch.Tensor:
-    backend = _dispatch.select_backend(logits=logits, labels=labels, grad_stats=grad_stats)
-    return _BACKWARD[backend](grad_stats.to(torch.float64).contiguous(), logits, labels, sigmoid, per_sample,
+def logits_backward(coeff: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+                    sigmoid: bool, per_sample: bool, ignore_index: Optional[int]) -> torch.Tensor:
+    """dL/dlogits from coeff (U, C, 2) = dL/dI, dL/dP: the second pass over logits + labels."""
+    backend = _dispatch.select_backend(logits=logits, labels=labels, coeff=coeff)
+    return _BACKWARD[backend](coeff.to(torch.float64).contiguous(), logits, labels, sigmoid, per_sample,
                               ignore_index)
 
 
-@_soft_region_stats_backward_op.register_fake
-def _(grad_stats, logits, labels, sigmoid, per_sample, ignore_index):
+@logits_backward.register_fake
+def _(coeff, logits, labels, sigmoid, per_sample, ignore_index):
     return logits.new_empty(logits.shape)
 
 
@@ -169,7 +179,7 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_stats):
     logits, labels = ctx.saved_tensors
-    grad = _soft_region_stats_backward_op(grad_stats, logits, labels, *ctx.params)
+    grad = logits_backward(grad_stats[..., :2], logits, labels, *ctx.params)
     return grad, None, None, None, None, None
 
 

@@ -136,8 +136,9 @@ def region_stats_partials(logits: torch.Tensor, labels: torch.Tensor, sigmoid: b
     c_pad, block_s = _tile(C)
     n_blocks = triton.cdiv(S, block_s)
     f64 = logits.dtype == torch.float64
-    partial = torch.zeros((B, n_blocks, 3, C), dtype=torch.float64 if f64 else torch.float32, device=logits.device)
-    counts = torch.zeros((B, n_blocks, 3), dtype=torch.int32, device=logits.device)
+    alloc = torch.empty if B and n_blocks and C else torch.zeros  # the kernel writes every launched slot
+    partial = alloc((B, n_blocks, 3, C), dtype=torch.float64 if f64 else torch.float32, device=logits.device)
+    counts = alloc((B, n_blocks, 3), dtype=torch.int32, device=logits.device)
     if B == 0 or n_blocks == 0 or C == 0:
         return partial, counts
     _region_stats_fwd_kernel[(n_blocks, B)](

@@ -257,3 +257,15 @@ def test_single_nan_pixel_is_reported():
     logits[1, 2, 3, 4] = float("nan")
     with pytest.raises(ValueError, match="logits: NaN at sample 1"):
         medseg_ext.dice_loss(logits, labels)
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("include_background", [True, False])
+def test_gradcheck_reductions(reduction, include_background):
+    logits, labels = rand_case(B=2, C=3, spatial=(3, 4), seed=13)
+    logits.requires_grad_(True)
+    fn = lambda z: medseg_ext.dice_loss(z, labels, reduction=reduction, include_background=include_background,
+                                        smooth_nr=0.3, smooth_dr=0.7)
+    assert torch.autograd.gradcheck(fn, (logits,), eps=1e-6, atol=1e-8)
+    out = fn(logits)
+    assert out.shape == (() if reduction != "none" else (2, 3 if include_background else 2))
