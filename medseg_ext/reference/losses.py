@@ -101,3 +101,43 @@ def dice_loss(logits, labels, activation="softmax", ignore_index=None, reduction
     if reduction == "sum":
         return f.sum()
     return f
+
+
+def region_loss_per_class(kind, stats, smooth_nr=1e-5, smooth_dr=1e-5, alpha=0.5, beta=0.5, exponent=1.0):
+    """Per (unit, class) region losses written directly from the formulas (seeds-losses.md §0, §3, Appendix)."""
+    s = np.asarray(stats, dtype=np.float64)
+    I, P, G, N = s[..., 0], s[..., 1], s[..., 2], s[..., 3]
+    TP, FP, FN = I, P - I, G - I
+    if kind == "dice":
+        return 1.0 - (2.0 * TP + smooth_nr) / (2.0 * TP + FP + FN + smooth_dr)
+    if kind == "jaccard":
+        return 1.0 - (TP + smooth_nr) / (TP + FP + FN + smooth_dr)
+    if kind in ("tversky", "focal_tversky"):
+        t = (TP + smooth_nr) / (TP + alpha * FP + beta * FN + smooth_dr)
+        return 1.0 - t if kind == "tversky" else np.maximum(1.0 - t, 0.0) ** exponent
+    if kind == "kappa":
+        # 1 − κ of the soft 2×2 table a = TP, b = FP, c = FN, d = TN: (b + c)·n / ((a+b)(b+d) + (a+c)(c+d)) · ...
+        n = np.maximum(N, 1.0)  # a unit with no counted element is an empty table: loss 0
+        TN = n - P - G + I
+        agree = (TP + TN) / n
+        chance = ((TP + FP) * (TP + FN) + (FN + TN) * (FP + TN)) / n**2
+        # L = (1 − p_o)/(1 − p_c), written over the common factor n/2 so that smooth_dr enters as in the op
+        return ((1.0 - agree) * n) / ((1.0 - chance) * n + smooth_dr)
+    raise ValueError(kind)
+
+
+def region_loss(logits, labels, kind="dice", activation="softmax", ignore_index=None, reduction_unit="sample",
+                include_background=True, reduction="mean", **params):
+    stats = soft_region_stats(logits, labels, activation, ignore_index, reduction_unit)
+    f = region_loss_per_class(kind, stats, **params)
+    if not include_background and f.shape[1] > 1:
+        f = f[:, 1:]
+    return f.mean() if reduction == "mean" else f.sum() if reduction == "sum" else f
+
+
+def cohen_kappa_counts(a, b, c, d):
+    """Cohen's κ of a 2×2 table (rows prediction, columns truth): a = TP, b = FP, c = FN, d = TN."""
+    n = a + b + c + d
+    po = (a + d) / n
+    pc = ((a + b) * (a + c) + (b + d) * (c + d)) / n**2
+    return (po - pc) / (1 - pc)

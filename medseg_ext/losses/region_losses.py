@@ -1,0 +1,269 @@
+"""Region losses on the fused statistics (seeds-losses.md §5 Group S): Dice, Jaccard, Tversky,
+focal-Tversky and Cohen's-kappa loss, all from logits + integer labels.
+
+Each call is one custom op: the forward reads logits + labels once (soft_region_stats) and
+evaluates the epilogue together with its coefficients dL/dI and dL/dP (closed forms of §5, O(U·C)
+numbers); the backward scales them by the incoming gradient and makes the second pass over the
+logits. No autograd graph is built over the epilogue, which keeps per-call host overhead small.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import List, Optional, Tuple
+
+import torch
+
+from ._inputs import check_region_inputs
+from .region import logits_backward, stats_forward
+
+REDUCTIONS = ("mean", "sum", "none")
+KINDS = ("dice", "jaccard", "tversky", "focal_tversky", "kappa")
+_TINY = 1e-30  # keeps (1 − T)^(e − 1) finite at T = 1 for exponents below 1
+
+
+def region_loss_terms(kind: str, stats: torch.Tensor, params: List[float]):
+    """Per (unit, class) loss and its partials dL/dI, dL/dP from (U, C, 4) statistics.
+
+    params = [smooth_nr, smooth_dr, alpha (weight of FP), beta (weight of FN), exponent].
+    """
+    s_nr, s_dr, alpha, beta, exponent = params
+    I, P, G, N = stats.unbind(-1)
+    if kind == "dice":  # 1 − (2I + s_nr)/(P + G + s_dr)
+        den = P + G + s_dr
+        num = 2.0 * I + s_nr
+        return 1.0 - num / den, -2.0 / den, num / (den * den)
+    if kind == "jaccard":  # 1 − (I + s_nr)/(P + G − I + s_dr)
+        den = P + G - I + s_dr
+        num = I + s_nr
+        return 1.0 - num / den, -(den + num) / (den * den), num / (den * den)
+    if kind in ("tversky", "focal_tversky"):  # T = (I + s_nr)/(I + α(P − I) + β(G − I) + s_dr)
+        den = I + alpha * (P - I) + beta * (G - I) + s_dr
+        num = I + s_nr
+        t = num / den
+        dt_di = (den - num * (1.0 - alpha - beta)) / (den * den)
+        dt_dp = -num * alpha / (den * den)
+        if kind == "tversky":
+            return 1.0 - t, -dt_di, -dt_dp
+        one_minus = (1.0 - t).clamp_min(0.0)
+        loss = one_minus.pow(exponent)
+        dl_dt = -exponent * one_minus.clamp_min(_TINY).pow(exponent - 1.0)
+        return loss, dl_dt * dt_di, dl_dt * dt_dp
+    if kind == "kappa":  # 1 − soft Cohen's κ = (P + G − 2I)/(P + G − 2PG/N + s_dr)
+        n = N.clamp_min(1.0)
+        u = P + G - 2.0 * I
+        v = P + G - 2.0 * P * G / n + s_dr
+        return u / v, -2.0 / v, (v - u * (1.0 - 2.0 * G / n)) / (v * v)
+    raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+
+
+def _epilogue(kind, stats, params, include_background, reduction):
+    """Reduced loss and coefficients (U, C, 2) = d(loss)/dI, d(loss)/dP with the reduction folded in
+    (for reduction "none" the coefficients belong to each element of the (U, C') output)."""
+    per_class, d_i, d_p = region_loss_terms(kind, stats, params)
+    coeff = torch.stack([d_i, d_p], dim=-1)
+    if not include_background and per_class.shape[1] > 1:
+        per_class = per_class[:, 1:]
+        coeff[:, 0] = 0.0
+    if reduction == "mean":
+        return per_class.mean(), coeff / per_class.numel()
+    if reduction == "sum":
+        return per_class.sum(), coeff
+    return per_class, coeff
+
+
+@torch.library.custom_op("medseg_ext::region_loss", mutates_args=())
+def _region_loss_op(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, per_sample: bool,
+                    ignore_index: Optional[int], validate: bool, kind: str, params: List[float],
+                    include_background: bool, reduction: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    stats = stats_forward(logits, labels, sigmoid, per_sample, ignore_index, validate)
+    loss, coeff = _epilogue(kind, stats, params, include_background, reduction)
+    out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    return loss.to(out_dtype), coeff
+
+
+@_region_loss_op.register_fake
+def _(logits, labels, sigmoid, per_sample, ignore_index, validate, kind, params, include_background, reduction):
+    U = logits.shape[0] if per_sample else 1
+    C = logits.shape[1]
+    out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    if reduction == "none":
+        loss = logits.new_empty((U, C - 1 if (not include_background and C > 1) else C), dtype=out_dtype)
+    else:
+        loss = logits.new_empty((), dtype=out_dtype)
+    return loss, logits.new_empty((U, C, 2), dtype=torch.float64)
+
+
+def _setup_context(ctx, inputs, output):
+    logits, labels, sigmoid, per_sample, ignore_index = inputs[:5]
+    include_background, reduction = inputs[8], inputs[9]
+    ctx.save_for_backward(logits, labels, output[1])
+    ctx.params = (sigmoid, per_sample, ignore_index)
+    ctx.drop_background = not include_background and logits.shape[1] > 1
+    ctx.reduction = reduction
+    ctx.mark_non_differentiable(output[1])
+
+
+def _backward(ctx, grad_loss, _grad_coeff):
+    logits, labels, coeff = ctx.saved_tensors
+    g = grad_loss.to(torch.float64)
+    if ctx.reduction == "none":
+        if ctx.drop_background:
+            g = torch.nn.functional.pad(g, (1, 0))  # the background column got no loss
+        coeff = coeff * g[..., None]
+    else:
+        coeff = coeff * g
+    grad = logits_backward(coeff, logits, labels, *ctx.params)
+    return (grad,) + (None,) * 9
+
+
+_region_loss_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _check_number(name, value, low=0.0, high=float("inf"), low_open=False):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    ok = ok and (value > low if low_open else value >= low) and value <= high and value != float("inf")
+    if not ok:
+        bound = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high != float("inf") else "")
+        raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def region_loss(logits, labels, *, kind: str = "dice", activation: str = "softmax",
+                ignore_index: Optional[int] = None, reduction_unit: str = "sample", include_background: bool = True,
+                smooth_nr: float = 1e-5, smooth_dr: float = 1e-5, alpha: float = 0.5, beta: float = 0.5,
+                exponent: float = 1.0, reduction: str = "mean", validate: bool = True) -> torch.Tensor:
+    """Any region loss of :data:`KINDS` by name; the named functions below are the documented entry points."""
+    if kind not in KINDS:
+        raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
+    params = [_check_number("smooth_nr", smooth_nr), _check_number("smooth_dr", smooth_dr),
+              _check_number("alpha", alpha), _check_number("beta", beta),
+              _check_number("exponent", exponent, low_open=True)]
+    inp = check_region_inputs(logits, labels, activation, ignore_index, reduction_unit)
+    if not include_background and inp.logits.shape[1] == 1:
+        warnings.warn("include_background=False ignored: a single-channel output has no background channel",
+                      stacklevel=3)
+    loss, _ = _region_loss_op(inp.logits, inp.labels, inp.sigmoid, inp.per_sample, inp.ignore_index, validate,
+                              kind, params, include_background, reduction)
+    return loss
+
+
+_COMMON_DOC = """
+    Common arguments (see :func:`medseg_ext.soft_region_stats` for logits/labels/activation/
+    ignore_index/reduction_unit): ``include_background`` drops class 0 from the loss when C > 1;
+    ``reduction`` "mean" | "sum" | "none" (then the (U, C') per-class losses); ``validate`` checks
+    labels and NaN logits on GPU at the cost of one host sync. The loss is float32 (float64 for
+    float64 logits); the gradient has the logits' dtype. One pass for the value, one in backward.
+"""
+
+
+def dice_loss(logits, labels, *, activation="softmax", ignore_index=None, reduction_unit="sample",
+              include_background=True, smooth_nr=1e-5, smooth_dr=1e-5, reduction="mean", validate=True):
+    """Soft Dice loss 1 − (2I + smooth_nr)/(P + G + smooth_dr) per (unit, class).
+
+    Conventions of MONAI ``DiceLoss(to_onehot_y=True, softmax=True)`` (or ``sigmoid=True``): the same
+    smoothing defaults, ``reduction_unit="batch"`` is MONAI's ``batch=True``, and an absent class
+    that is not predicted gives loss 0.
+    """
+    return region_loss(logits, labels, kind="dice", activation=activation, ignore_index=ignore_index,
+                       reduction_unit=reduction_unit, include_background=include_background, smooth_nr=smooth_nr,
+                       smooth_dr=smooth_dr, reduction=reduction, validate=validate)
+
+
+def jaccard_loss(logits, labels, *, activation="softmax", ignore_index=None, reduction_unit="sample",
+                 include_background=True, smooth_nr=1e-5, smooth_dr=1e-5, reduction="mean", validate=True):
+    """Soft Jaccard (IoU) loss 1 − (I + smooth_nr)/(P + G − I + smooth_dr) per (unit, class) (TR Eq. 14, 32).
+
+    MONAI's ``DiceLoss(jaccard=True)`` computes 1 − (2I + s_nr)/(2(P + G − I) + s_dr): the same loss
+    with both smoothing terms doubled.
+    """
+    return region_loss(logits, labels, kind="jaccard", activation=activation, ignore_index=ignore_index,
+                       reduction_unit=reduction_unit, include_background=include_background, smooth_nr=smooth_nr,
+                       smooth_dr=smooth_dr, reduction=reduction, validate=validate)
+
+
+def tversky_loss(logits, labels, *, alpha=0.5, beta=0.5, activation="softmax", ignore_index=None,
+                 reduction_unit="sample", include_background=True, smooth_nr=1e-5, smooth_dr=1e-5, reduction="mean",
+                 validate=True):
+    """Tversky loss 1 − T, T = (I + smooth_nr)/(I + alpha·FP + beta·FN + smooth_dr), FP = P − I, FN = G − I.
+
+    ``alpha`` weights false positives and ``beta`` false negatives (Salehi; MONAI ``TverskyLoss``,
+    whose defaults 0.5/0.5 these are; Salehi recommends 0.3/0.7). alpha = beta = 0.5 is Dice with
+    doubled smoothing; alpha = beta = 1 is Jaccard.
+    """
+    return region_loss(logits, labels, kind="tversky", activation=activation, ignore_index=ignore_index,
+                       reduction_unit=reduction_unit, include_background=include_background, smooth_nr=smooth_nr,
+                       smooth_dr=smooth_dr, alpha=alpha, beta=beta, reduction=reduction, validate=validate)
+
+
+def focal_tversky_loss(logits, labels, *, alpha=0.3, beta=0.7, exponent=0.75, activation="softmax",
+                       ignore_index=None, reduction_unit="sample", include_background=True, smooth_nr=1e-5,
+                       smooth_dr=1e-5, reduction="mean", validate=True):
+    """Focal-Tversky loss (1 − T)^exponent per (unit, class) (DIBE Eq. 8, Abraham & Khan).
+
+    The literature writes the exponent as 1/γ; ``exponent=0.75`` is Abraham's (γ = 4/3), the DIBE
+    runs use 4/3 (seeds-losses.md E7). exponent = 1 is the Tversky loss. For exponents below 1 the
+    gradient at T = 1 is bounded by evaluating (1 − T)^(exponent − 1) at no less than 1e-30.
+    """
+    return region_loss(logits, labels, kind="focal_tversky", activation=activation, ignore_index=ignore_index,
+                       reduction_unit=reduction_unit, include_background=include_background, smooth_nr=smooth_nr,
+                       smooth_dr=smooth_dr, alpha=alpha, beta=beta, exponent=exponent, reduction=reduction,
+                       validate=validate)
+
+
+def kappa_loss(logits, labels, *, activation="softmax", ignore_index=None, reduction_unit="sample",
+               include_background=True, smooth_dr=1e-5, reduction="mean", validate=True):
+    """1 − soft Cohen's κ = (P + G − 2I)/(P + G − 2PG/N + smooth_dr) per (unit, class) (seeds-losses.md §3.3).
+
+    The correct soft kappa (variant "cohen"); N is counted from the tensor and mask, never fixed.
+    With binary predictions it equals 1 − Cohen's κ of the confusion counts. The denominator is 0
+    exactly when the class is empty in both prediction and target (or fills both): ``smooth_dr``
+    makes that case 0, the perfect-agreement value. Bounded in [0, 2].
+    """
+    return region_loss(logits, labels, kind="kappa", activation=activation, ignore_index=ignore_index,
+                       reduction_unit=reduction_unit, include_background=include_background, smooth_nr=0.0,
+                       smooth_dr=smooth_dr, reduction=reduction, validate=validate)
+
+
+for _fn in (dice_loss, jaccard_loss, tversky_loss, focal_tversky_loss, kappa_loss):
+    _fn.__doc__ += _COMMON_DOC
+
+
+class _RegionLossModule(torch.nn.Module):
+    _fn = None
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        self.kwargs = kwargs
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return type(self)._fn(logits, labels, **self.kwargs)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+
+
+class DiceLoss(_RegionLossModule):
+    """nn.Module form of :func:`dice_loss`; keyword arguments as there."""
+    _fn = staticmethod(dice_loss)
+
+
+class JaccardLoss(_RegionLossModule):
+    """nn.Module form of :func:`jaccard_loss`."""
+    _fn = staticmethod(jaccard_loss)
+
+
+class TverskyLoss(_RegionLossModule):
+    """nn.Module form of :func:`tversky_loss`."""
+    _fn = staticmethod(tversky_loss)
+
+
+class FocalTverskyLoss(_RegionLossModule):
+    """nn.Module form of :func:`focal_tversky_loss`."""
+    _fn = staticmethod(focal_tversky_loss)
+
+
+class KappaLoss(_RegionLossModule):
+    """nn.Module form of :func:`kappa_loss`."""
+    _fn = staticmethod(kappa_loss)
