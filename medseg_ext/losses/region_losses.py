@@ -17,7 +17,7 @@ from ._inputs import check_region_inputs
 from .region import logits_backward, stats_forward
 
 REDUCTIONS = ("mean", "sum", "none")
-KINDS = ("dice", "jaccard", "tversky", "focal_tversky", "kappa")
+KINDS = ("dice", "jaccard", "tversky", "focal_tversky", "kappa", "generalized_dice")
 _TINY = 1e-30  # keeps (1 − T)^(e − 1) finite at T = 1 for exponents below 1
 
 
@@ -56,64 +56,124 @@ def region_loss_terms(kind: str, stats: torch.Tensor, params: List[float]):
     raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
 
 
-def _epilogue(kind, stats, params, include_background, reduction):
+EMPTY_POLICIES = ("smooth", "zero", "skip")
+GDL_WEIGHTS = ("square", "simple", "uniform")
+GDL_ABSENT = ("max_finite", "zero")
+
+
+def _gdl_terms(stats: torch.Tensor, params: List[float], weight_type: str, absent: str):
+    """Generalized Dice (Sudre 2017) per unit: 1 − (2Σ_c w_c I_c + s_nr)/(Σ_c w_c (P_c + G_c) + s_dr),
+    w_c = 1/G_c² ("square"), 1/G_c ("simple") or 1. An absent class (G_c = 0, infinite weight) gets
+    the largest finite weight of its unit ("max_finite", MONAI) or 0 ("zero"). Returns the (U,)
+    losses and dL/dI, dL/dP as (U, C); the weights depend on labels only (no gradient)."""
+    s_nr, s_dr = params[0], params[1]
+    I, P, G = stats[..., 0], stats[..., 1], stats[..., 2]
+    if weight_type == "square":
+        w = 1.0 / (G * G)
+    elif weight_type == "simple":
+        w = 1.0 / G
+    else:
+        w = torch.ones_like(G)
+    inf = torch.isinf(w)
+    w = w.masked_fill(inf, 0.0)
+    if absent == "max_finite":
+        w = w + inf * w.amax(dim=1, keepdim=True)
+    numer = 2.0 * (w * I).sum(dim=1) + s_nr
+    denom = (w * (P + G)).sum(dim=1) + s_dr
+    loss = 1.0 - numer / denom
+    return loss, -2.0 * w / denom[:, None], w * (numer / (denom * denom))[:, None]
+
+
+def _epilogue(kind, stats, params, include_background, reduction, empty, weight_type, absent):
     """Reduced loss and coefficients (U, C, 2) = d(loss)/dI, d(loss)/dP with the reduction folded in
-    (for reduction "none" the coefficients belong to each element of the (U, C') output)."""
-    per_class, d_i, d_p = region_loss_terms(kind, stats, params)
-    coeff = torch.stack([d_i, d_p], dim=-1)
-    if not include_background and per_class.shape[1] > 1:
-        per_class = per_class[:, 1:]
-        coeff[:, 0] = 0.0
-    if reduction == "mean":
-        return per_class.mean(), coeff / per_class.numel()
-    if reduction == "sum":
-        return per_class.sum(), coeff
-    return per_class, coeff
+    (for reduction "none" the coefficients belong to each element of the unreduced output)."""
+    drop = not include_background and stats.shape[1] > 1
+    kept = stats[:, 1:] if drop else stats
+    if kind == "generalized_dice":  # one loss per unit
+        loss, d_i, d_p = _gdl_terms(kept, params, weight_type, absent)
+        coeff = torch.stack([d_i, d_p], dim=-1)
+        if reduction == "mean":
+            loss, coeff = loss.mean(), coeff / loss.numel()
+        elif reduction == "sum":
+            loss = loss.sum()
+    else:
+        loss, d_i, d_p = region_loss_terms(kind, kept, params)
+        coeff = torch.stack([d_i, d_p], dim=-1)
+        present = kept[..., 2] > 0
+        if empty == "zero":  # SMP: a class absent from the target contributes 0 and no gradient
+            loss = loss * present
+            coeff = coeff * present[..., None]
+        elif empty == "skip":  # absent classes leave the average (NaN in an unreduced output)
+            coeff = coeff * present[..., None]
+            if reduction == "none":
+                loss = loss.masked_fill(~present, float("nan"))
+            else:
+                loss = (loss * present).sum()
+                if reduction == "mean":
+                    n_present = present.sum().clamp_min(1)
+                    loss, coeff = loss / n_present, coeff / n_present
+        if reduction == "mean" and empty != "skip":
+            loss, coeff = loss.mean(), coeff / loss.numel()
+        elif reduction == "sum" and empty != "skip":
+            loss = loss.sum()
+    if drop:
+        coeff = torch.nn.functional.pad(coeff, (0, 0, 1, 0))  # the background class takes no gradient
+    return loss, coeff
 
 
 @torch.library.custom_op("medseg_ext::region_loss", mutates_args=())
 def _region_loss_op(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, per_sample: bool,
                     ignore_index: Optional[int], validate: bool, kind: str, params: List[float],
-                    include_background: bool, reduction: str) -> Tuple[torch.Tensor, torch.Tensor]:
+                    include_background: bool, reduction: str, empty: str, weight_type: str, absent: str,
+                    dist_sync: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     stats = stats_forward(logits, labels, sigmoid, per_sample, ignore_index, validate)
-    loss, coeff = _epilogue(kind, stats, params, include_background, reduction)
+    if dist_sync:
+        # batch statistics pooled over all ranks: every rank evaluates the loss of the global batch
+        torch.distributed.all_reduce(stats)
+    loss, coeff = _epilogue(kind, stats, params, include_background, reduction, empty, weight_type, absent)
     out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     return loss.to(out_dtype), coeff
 
 
 @_region_loss_op.register_fake
-def _(logits, labels, sigmoid, per_sample, ignore_index, validate, kind, params, include_background, reduction):
+def _(logits, labels, sigmoid, per_sample, ignore_index, validate, kind, params, include_background, reduction,
+      empty, weight_type, absent, dist_sync):
     U = logits.shape[0] if per_sample else 1
     C = logits.shape[1]
     out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    if reduction == "none":
-        loss = logits.new_empty((U, C - 1 if (not include_background and C > 1) else C), dtype=out_dtype)
-    else:
+    if reduction != "none":
         loss = logits.new_empty((), dtype=out_dtype)
+    elif kind == "generalized_dice":
+        loss = logits.new_empty((U,), dtype=out_dtype)
+    else:
+        loss = logits.new_empty((U, C - 1 if (not include_background and C > 1) else C), dtype=out_dtype)
     return loss, logits.new_empty((U, C, 2), dtype=torch.float64)
 
 
 def _setup_context(ctx, inputs, output):
     logits, labels, sigmoid, per_sample, ignore_index = inputs[:5]
-    include_background, reduction = inputs[8], inputs[9]
     ctx.save_for_backward(logits, labels, output[1])
     ctx.params = (sigmoid, per_sample, ignore_index)
-    ctx.drop_background = not include_background and logits.shape[1] > 1
-    ctx.reduction = reduction
+    ctx.drop_background = not inputs[8] and logits.shape[1] > 1
+    ctx.reduction = inputs[9]
+    ctx.per_unit = inputs[6] == "generalized_dice"
     ctx.mark_non_differentiable(output[1])
 
 
 def _backward(ctx, grad_loss, _grad_coeff):
     logits, labels, coeff = ctx.saved_tensors
     g = grad_loss.to(torch.float64)
-    if ctx.reduction == "none":
+    if ctx.reduction != "none":
+        coeff = coeff * g
+    elif ctx.per_unit:
+        coeff = coeff * g[:, None, None]
+    else:
         if ctx.drop_background:
             g = torch.nn.functional.pad(g, (1, 0))  # the background column got no loss
-        coeff = coeff * g[..., None]
-    else:
-        coeff = coeff * g
+        # entries skipped as NaN have coefficient 0 and must stay 0 whatever gradient they receive
+        coeff = torch.where(coeff != 0, coeff * g[..., None], 0.0)
     grad = logits_backward(coeff, logits, labels, *ctx.params)
-    return (grad,) + (None,) * 9
+    return (grad,) + (None,) * 13
 
 
 _region_loss_op.register_autograd(_backward, setup_context=_setup_context)
@@ -131,8 +191,18 @@ def _check_number(name, value, low=0.0, high=float("inf"), low_open=False):
 def region_loss(logits, labels, *, kind: str = "dice", activation: str = "softmax",
                 ignore_index: Optional[int] = None, reduction_unit: str = "sample", include_background: bool = True,
                 smooth_nr: float = 1e-5, smooth_dr: float = 1e-5, alpha: float = 0.5, beta: float = 0.5,
-                exponent: float = 1.0, reduction: str = "mean", validate: bool = True) -> torch.Tensor:
-    """Any region loss of :data:`KINDS` by name; the named functions below are the documented entry points."""
+                exponent: float = 1.0, reduction: str = "mean", empty: str = "smooth", weight_type: str = "square",
+                absent: str = "max_finite", dist_sync: bool = False, validate: bool = True) -> torch.Tensor:
+    """Any region loss of :data:`KINDS` by name; the named functions below are the documented entry points.
+
+    ``empty`` decides what a class absent from the target (G = 0) contributes: "smooth" (default,
+    MONAI: the smoothing terms decide; an absent, unpredicted class scores 0), "zero" (SMP: its
+    loss and gradient are 0, but it still counts in the mean) or "skip" (it leaves the mean; NaN in
+    an unreduced output). ``dist_sync=True`` sums the statistics over ``torch.distributed`` ranks
+    before the epilogue, so with ``reduction_unit="batch"`` every rank computes the loss of the
+    global batch (DDP then averages gradients: scale the loss by the world size to get the
+    single-process gradient).
+    """
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
     if reduction not in REDUCTIONS:
@@ -140,26 +210,37 @@ def region_loss(logits, labels, *, kind: str = "dice", activation: str = "softma
     params = [_check_number("smooth_nr", smooth_nr), _check_number("smooth_dr", smooth_dr),
               _check_number("alpha", alpha), _check_number("beta", beta),
               _check_number("exponent", exponent, low_open=True)]
+    for name, value, allowed in (("empty", empty, EMPTY_POLICIES), ("weight_type", weight_type, GDL_WEIGHTS),
+                                 ("absent", absent, GDL_ABSENT)):
+        if value not in allowed:
+            raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")
     inp = check_region_inputs(logits, labels, activation, ignore_index, reduction_unit)
+    if dist_sync:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise ValueError("dist_sync: torch.distributed is not initialised (call init_process_group first)")
+        if inp.per_sample:
+            raise ValueError("dist_sync: needs reduction_unit='batch' (per-sample statistics are already local)")
     if not include_background and inp.logits.shape[1] == 1:
         warnings.warn("include_background=False ignored: a single-channel output has no background channel",
                       stacklevel=3)
     loss, _ = _region_loss_op(inp.logits, inp.labels, inp.sigmoid, inp.per_sample, inp.ignore_index, validate,
-                              kind, params, include_background, reduction)
+                              kind, params, include_background, reduction, empty, weight_type, absent, dist_sync)
     return loss
 
 
 _COMMON_DOC = """
     Common arguments (see :func:`medseg_ext.soft_region_stats` for logits/labels/activation/
     ignore_index/reduction_unit): ``include_background`` drops class 0 from the loss when C > 1;
-    ``reduction`` "mean" | "sum" | "none" (then the (U, C') per-class losses); ``validate`` checks
+    ``reduction`` "mean" | "sum" | "none" (then the (U, C') per-class losses); ``empty`` and
+    ``dist_sync`` as in :func:`region_loss` (absent-class policy; pooling over DDP ranks); ``validate`` checks
     labels and NaN logits on GPU at the cost of one host sync. The loss is float32 (float64 for
     float64 logits); the gradient has the logits' dtype. One pass for the value, one in backward.
 """
 
 
 def dice_loss(logits, labels, *, activation="softmax", ignore_index=None, reduction_unit="sample",
-              include_background=True, smooth_nr=1e-5, smooth_dr=1e-5, reduction="mean", validate=True):
+              include_background=True, smooth_nr=1e-5, smooth_dr=1e-5, reduction="mean", empty="smooth",
+              dist_sync=False, validate=True):
     """Soft Dice loss 1 − (2I + smooth_nr)/(P + G + smooth_dr) per (unit, class).
 
     Conventions of MONAI ``DiceLoss(to_onehot_y=True, softmax=True)`` (or ``sigmoid=True``): the same
@@ -168,11 +249,13 @@ def dice_loss(logits, labels, *, activation="softmax", ignore_index=None, reduct
     """
     return region_loss(logits, labels, kind="dice", activation=activation, ignore_index=ignore_index,
                        reduction_unit=reduction_unit, include_background=include_background, smooth_nr=smooth_nr,
-                       smooth_dr=smooth_dr, reduction=reduction, validate=validate)
+                       smooth_dr=smooth_dr, reduction=reduction, empty=empty,
+                       dist_sync=dist_sync, validate=validate)
 
 
 def jaccard_loss(logits, labels, *, activation="softmax", ignore_index=None, reduction_unit="sample",
-                 include_background=True, smooth_nr=1e-5, smooth_dr=1e-5, reduction="mean", validate=True):
+                 include_background=True, smooth_nr=1e-5, smooth_dr=1e-5, reduction="mean", empty="smooth",
+              dist_sync=False, validate=True):
     """Soft Jaccard (IoU) loss 1 − (I + smooth_nr)/(P + G − I + smooth_dr) per (unit, class) (TR Eq. 14, 32).
 
     MONAI's ``DiceLoss(jaccard=True)`` computes 1 − (2I + s_nr)/(2(P + G − I) + s_dr): the same loss
@@ -180,12 +263,13 @@ def jaccard_loss(logits, labels, *, activation="softmax", ignore_index=None, red
     """
     return region_loss(logits, labels, kind="jaccard", activation=activation, ignore_index=ignore_index,
                        reduction_unit=reduction_unit, include_background=include_background, smooth_nr=smooth_nr,
-                       smooth_dr=smooth_dr, reduction=reduction, validate=validate)
+                       smooth_dr=smooth_dr, reduction=reduction, empty=empty,
+                       dist_sync=dist_sync, validate=validate)
 
 
 def tversky_loss(logits, labels, *, alpha=0.5, beta=0.5, activation="softmax", ignore_index=None,
                  reduction_unit="sample", include_background=True, smooth_nr=1e-5, smooth_dr=1e-5, reduction="mean",
-                 validate=True):
+                 empty="smooth", dist_sync=False, validate=True):
     """Tversky loss 1 − T, T = (I + smooth_nr)/(I + alpha·FP + beta·FN + smooth_dr), FP = P − I, FN = G − I.
 
     ``alpha`` weights false positives and ``beta`` false negatives (Salehi; MONAI ``TverskyLoss``,
@@ -194,12 +278,13 @@ def tversky_loss(logits, labels, *, alpha=0.5, beta=0.5, activation="softmax", i
     """
     return region_loss(logits, labels, kind="tversky", activation=activation, ignore_index=ignore_index,
                        reduction_unit=reduction_unit, include_background=include_background, smooth_nr=smooth_nr,
-                       smooth_dr=smooth_dr, alpha=alpha, beta=beta, reduction=reduction, validate=validate)
+                       smooth_dr=smooth_dr, alpha=alpha, beta=beta, reduction=reduction, empty=empty,
+                       dist_sync=dist_sync, validate=validate)
 
 
 def focal_tversky_loss(logits, labels, *, alpha=0.3, beta=0.7, exponent=0.75, activation="softmax",
                        ignore_index=None, reduction_unit="sample", include_background=True, smooth_nr=1e-5,
-                       smooth_dr=1e-5, reduction="mean", validate=True):
+                       smooth_dr=1e-5, reduction="mean", empty="smooth", dist_sync=False, validate=True):
     """Focal-Tversky loss (1 − T)^exponent per (unit, class) (DIBE Eq. 8, Abraham & Khan).
 
     The literature writes the exponent as 1/γ; ``exponent=0.75`` is Abraham's (γ = 4/3), the DIBE
@@ -209,11 +294,12 @@ def focal_tversky_loss(logits, labels, *, alpha=0.3, beta=0.7, exponent=0.75, ac
     return region_loss(logits, labels, kind="focal_tversky", activation=activation, ignore_index=ignore_index,
                        reduction_unit=reduction_unit, include_background=include_background, smooth_nr=smooth_nr,
                        smooth_dr=smooth_dr, alpha=alpha, beta=beta, exponent=exponent, reduction=reduction,
-                       validate=validate)
+                       empty=empty, dist_sync=dist_sync, validate=validate)
 
 
 def kappa_loss(logits, labels, *, activation="softmax", ignore_index=None, reduction_unit="sample",
-               include_background=True, smooth_dr=1e-5, reduction="mean", validate=True):
+               include_background=True, smooth_dr=1e-5, reduction="mean", empty="smooth", dist_sync=False,
+              validate=True):
     """1 − soft Cohen's κ = (P + G − 2I)/(P + G − 2PG/N + smooth_dr) per (unit, class) (seeds-losses.md §3.3).
 
     The correct soft kappa (variant "cohen"); N is counted from the tensor and mask, never fixed.
@@ -223,10 +309,26 @@ def kappa_loss(logits, labels, *, activation="softmax", ignore_index=None, reduc
     """
     return region_loss(logits, labels, kind="kappa", activation=activation, ignore_index=ignore_index,
                        reduction_unit=reduction_unit, include_background=include_background, smooth_nr=0.0,
-                       smooth_dr=smooth_dr, reduction=reduction, validate=validate)
+                       smooth_dr=smooth_dr, reduction=reduction, empty=empty,
+                       dist_sync=dist_sync, validate=validate)
 
 
-for _fn in (dice_loss, jaccard_loss, tversky_loss, focal_tversky_loss, kappa_loss):
+def generalized_dice_loss(logits, labels, *, weight_type="square", absent="max_finite", activation="softmax",
+                          ignore_index=None, reduction_unit="sample", include_background=True, smooth_nr=1e-5,
+                          smooth_dr=1e-5, reduction="mean", dist_sync=False, validate=True):
+    """Generalized Dice loss (Sudre 2017; TR Eq. 13 corrected) per unit, MONAI ``GeneralizedDiceLoss`` conventions:
+    1 − (2Σ_c w_c I_c + smooth_nr)/(Σ_c w_c (P_c + G_c) + smooth_dr), w_c = 1/G_c² ("square"),
+    1/G_c ("simple") or 1 ("uniform"). A class absent from the unit's target has an infinite weight:
+    ``absent="max_finite"`` (MONAI) gives it the largest finite weight of the unit, ``"zero"`` drops it.
+    ``reduction="none"`` returns the (U,) per-unit losses.
+    """
+    return region_loss(logits, labels, kind="generalized_dice", activation=activation, ignore_index=ignore_index,
+                       reduction_unit=reduction_unit, include_background=include_background, smooth_nr=smooth_nr,
+                       smooth_dr=smooth_dr, reduction=reduction, weight_type=weight_type, absent=absent,
+                       dist_sync=dist_sync, validate=validate)
+
+
+for _fn in (dice_loss, jaccard_loss, tversky_loss, focal_tversky_loss, kappa_loss, generalized_dice_loss):
     _fn.__doc__ += _COMMON_DOC
 
 
@@ -267,3 +369,8 @@ class FocalTverskyLoss(_RegionLossModule):
 class KappaLoss(_RegionLossModule):
     """nn.Module form of :func:`kappa_loss`."""
     _fn = staticmethod(kappa_loss)
+
+
+class GeneralizedDiceLoss(_RegionLossModule):
+    """nn.Module form of :func:`generalized_dice_loss`."""
+    _fn = staticmethod(generalized_dice_loss)

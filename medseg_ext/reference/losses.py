@@ -126,12 +126,53 @@ def region_loss_per_class(kind, stats, smooth_nr=1e-5, smooth_dr=1e-5, alpha=0.5
     raise ValueError(kind)
 
 
+def generalized_dice_per_unit(stats, weight_type="square", absent="max_finite", smooth_nr=1e-5, smooth_dr=1e-5):
+    """Sudre's generalized Dice per unit, looping over units and classes (MONAI absent-class rule)."""
+    s = np.asarray(stats, dtype=np.float64)
+    out = np.empty(s.shape[0])
+    for u in range(s.shape[0]):
+        num, den, weights = 0.0, 0.0, []
+        for c in range(s.shape[1]):
+            g = s[u, c, 2]
+            if weight_type == "uniform":
+                weights.append(1.0)
+            elif g == 0:
+                weights.append(None)  # infinite
+            else:
+                weights.append(1.0 / (g * g) if weight_type == "square" else 1.0 / g)
+        finite = [w for w in weights if w is not None]
+        fill = (max(finite) if finite else 0.0) if absent == "max_finite" else 0.0
+        for c, w in enumerate(weights):
+            w = fill if w is None else w
+            num += w * s[u, c, 0]
+            den += w * (s[u, c, 1] + s[u, c, 2])
+        out[u] = 1.0 - (2.0 * num + smooth_nr) / (den + smooth_dr)
+    return out
+
+
 def region_loss(logits, labels, kind="dice", activation="softmax", ignore_index=None, reduction_unit="sample",
-                include_background=True, reduction="mean", **params):
+                include_background=True, reduction="mean", empty="smooth", weight_type="square", absent="max_finite",
+                **params):
+    """Reduced region loss; ``empty``: smooth (formula as is), zero (absent target classes score 0
+    but count in the mean, SMP), skip (absent target classes leave the mean; NaN unreduced)."""
     stats = soft_region_stats(logits, labels, activation, ignore_index, reduction_unit)
+    if not include_background and stats.shape[1] > 1:
+        stats = stats[:, 1:]
+    if kind == "generalized_dice":
+        f = generalized_dice_per_unit(stats, weight_type, absent, params.get("smooth_nr", 1e-5),
+                                      params.get("smooth_dr", 1e-5))
+        return f.mean() if reduction == "mean" else f.sum() if reduction == "sum" else f
     f = region_loss_per_class(kind, stats, **params)
-    if not include_background and f.shape[1] > 1:
-        f = f[:, 1:]
+    present = stats[..., 2] > 0
+    if empty == "zero":
+        f = np.where(present, f, 0.0)
+    elif empty == "skip":
+        if reduction == "none":
+            return np.where(present, f, np.nan)
+        kept = f[present]
+        if reduction == "sum":
+            return kept.sum()
+        return kept.mean() if kept.size else 0.0
     return f.mean() if reduction == "mean" else f.sum() if reduction == "sum" else f
 
 
