@@ -2,11 +2,14 @@
 (non-contiguous layouts, empty classes, ties, huge values, ignore_index) drawn by hypothesis."""
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from hypothesis import strategies as st
 
 try:
@@ -105,3 +108,27 @@ def tolerance(dtype, n):
     if dtype == torch.float64:
         return 1e-9 * max(1, n)
     return 2e-6 * max(1, n) + 1e-5
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dist_rank_region_loss(rank, world, port, logits, labels, kind, out):
+    """One gloo rank: its slice of the batch, region_loss with dist_sync=True; result into out[rank].
+    Lives here (not in a test module) so that spawned processes can import it by name."""
+    import medseg_ext
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        half = logits.shape[0] // world
+        z = logits[rank * half:(rank + 1) * half].clone().requires_grad_(True)
+        loss = medseg_ext.region_loss(z, labels[rank * half:(rank + 1) * half], kind=kind, reduction_unit="batch",
+                                      dist_sync=True)
+        loss.backward()
+        out[rank] = (loss.detach().clone(), z.grad.clone())
+    finally:
+        dist.destroy_process_group()

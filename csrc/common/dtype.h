@@ -118,4 +118,12 @@ auto dispatch_label(DType t, const char* arg, F&& f) {
   }
 }
 
+// Calls f(type_tag<S>{}, type_tag<L>{}) for the storage types of float logits and integer labels.
+template <typename F>
+auto dispatch_logits_labels(DType logits, DType labels, F&& f) {
+  return dispatch_floating(logits, "logits", [&](auto st) {
+    return dispatch_label(labels, "labels", [&](auto lt) { return f(st, lt); });
+  });
+}
+
 }  // namespace medseg

@@ -206,6 +206,17 @@ void gather_tile(const S* lg, const Geometry& g, int64_t b, int64_t s0, int64_t 
   }
 }
 
+// Everything both passes do to a tile: labels, weights, gathered logits, probabilities in buf.
+template <typename S, typename L, typename T>
+void prepare_tile(const S* lg, const L* lab, const Geometry& g, const RegionStatsParams& prm, int64_t b, int64_t s0,
+                  int64_t n, int64_t* loff, int64_t* yoff, int32_t* cls, bool* valid, T* wt, T* buf) {
+  if (!g.logits_linear || !g.labels_linear) tile_offsets(g, s0, n, loff, yoff);
+  load_labels(lab, g, prm, b, s0, n, yoff, cls, valid);
+  for (int64_t t = 0; t < n; ++t) wt[t] = valid[t] ? T(1) : T(0);
+  gather_tile(lg, g, b, s0, n, loff, wt, buf);
+  activate_tile(buf, g.C, n, prm.sigmoid, b, s0);
+}
+
 template <typename S, typename L>
 void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out, const RegionStatsParams& prm) {
   using T = typename compute_type<S>::type;
@@ -235,11 +246,7 @@ void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out,
     std::vector<double> tileI(C), tileP(C), tileG(C);  // double: no drift over long tiles of equal values
     for (int64_t s0 = c0; s0 < c1; s0 += kTile) {
       const int64_t n = std::min(kTile, c1 - s0);
-      if (!g.logits_linear || !g.labels_linear) tile_offsets(g, s0, n, loff, yoff);
-      load_labels(lab, g, prm, b, s0, n, yoff, cls, valid);
-      for (int64_t t = 0; t < n; ++t) wt[t] = valid[t] ? T(1) : T(0);
-      gather_tile(lg, g, b, s0, n, loff, wt, buf.data());
-      activate_tile(buf.data(), C, n, prm.sigmoid, b, s0);
+      prepare_tile(lg, lab, g, prm, b, s0, n, loff, yoff, cls, valid, wt, buf.data());
       int64_t nvalid = 0;
       for (int64_t i = 0; i < C; ++i) {
         const T* row = buf.data() + i * kTile;
@@ -308,11 +315,7 @@ void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const dou
     T wt[kTile], dot[kTile];
     for (int64_t s0 = c0; s0 < c1; s0 += kTile) {
       const int64_t n = std::min(kTile, c1 - s0);
-      if (!g.logits_linear || !g.labels_linear) tile_offsets(g, s0, n, loff, yoff);
-      load_labels(lab, g, prm, b, s0, n, yoff, cls, valid);
-      for (int64_t t = 0; t < n; ++t) wt[t] = valid[t] ? T(1) : T(0);
-      gather_tile(lg, g, b, s0, n, loff, wt, buf.data());
-      activate_tile(buf.data(), C, n, prm.sigmoid, b, s0);
+      prepare_tile(lg, lab, g, prm, b, s0, n, loff, yoff, cls, valid, wt, buf.data());
       if (prm.sigmoid) {
         for (int64_t i = 0; i < C; ++i) {
           const T* row = buf.data() + i * kTile;
@@ -353,23 +356,16 @@ void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const dou
 }  // namespace
 
 void stats_entry(const TensorDesc& logits, const TensorDesc& labels, double* out, const RegionStatsParams& params) {
-  dispatch_floating(logits.dtype, "logits", [&](auto st) {
-    using S = typename decltype(st)::type;
-    dispatch_label(labels.dtype, "labels", [&](auto lt) {
-      using L = typename decltype(lt)::type;
-      stats_impl<S, L>(logits, labels, out, params);
-    });
+  dispatch_logits_labels(logits.dtype, labels.dtype, [&](auto st, auto lt) {
+    stats_impl<typename decltype(st)::type, typename decltype(lt)::type>(logits, labels, out, params);
   });
 }
 
 void backward_entry(const TensorDesc& logits, const TensorDesc& labels, const double* coeff,
                     const TensorDesc& grad_logits, const RegionStatsParams& params) {
-  dispatch_floating(logits.dtype, "logits", [&](auto st) {
-    using S = typename decltype(st)::type;
-    dispatch_label(labels.dtype, "labels", [&](auto lt) {
-      using L = typename decltype(lt)::type;
-      backward_impl<S, L>(logits, labels, coeff, grad_logits, params);
-    });
+  dispatch_logits_labels(logits.dtype, labels.dtype, [&](auto st, auto lt) {
+    backward_impl<typename decltype(st)::type, typename decltype(lt)::type>(logits, labels, coeff, grad_logits,
+                                                                            params);
   });
 }
 

@@ -267,15 +267,13 @@ void soft_region_stats_cuda(const TensorDesc& logits, const TensorDesc& labels, 
   const Params p = make_params(params, g.C);
   const dim3 grid(static_cast<unsigned>(n_blocks), static_cast<unsigned>(B));
   auto s = reinterpret_cast<cudaStream_t>(stream);
-  dispatch_floating(logits.dtype, "logits", [&](auto st) {
+  dispatch_logits_labels(logits.dtype, labels.dtype, [&](auto st, auto lt) {
     using D = typename device_type<typename decltype(st)::type>::type;
     using T = typename compute_type<typename decltype(st)::type>::type;
-    dispatch_label(labels.dtype, "labels", [&](auto lt) {
-      using L = typename decltype(lt)::type;
-      stats_kernel<D, L, T><<<grid, kThreads, 0, s>>>(static_cast<const D*>(logits.data),
-                                                      static_cast<const L*>(labels.data), partial, counts, g, p,
-                                                      n_blocks);
-    });
+    using L = typename decltype(lt)::type;
+    stats_kernel<D, L, T><<<grid, kThreads, 0, s>>>(static_cast<const D*>(logits.data),
+                                                    static_cast<const L*>(labels.data), partial, counts, g, p,
+                                                    n_blocks);
   });
   check_launch("soft_region_stats");
 }
@@ -295,16 +293,14 @@ void soft_region_stats_backward_cuda(const TensorDesc& logits, const TensorDesc&
   MEDSEG_CHECK(shared <= 48 * 1024, "logits: too many classes (", g.C, ") for the CUDA backward");
   const dim3 grid(static_cast<unsigned>(n_blocks), static_cast<unsigned>(B));
   auto s = reinterpret_cast<cudaStream_t>(stream);
-  dispatch_floating(logits.dtype, "logits", [&](auto st) {
+  dispatch_logits_labels(logits.dtype, labels.dtype, [&](auto st, auto lt) {
     using D = typename device_type<typename decltype(st)::type>::type;
     using T = typename compute_type<typename decltype(st)::type>::type;
-    dispatch_label(labels.dtype, "labels", [&](auto lt) {
-      using L = typename decltype(lt)::type;
-      backward_kernel<D, L, T><<<grid, kThreads, shared, s>>>(static_cast<const D*>(logits.data),
-                                                              static_cast<const L*>(labels.data), coeff,
-                                                              static_cast<D*>(grad_logits.data), g, p,
-                                                              params.per_sample);
-    });
+    using L = typename decltype(lt)::type;
+    backward_kernel<D, L, T><<<grid, kThreads, shared, s>>>(static_cast<const D*>(logits.data),
+                                                            static_cast<const L*>(labels.data), coeff,
+                                                            static_cast<D*>(grad_logits.data), g, p,
+                                                            params.per_sample);
   });
   check_launch("soft_region_stats_backward");
 }

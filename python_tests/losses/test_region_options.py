@@ -1,17 +1,13 @@
 """Generalized Dice, absent-class policies (empty=smooth|zero|skip) and dist_sync over 2 gloo ranks."""
-import os
-import socket
-
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 from hypothesis import given, strategies as st
 
 import medseg_ext
 from medseg_ext.reference import losses as ref
-from helpers import region_cases
+from helpers import dist_rank_region_loss, free_port, region_cases
 
 
 def rand_case(B=2, C=4, spatial=(5, 6), seed=0, absent=()):
@@ -121,34 +117,14 @@ def test_generalized_dice_matches_monai(w_type, batch, include_background):
 # ---------------------------------------------------------------- dist_sync over 2 CPU ranks (gloo)
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rank_main(rank, world, port, logits, labels, kind, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        half = logits.shape[0] // world
-        z = logits[rank * half:(rank + 1) * half].clone().requires_grad_(True)
-        loss = medseg_ext.region_loss(z, labels[rank * half:(rank + 1) * half], kind=kind, reduction_unit="batch",
-                                      dist_sync=True)
-        loss.backward()
-        out[rank] = (loss.detach().clone(), z.grad.clone())
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.mark.parametrize("kind", ["dice", "generalized_dice"])
 def test_dist_sync_equals_single_process_global_batch(kind):
     logits, labels = rand_case(B=4, C=3, spatial=(6, 5), seed=6)
     ctx = mp.get_context("spawn")
     manager = ctx.Manager()
     out = manager.dict()
-    port = _free_port()
-    procs = [ctx.Process(target=_rank_main, args=(r, 2, port, logits, labels, kind, out)) for r in range(2)]
+    port = free_port()
+    procs = [ctx.Process(target=dist_rank_region_loss, args=(r, 2, port, logits, labels, kind, out)) for r in range(2)]
     for p in procs:
         p.start()
     for p in procs:
