@@ -17,8 +17,10 @@ from ._inputs import check_region_inputs
 from .region import logits_backward, stats_forward
 
 REDUCTIONS = ("mean", "sum", "none")
-KINDS = ("dice", "jaccard", "tversky", "focal_tversky", "kappa", "generalized_dice")
+KINDS = ("dice", "jaccard", "tversky", "focal_tversky", "kappa", "kappa_zhang2019", "log_dice", "dibe_reg",
+         "generalized_dice")
 _TINY = 1e-30  # keeps (1 − T)^(e − 1) finite at T = 1 for exponents below 1
+_U_MIN = 1e-6  # DIBE_Reg: smallest −log T at which its gradient is evaluated (seeds-losses.md E11)
 
 
 def region_loss_terms(kind: str, stats: torch.Tensor, params: List[float]):
@@ -48,6 +50,30 @@ def region_loss_terms(kind: str, stats: torch.Tensor, params: List[float]):
         loss = one_minus.pow(exponent)
         dl_dt = -exponent * one_minus.clamp_min(_TINY).pow(exponent - 1.0)
         return loss, dl_dt * dt_di, dl_dt * dt_dp
+    if kind == "log_dice":  # (−log Dc)^exponent, Dc = (2I + s_nr)/(P + G + s_dr)   (DIBE Eq. 10, EL region term)
+        den = P + G + s_dr
+        num = 2.0 * I + s_nr
+        dc = num / den
+        u = -torch.log(dc)
+        loss = u.clamp_min(0.0).pow(exponent)
+        dl_ddc = -(exponent / dc) * u.clamp_min(_TINY).pow(exponent - 1.0)
+        return loss, dl_ddc * 2.0 / den, -dl_ddc * num / (den * den)
+    if kind == "dibe_reg":  # (−log T)^exponent with the Tversky index T   (DIBE Eq. 18; exponent = 1/γ)
+        den = I + alpha * (P - I) + beta * (G - I) + s_dr
+        num = I + s_nr
+        t = num / den
+        u = -torch.log(t)
+        loss = u.clamp_min(0.0).pow(exponent)
+        # E11: the gradient is unbounded at T = 1 when exponent < 1; evaluate it at u >= _U_MIN
+        dl_dt = -(exponent / t) * u.clamp_min(_U_MIN).pow(exponent - 1.0)
+        dt_di = (den - num * (1.0 - alpha - beta)) / (den * den)
+        dt_dp = -num * alpha / (den * den)
+        return loss, dl_dt * dt_di, dl_dt * dt_dp
+    if kind == "kappa_zhang2019":  # 1 − (2I − PG/N)/(P + G − 2I/N): TR Eq. 26 / Listing 2 as printed (E12)
+        n = N.clamp_min(1.0)
+        num = 2.0 * I - P * G / n
+        den = P + G - 2.0 * I / n + s_dr
+        return 1.0 - num / den, -(2.0 * den + 2.0 * num / n) / (den * den), (G / n * den + num) / (den * den)
     if kind == "kappa":  # 1 − soft Cohen's κ = (P + G − 2I)/(P + G − 2PG/N + s_dr)
         n = N.clamp_min(1.0)
         u = P + G - 2.0 * I
@@ -297,17 +323,23 @@ def focal_tversky_loss(logits, labels, *, alpha=0.3, beta=0.7, exponent=0.75, ac
                        empty=empty, dist_sync=dist_sync, validate=validate)
 
 
-def kappa_loss(logits, labels, *, activation="softmax", ignore_index=None, reduction_unit="sample",
+def kappa_loss(logits, labels, *, variant="cohen", activation="softmax", ignore_index=None, reduction_unit="sample",
                include_background=True, smooth_dr=1e-5, reduction="mean", empty="smooth", dist_sync=False,
-              validate=True):
+               validate=True):
     """1 − soft Cohen's κ = (P + G − 2I)/(P + G − 2PG/N + smooth_dr) per (unit, class) (seeds-losses.md §3.3).
 
     The correct soft kappa (variant "cohen"); N is counted from the tensor and mask, never fixed.
     With binary predictions it equals 1 − Cohen's κ of the confusion counts. The denominator is 0
     exactly when the class is empty in both prediction and target (or fills both): ``smooth_dr``
     makes that case 0, the perfect-agreement value. Bounded in [0, 2].
+
+    ``variant="zhang2019"`` is the report's printed Eq. 26 / Listing 2, 1 − (2I − PG/N)/(P + G − 2I/N),
+    for reproducing its numbers only: it is not Cohen's κ and has the floor (G − 2)/(2N − 2) at a
+    perfect prediction (seeds-losses.md E12).
     """
-    return region_loss(logits, labels, kind="kappa", activation=activation, ignore_index=ignore_index,
+    if variant not in ("cohen", "zhang2019"):
+        raise ValueError(f"variant: expected 'cohen' or 'zhang2019', got {variant!r}")
+    return region_loss(logits, labels, kind="kappa" if variant == "cohen" else "kappa_zhang2019", activation=activation, ignore_index=ignore_index,
                        reduction_unit=reduction_unit, include_background=include_background, smooth_nr=0.0,
                        smooth_dr=smooth_dr, reduction=reduction, empty=empty,
                        dist_sync=dist_sync, validate=validate)
@@ -328,7 +360,35 @@ def generalized_dice_loss(logits, labels, *, weight_type="square", absent="max_f
                        dist_sync=dist_sync, validate=validate)
 
 
-for _fn in (dice_loss, jaccard_loss, tversky_loss, focal_tversky_loss, kappa_loss, generalized_dice_loss):
+def log_dice_loss(logits, labels, *, exponent=1.0, activation="softmax", ignore_index=None, reduction_unit="sample",
+                  include_background=True, smooth_nr=1.0, smooth_dr=1.0, reduction="mean", empty="smooth",
+                  dist_sync=False, validate=True):
+    """Exponential-logarithmic Dice term (−log Dc)^exponent, Dc = (2I + smooth_nr)/(P + G + smooth_dr)
+    (DIBE Eq. 10, Wong et al.; exponent γ_Dc, default 1; smoothing 1 as in the DIBE runs)."""
+    return region_loss(logits, labels, kind="log_dice", activation=activation, ignore_index=ignore_index,
+                       reduction_unit=reduction_unit, include_background=include_background, smooth_nr=smooth_nr,
+                       smooth_dr=smooth_dr, exponent=exponent, reduction=reduction, empty=empty,
+                       dist_sync=dist_sync, validate=validate)
+
+
+def dibe_reg_loss(logits, labels, *, alpha=0.7, beta=0.3, gamma=1.5, activation="softmax", ignore_index=None,
+                  reduction_unit="sample", include_background=True, smooth_nr=1.0, smooth_dr=1.0, reduction="mean",
+                  empty="smooth", dist_sync=False, validate=True):
+    """DIBE region loss (−log T)^(1/gamma) with the Tversky index T (DIBE Eq. 18).
+
+    ``alpha`` weights FP and ``beta`` FN as everywhere in this package. The paper's single α is the
+    FN weight with FP weight 1 − α (seeds-losses.md E4): its α = 0.3 is alpha=0.7, beta=0.3 here,
+    the defaults, with γ = 1.5 and smoothing 1. The gradient at T = 1 is bounded (E11).
+    """
+    gamma = _check_number("gamma", gamma, low_open=True)
+    return region_loss(logits, labels, kind="dibe_reg", activation=activation, ignore_index=ignore_index,
+                       reduction_unit=reduction_unit, include_background=include_background, smooth_nr=smooth_nr,
+                       smooth_dr=smooth_dr, alpha=alpha, beta=beta, exponent=1.0 / gamma, reduction=reduction,
+                       empty=empty, dist_sync=dist_sync, validate=validate)
+
+
+for _fn in (dice_loss, jaccard_loss, tversky_loss, focal_tversky_loss, kappa_loss, generalized_dice_loss,
+            log_dice_loss, dibe_reg_loss):
     _fn.__doc__ += _COMMON_DOC
 
 
@@ -374,3 +434,13 @@ class KappaLoss(_RegionLossModule):
 class GeneralizedDiceLoss(_RegionLossModule):
     """nn.Module form of :func:`generalized_dice_loss`."""
     _fn = staticmethod(generalized_dice_loss)
+
+
+class LogDiceLoss(_RegionLossModule):
+    """nn.Module form of :func:`log_dice_loss`."""
+    _fn = staticmethod(log_dice_loss)
+
+
+class DibeRegLoss(_RegionLossModule):
+    """nn.Module form of :func:`dibe_reg_loss`."""
+    _fn = staticmethod(dibe_reg_loss)

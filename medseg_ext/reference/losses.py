@@ -115,6 +115,15 @@ def region_loss_per_class(kind, stats, smooth_nr=1e-5, smooth_dr=1e-5, alpha=0.5
     if kind in ("tversky", "focal_tversky"):
         t = (TP + smooth_nr) / (TP + alpha * FP + beta * FN + smooth_dr)
         return 1.0 - t if kind == "tversky" else np.maximum(1.0 - t, 0.0) ** exponent
+    if kind == "log_dice":
+        dc = (2.0 * TP + smooth_nr) / (2.0 * TP + FP + FN + smooth_dr)
+        return np.maximum(-np.log(dc), 0.0) ** exponent
+    if kind == "dibe_reg":
+        t = (TP + smooth_nr) / (TP + alpha * FP + beta * FN + smooth_dr)
+        return np.maximum(-np.log(t), 0.0) ** exponent
+    if kind == "kappa_zhang2019":  # TR Eq. 26 as printed (not Cohen's kappa)
+        n = np.maximum(N, 1.0)
+        return 1.0 - (2.0 * I - P * G / n) / (P + G - 2.0 * I / n + smooth_dr)
     if kind == "kappa":
         # 1 − κ of the soft 2×2 table a = TP, b = FP, c = FN, d = TN: (b + c)·n / ((a+b)(b+d) + (a+c)(c+d)) · ...
         n = np.maximum(N, 1.0)  # a unit with no counted element is an empty table: loss 0

@@ -15,6 +15,8 @@ KIND_FN = {
     "tversky": medseg_ext.tversky_loss,
     "focal_tversky": medseg_ext.focal_tversky_loss,
     "kappa": medseg_ext.kappa_loss,
+    "log_dice": medseg_ext.log_dice_loss,
+    "dibe_reg": medseg_ext.dibe_reg_loss,
 }
 PARAMS = {
     "dice": dict(smooth_nr=0.2, smooth_dr=0.3),
@@ -22,7 +24,12 @@ PARAMS = {
     "tversky": dict(alpha=0.3, beta=0.7, smooth_nr=0.2, smooth_dr=0.3),
     "focal_tversky": dict(alpha=0.3, beta=0.7, exponent=0.75, smooth_nr=0.2, smooth_dr=0.3),
     "kappa": dict(smooth_dr=0.3),
+    "log_dice": dict(exponent=0.8, smooth_nr=0.2, smooth_dr=0.3),
+    "dibe_reg": dict(alpha=0.7, beta=0.3, gamma=1.5, smooth_nr=0.2, smooth_dr=0.3),
 }
+# reference-side parameters where the public API names them differently
+REF_PARAMS = {**PARAMS, "kappa": dict(smooth_nr=0.0, smooth_dr=0.3),
+              "dibe_reg": dict(alpha=0.7, beta=0.3, exponent=1 / 1.5, smooth_nr=0.2, smooth_dr=0.3)}
 
 
 def rand_case(B=2, C=3, spatial=(4, 5), seed=0, dtype=torch.float64):
@@ -37,7 +44,7 @@ def test_value_matches_reference(kind, case, include_background):
     got = KIND_FN[kind](case.logits, case.labels, **case.kwargs(), include_background=include_background,
                         reduction="none", **PARAMS[kind])
     want = ref.region_loss(z, y, kind, **case.kwargs(), include_background=include_background, reduction="none",
-                           **({"smooth_nr": 0.0} if kind == "kappa" else {}), **PARAMS[kind])
+                           **REF_PARAMS[kind])
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-9, atol=1e-12)
 
 
@@ -55,8 +62,7 @@ def test_gradcheck(kind, activation, reduction_unit):
 def test_region_loss_by_name_and_modules():
     logits, labels = rand_case(seed=4)
     for kind, fn in KIND_FN.items():
-        by_name = medseg_ext.region_loss(logits, labels, kind=kind, **({"smooth_nr": 0.0} if kind == "kappa" else {}),
-                                         **PARAMS[kind])
+        by_name = medseg_ext.region_loss(logits, labels, kind=kind, **REF_PARAMS[kind])
         torch.testing.assert_close(by_name, fn(logits, labels, **PARAMS[kind]), rtol=1e-12, atol=1e-12)
     mod = medseg_ext.TverskyLoss(alpha=0.2, beta=0.8)
     torch.testing.assert_close(mod(logits, labels), medseg_ext.tversky_loss(logits, labels, alpha=0.2, beta=0.8))
@@ -163,3 +169,49 @@ def test_tversky_matches_monai(activation, include_background):
     peer.backward()
     torch.testing.assert_close(ours, peer, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-12)
+
+
+
+# ---------------------------------------------------------------- kappa zhang2019, log-Dice, DIBE_Reg (§6.1)
+
+def test_kappa_zhang2019_floor_at_perfect_prediction():
+    # the printed Eq. 26 is not 0 at p = g: its floor is (G − 2)/(2N − 2), 0.040404… for N = 100, G = 10
+    labels = torch.zeros(1, 100, dtype=torch.long)
+    labels[0, :10] = 1
+    logits = (labels.double() * 2 - 1)[:, None] * 60.0
+    loss = medseg_ext.kappa_loss(logits, labels, activation="sigmoid", variant="zhang2019", smooth_dr=0.0)
+    assert abs(loss.item() - 8 / 198) < 1e-12
+    assert medseg_ext.kappa_loss(logits, labels, activation="sigmoid", smooth_dr=0.0).abs().item() < 1e-12
+    with pytest.raises(ValueError, match="variant"):
+        medseg_ext.kappa_loss(logits, labels, variant="readme")
+
+
+def test_kappa_zhang2019_gradcheck():
+    logits, labels = rand_case(seed=12)
+    logits.requires_grad_(True)
+    fn = lambda z: medseg_ext.kappa_loss(z, labels, variant="zhang2019", smooth_dr=0.1)
+    assert torch.autograd.gradcheck(fn, (logits,), eps=1e-6, atol=1e-8)
+
+
+def test_log_dice_is_minus_log_of_dice_coefficient():
+    logits, labels = rand_case(seed=13)
+    ld = medseg_ext.log_dice_loss(logits, labels, smooth_nr=0.5, smooth_dr=0.5, reduction="none")
+    dice = medseg_ext.dice_loss(logits, labels, smooth_nr=0.5, smooth_dr=0.5, reduction="none")
+    torch.testing.assert_close(ld, -torch.log(1 - dice), rtol=1e-12, atol=1e-12)
+
+
+@given(case=region_cases(max_elems=1500, dtypes=[torch.float64]))
+def test_dibe_reg_dominates_focal_tversky(case):
+    # −log T ≥ 1 − T, so (−log T)^e ≥ (1 − T)^e at equal Tversky index (§6.1.3)
+    kw = dict(alpha=0.7, beta=0.3, smooth_nr=1.0, smooth_dr=1.0, reduction="none")
+    dibe = medseg_ext.dibe_reg_loss(case.logits, case.labels, **case.kwargs(), gamma=1.5, **kw)
+    ft = medseg_ext.focal_tversky_loss(case.logits, case.labels, **case.kwargs(), exponent=1 / 1.5, **kw)
+    assert (dibe >= ft - 1e-12).all()
+
+
+def test_dibe_reg_gradient_finite_at_perfect_prediction():
+    labels = torch.randint(0, 3, (2, 5, 5))
+    logits = (torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).double() * 80 - 40).requires_grad_(True)
+    loss = medseg_ext.dibe_reg_loss(logits, labels, smooth_nr=0.0, smooth_dr=0.0)
+    loss.backward()
+    assert loss.item() < 1e-6 and torch.isfinite(logits.grad).all()
