@@ -110,7 +110,7 @@ def _gdl_terms(stats: torch.Tensor, params: List[float], weight_type: str, absen
     return loss, -2.0 * w / denom[:, None], w * (numer / (denom * denom))[:, None]
 
 
-def _epilogue(kind, stats, params, include_background, reduction, empty, weight_type, absent):
+def _epilogue(kind, stats, params, include_background, reduction, empty, weight_type, absent, class_weight):
     """Reduced loss and coefficients (U, C, 2) = d(loss)/dI, d(loss)/dP with the reduction folded in
     (for reduction "none" the coefficients belong to each element of the unreduced output)."""
     drop = not include_background and stats.shape[1] > 1
@@ -125,6 +125,10 @@ def _epilogue(kind, stats, params, include_background, reduction, empty, weight_
     else:
         loss, d_i, d_p = region_loss_terms(kind, kept, params)
         coeff = torch.stack([d_i, d_p], dim=-1)
+        if class_weight is not None:  # MONAI DiceLoss(weight=...): per-class factor before the reduction
+            w = torch.tensor(class_weight, dtype=loss.dtype, device=loss.device)
+            loss = loss * w
+            coeff = coeff * w[:, None]
         present = kept[..., 2] > 0
         if empty == "zero":  # SMP: a class absent from the target contributes 0 and no gradient
             loss = loss * present
@@ -151,19 +155,20 @@ def _epilogue(kind, stats, params, include_background, reduction, empty, weight_
 def _region_loss_op(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, per_sample: bool,
                     ignore_index: Optional[int], validate: bool, kind: str, params: List[float],
                     include_background: bool, reduction: str, empty: str, weight_type: str, absent: str,
-                    dist_sync: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+                    dist_sync: bool, class_weight: Optional[List[float]]) -> Tuple[torch.Tensor, torch.Tensor]:
     stats = stats_forward(logits, labels, sigmoid, per_sample, ignore_index, validate)
     if dist_sync:
         # batch statistics pooled over all ranks: every rank evaluates the loss of the global batch
         torch.distributed.all_reduce(stats)
-    loss, coeff = _epilogue(kind, stats, params, include_background, reduction, empty, weight_type, absent)
+    loss, coeff = _epilogue(kind, stats, params, include_background, reduction, empty, weight_type, absent,
+                            class_weight)
     out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     return loss.to(out_dtype), coeff
 
 
 @_region_loss_op.register_fake
 def _(logits, labels, sigmoid, per_sample, ignore_index, validate, kind, params, include_background, reduction,
-      empty, weight_type, absent, dist_sync):
+      empty, weight_type, absent, dist_sync, class_weight):
     U = logits.shape[0] if per_sample else 1
     C = logits.shape[1]
     out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
@@ -199,7 +204,7 @@ def _backward(ctx, grad_loss, _grad_coeff):
         # entries skipped as NaN have coefficient 0 and must stay 0 whatever gradient they receive
         coeff = torch.where(coeff != 0, coeff * g[..., None], 0.0)
     grad = logits_backward(coeff, logits, labels, *ctx.params)
-    return (grad,) + (None,) * 13
+    return (grad,) + (None,) * 14
 
 
 _region_loss_op.register_autograd(_backward, setup_context=_setup_context)
@@ -218,7 +223,8 @@ def region_loss(logits, labels, *, kind: str = "dice", activation: str = "softma
                 ignore_index: Optional[int] = None, reduction_unit: str = "sample", include_background: bool = True,
                 smooth_nr: float = 1e-5, smooth_dr: float = 1e-5, alpha: float = 0.5, beta: float = 0.5,
                 exponent: float = 1.0, reduction: str = "mean", empty: str = "smooth", weight_type: str = "square",
-                absent: str = "max_finite", dist_sync: bool = False, validate: bool = True) -> torch.Tensor:
+                absent: str = "max_finite", dist_sync: bool = False, class_weight=None,
+                validate: bool = True) -> torch.Tensor:
     """Any region loss of :data:`KINDS` by name; the named functions below are the documented entry points.
 
     ``empty`` decides what a class absent from the target (G = 0) contributes: "smooth" (default,
@@ -227,7 +233,9 @@ def region_loss(logits, labels, *, kind: str = "dice", activation: str = "softma
     an unreduced output). ``dist_sync=True`` sums the statistics over ``torch.distributed`` ranks
     before the epilogue, so with ``reduction_unit="batch"`` every rank computes the loss of the
     global batch (DDP then averages gradients: scale the loss by the world size to get the
-    single-process gradient).
+    single-process gradient). ``class_weight`` (one non-negative number per class in the loss, i.e.
+    without class 0 when ``include_background=False``) multiplies each class's loss before the
+    reduction, as MONAI ``DiceLoss(weight=...)``.
     """
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
@@ -241,6 +249,15 @@ def region_loss(logits, labels, *, kind: str = "dice", activation: str = "softma
         if value not in allowed:
             raise ValueError(f"{name}: expected one of {allowed}, got {value!r}")
     inp = check_region_inputs(logits, labels, activation, ignore_index, reduction_unit)
+    if class_weight is not None:
+        if kind == "generalized_dice":
+            raise ValueError("class_weight: generalized_dice_loss weights classes itself (weight_type)")
+        if isinstance(class_weight, torch.Tensor):
+            class_weight = class_weight.detach().cpu().tolist()
+        class_weight = [_check_number("class_weight", float(v)) for v in class_weight]
+        n_loss = inp.logits.shape[1] - (1 if (not include_background and inp.logits.shape[1] > 1) else 0)
+        if len(class_weight) != n_loss:
+            raise ValueError(f"class_weight: expected {n_loss} weights (one per class in the loss), got {len(class_weight)}")
     if dist_sync:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             raise ValueError("dist_sync: torch.distributed is not initialised (call init_process_group first)")
@@ -250,7 +267,8 @@ def region_loss(logits, labels, *, kind: str = "dice", activation: str = "softma
         warnings.warn("include_background=False ignored: a single-channel output has no background channel",
                       stacklevel=3)
     loss, _ = _region_loss_op(inp.logits, inp.labels, inp.sigmoid, inp.per_sample, inp.ignore_index, validate,
-                              kind, params, include_background, reduction, empty, weight_type, absent, dist_sync)
+                              kind, params, include_background, reduction, empty, weight_type, absent, dist_sync,
+                              class_weight)
     return loss
 
 

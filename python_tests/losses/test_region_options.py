@@ -137,3 +137,33 @@ def test_dist_sync_equals_single_process_global_batch(kind):
         loss_r, grad_r = out[r]
         torch.testing.assert_close(loss_r, full.detach(), rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(grad_r, z.grad[r * 2:(r + 1) * 2], rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("include_background", [True, False])
+def test_class_weight_matches_monai(include_background):
+    logits, labels = rand_case(B=2, C=4, spatial=(6, 5), seed=7)
+    weight = [0.5, 2.0, 1.0, 3.0][(0 if include_background else 1):]
+    a = logits.clone().requires_grad_(True)
+    b = logits.clone().requires_grad_(True)
+    ours = medseg_ext.region_loss(a, labels, kind="dice", class_weight=weight, include_background=include_background)
+    peer = monai_losses.DiceLoss(softmax=True, to_onehot_y=True, weight=weight,
+                                 include_background=include_background)(b, labels[:, None])
+    ours.backward()
+    peer.backward()
+    torch.testing.assert_close(ours, peer, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-12)
+
+
+def test_class_weight_scales_per_class_losses_and_validates():
+    logits, labels = rand_case(seed=8)
+    plain = medseg_ext.region_loss(logits, labels, kind="tversky", reduction="none")
+    weighted = medseg_ext.region_loss(logits, labels, kind="tversky", reduction="none",
+                                      class_weight=torch.tensor([1.0, 0.0, 2.0, 0.5]))
+    torch.testing.assert_close(weighted, plain * torch.tensor([1.0, 0.0, 2.0, 0.5], dtype=torch.float64))
+    with pytest.raises(ValueError, match="class_weight"):
+        medseg_ext.region_loss(logits, labels, class_weight=[1.0, 2.0])
+    with pytest.raises(ValueError, match="class_weight"):
+        medseg_ext.region_loss(logits, labels, class_weight=[1.0, -2.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match="class_weight"):
+        medseg_ext.region_loss(logits, labels, kind="generalized_dice", class_weight=[1.0] * 4)
