@@ -83,14 +83,20 @@ def time_call(fn: Callable[[], Any], *, warmup: int = 2, repeat: int = 10, devic
 # ---------------------------------------------------------------- peak memory
 
 
-def peak_memory_cuda(case: Case, *, warmup: int = 1) -> int:
-    """Bytes allocated by one call above what was allocated before it (the inputs), on the current GPU."""
+def _warm_up(case: Case, warmup: int) -> None:
+    """Runs the case `warmup` times (lazy one-time costs such as library pages and thread pools stay out
+    of the measured call), then resets it so the measured call starts from the same state."""
     for _ in range(warmup):
         if case.reset is not None:
             case.reset()
         case.run()
     if case.reset is not None:
         case.reset()
+
+
+def peak_memory_cuda(case: Case, *, warmup: int = 1) -> int:
+    """Bytes allocated by one call above what was allocated before it (the inputs), on the current GPU."""
+    _warm_up(case, warmup)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
@@ -113,13 +119,7 @@ def _child_peak_rss(spec: CaseSpec, warmup: int) -> dict:
     import gc
 
     case = spec.build()
-    # Warm-up takes lazy one-time costs (library pages, thread pools) out of the measured call.
-    for _ in range(warmup):
-        if case.reset is not None:
-            case.reset()
-        case.run()
-    if case.reset is not None:
-        case.reset()
+    _warm_up(case, warmup)
     gc.collect()
     try:  # give freed heap pages back, else reused pages would not show in the peak
         ctypes.CDLL("libc.so.6").malloc_trim(0)
