@@ -385,7 +385,6 @@ void normalise_region_inputs(const TensorDesc& logits_in, const TensorDesc& labe
   for (int i = 1; i < labels_in.ndim; ++i)
     MEDSEG_CHECK(labels_in.shape[i] == logits_in.shape[i + 1], "labels: spatial dim ", i - 1, " is ",
                  labels_in.shape[i], " but logits has ", logits_in.shape[i + 1]);
-  for (int i = 0; i < logits_in.ndim; ++i) MEDSEG_CHECK(logits_in.shape[i] >= 0, "logits: negative size");
   // pad the spatial dims in front: (B, C, S) -> (B, C, 1, 1, S), keeping the last dim fastest
   logits = logits_in.padded_to(5, 2);
   labels = labels_in.padded_to(4, 1);

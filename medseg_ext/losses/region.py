@@ -110,11 +110,16 @@ def _cuda_backward(coeff, logits, labels, sigmoid, per_sample, ignore_index):
     return grad
 
 
+def _logits_numpy(logits):
+    """Host NumPy copy of the logits; bfloat16, which NumPy lacks, goes through float32 exactly."""
+    z = logits.detach().cpu()
+    return (z.float() if z.dtype == torch.bfloat16 else z).numpy()
+
+
 def _reference_forward(logits, labels, sigmoid, per_sample, ignore_index, validate):
     from ..reference import losses as ref
 
-    out = ref.soft_region_stats(logits.detach().cpu().float().numpy() if logits.dtype == torch.bfloat16
-                                else logits.detach().cpu().numpy(), labels.cpu().numpy(),
+    out = ref.soft_region_stats(_logits_numpy(logits), labels.cpu().numpy(),
                                 "sigmoid" if sigmoid else "softmax", ignore_index,
                                 "sample" if per_sample else "batch")
     return torch.from_numpy(np.ascontiguousarray(out)).to(logits.device)
@@ -123,9 +128,8 @@ def _reference_forward(logits, labels, sigmoid, per_sample, ignore_index, valida
 def _reference_backward(coeff, logits, labels, sigmoid, per_sample, ignore_index):
     from ..reference import losses as ref
 
-    z = logits.detach().cpu().float() if logits.dtype == torch.bfloat16 else logits.detach().cpu()
     grad_stats = torch.cat([coeff.cpu(), torch.zeros_like(coeff.cpu())], dim=-1)  # G and N take no gradient
-    out = ref.soft_region_stats_backward(grad_stats.numpy(), z.numpy(), labels.cpu().numpy(),
+    out = ref.soft_region_stats_backward(grad_stats.numpy(), _logits_numpy(logits), labels.cpu().numpy(),
                                          "sigmoid" if sigmoid else "softmax", ignore_index,
                                          "sample" if per_sample else "batch")
     return torch.from_numpy(np.ascontiguousarray(out)).to(device=logits.device, dtype=logits.dtype)

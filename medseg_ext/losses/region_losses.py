@@ -115,37 +115,32 @@ def _epilogue(kind, stats, params, include_background, reduction, empty, weight_
     (for reduction "none" the coefficients belong to each element of the unreduced output)."""
     drop = not include_background and stats.shape[1] > 1
     kept = stats[:, 1:] if drop else stats
-    if kind == "generalized_dice":  # one loss per unit
+    present = None  # mask of the entries the empty policy keeps (None: all of them)
+    if kind == "generalized_dice":  # one loss per unit; absent classes are handled by its weights
         loss, d_i, d_p = _gdl_terms(kept, params, weight_type, absent)
-        coeff = torch.stack([d_i, d_p], dim=-1)
-        if reduction == "mean":
-            loss, coeff = loss.mean(), coeff / loss.numel()
-        elif reduction == "sum":
-            loss = loss.sum()
     else:
         loss, d_i, d_p = region_loss_terms(kind, kept, params)
-        coeff = torch.stack([d_i, d_p], dim=-1)
         if class_weight is not None:  # MONAI DiceLoss(weight=...): per-class factor before the reduction
             w = torch.tensor(class_weight, dtype=loss.dtype, device=loss.device)
-            loss = loss * w
-            coeff = coeff * w[:, None]
-        present = kept[..., 2] > 0
-        if empty == "zero":  # SMP: a class absent from the target contributes 0 and no gradient
+            loss, d_i, d_p = loss * w, d_i * w, d_p * w
+        if empty != "smooth":
+            present = kept[..., 2] > 0
+            d_i, d_p = d_i * present, d_p * present  # absent classes take no gradient
+            if empty == "zero":  # SMP: an absent class contributes 0 but still counts in the mean
+                loss = loss * present
+    coeff = torch.stack([d_i, d_p], dim=-1)
+    skip = empty == "skip" and present is not None  # absent classes leave the average
+    if reduction == "none":
+        if skip:
+            loss = loss.masked_fill(~present, float("nan"))
+    else:
+        if skip:
             loss = loss * present
-            coeff = coeff * present[..., None]
-        elif empty == "skip":  # absent classes leave the average (NaN in an unreduced output)
-            coeff = coeff * present[..., None]
-            if reduction == "none":
-                loss = loss.masked_fill(~present, float("nan"))
-            else:
-                loss = (loss * present).sum()
-                if reduction == "mean":
-                    n_present = present.sum().clamp_min(1)
-                    loss, coeff = loss / n_present, coeff / n_present
-        if reduction == "mean" and empty != "skip":
-            loss, coeff = loss.mean(), coeff / loss.numel()
-        elif reduction == "sum" and empty != "skip":
-            loss = loss.sum()
+        total = loss.sum()
+        if reduction == "mean":
+            count = present.sum().clamp_min(1) if skip else loss.numel()
+            total, coeff = total / count, coeff / count
+        loss = total
     if drop:
         coeff = torch.nn.functional.pad(coeff, (0, 0, 1, 0))  # the background class takes no gradient
     return loss, coeff
