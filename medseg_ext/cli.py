@@ -7,8 +7,14 @@ import sys
 import time
 from typing import Optional, Sequence
 
-IMPLEMENTED_BENCH = ("losses",)
-PLANNED_BENCH = ("lrp", "topology", "cam", "mser")
+FAMILIES = ("losses", "lrp", "topology", "cam", "mser")
+
+
+def implemented_bench() -> tuple:
+    """Families that ship a benchmark module medseg_ext/bench/<family>.py (run(...), PEERS)."""
+    import importlib.util
+
+    return tuple(f for f in FAMILIES if importlib.util.find_spec(f"medseg_ext.bench.{f}") is not None)
 
 
 # ---------------------------------------------------------------- info
@@ -36,13 +42,13 @@ def _cuda_available() -> bool:
 
 def cmd_bench(args) -> int:
     family = args.family
-    if family not in IMPLEMENTED_BENCH:
-        if family in PLANNED_BENCH:
-            msg = f"bench: the {family!r} family is not implemented yet"
+    available = implemented_bench()
+    if family not in available:
+        if family in FAMILIES:
+            msg = f"bench: the {family!r} family has no benchmark yet"
         else:
             msg = f"bench: unknown family {family!r}"
-        print(f"{msg} (available: {', '.join(IMPLEMENTED_BENCH)}; planned: {', '.join(PLANNED_BENCH)})",
-              file=sys.stderr)
+        print(f"{msg} (available: {', '.join(available)})", file=sys.stderr)
         return 2
     if args.device == "cuda" and not _cuda_available():
         print("bench: --device cuda asked for, but torch sees no CUDA device", file=sys.stderr)
@@ -51,13 +57,14 @@ def cmd_bench(args) -> int:
         print(f"bench: --repeat must be >= 1, got {args.repeat}", file=sys.stderr)
         return 2
 
-    from .bench import harness
-    from .bench import losses as bench_losses
+    import importlib
 
-    results = bench_losses.run(device=args.device, size=args.size, repeat=args.repeat,
-                               measure_memory=not args.no_memory)
+    from .bench import harness
+
+    bench = importlib.import_module(f"medseg_ext.bench.{family}")
+    results = bench.run(device=args.device, size=args.size, repeat=args.repeat, measure_memory=not args.no_memory)
     if args.json:
-        path = harness.write_json(results, family, args.device, peers=bench_losses.PEERS)
+        path = harness.write_json(results, family, args.device, peers=bench.PEERS)
         print(f"results written to {path}")
     return 0
 
@@ -173,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("bench", help="benchmark a family against its peer libraries")
-    s.add_argument("family", help=f"one of: {', '.join(IMPLEMENTED_BENCH + PLANNED_BENCH)}")
+    s.add_argument("family", help=f"one of: {', '.join(FAMILIES)}")
     s.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     s.add_argument("--size", choices=("small", "paper"), default="small")
     s.add_argument("--repeat", type=int, default=10, help="timed calls per case (after 2 warm-up calls)")

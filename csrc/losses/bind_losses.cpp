@@ -1,0 +1,85 @@
+// pybind11 glue of the losses family (registered into medseg_ext._C by bindings.cpp).
+#include "common/bind_util.h"
+#include "losses/region_stats.h"
+
+namespace py = pybind11;
+using medseg::TensorDesc;
+using medseg::to_desc;
+
+namespace {
+
+medseg::losses::RegionStatsParams region_params(bool sigmoid, bool per_sample, bool has_ignore,
+                                                int64_t ignore_index) {
+  medseg::losses::RegionStatsParams p;
+  p.sigmoid = sigmoid;
+  p.per_sample = per_sample;
+  p.has_ignore = has_ignore;
+  p.ignore_index = ignore_index;
+  return p;
+}
+
+void bind_losses(py::module_& m) {
+  m.def(
+      "region_stats_cpu",
+      [](py::tuple logits, py::tuple labels, uintptr_t out_ptr, bool sigmoid, bool per_sample, bool has_ignore,
+         int64_t ignore_index) {
+        TensorDesc lg, lab;
+        medseg::losses::normalise_region_inputs(to_desc(logits, "logits"), to_desc(labels, "labels"), lg, lab);
+        const auto prm = region_params(sigmoid, per_sample, has_ignore, ignore_index);
+        py::gil_scoped_release release;
+        medseg::losses::soft_region_stats_cpu(lg, lab, reinterpret_cast<double*>(out_ptr), prm);
+      },
+      py::arg("logits"), py::arg("labels"), py::arg("out_ptr"), py::arg("sigmoid"), py::arg("per_sample"),
+      py::arg("has_ignore"), py::arg("ignore_index"),
+      "Soft region statistics I, P, G, N into a contiguous float64 (U, C, 4) buffer.");
+
+  m.def(
+      "region_stats_backward_cpu",
+      [](py::tuple logits, py::tuple labels, uintptr_t coeff_ptr, py::tuple grad_logits, bool sigmoid,
+         bool per_sample, bool has_ignore, int64_t ignore_index) {
+        TensorDesc lg, lab;
+        medseg::losses::normalise_region_inputs(to_desc(logits, "logits"), to_desc(labels, "labels"), lg, lab);
+        TensorDesc gl = to_desc(grad_logits, "grad_logits").padded_to(5, 2);
+        const auto prm = region_params(sigmoid, per_sample, has_ignore, ignore_index);
+        py::gil_scoped_release release;
+        medseg::losses::soft_region_stats_backward_cpu(lg, lab, reinterpret_cast<const double*>(coeff_ptr), gl,
+                                                       prm);
+      },
+      py::arg("logits"), py::arg("labels"), py::arg("coeff_ptr"), py::arg("grad_logits"), py::arg("sigmoid"),
+      py::arg("per_sample"), py::arg("has_ignore"), py::arg("ignore_index"),
+      "Writes dL/dlogits (contiguous, logits dtype) from float64 (U, C, 2) coefficients dL/dI, dL/dP.");
+
+#ifdef MEDSEG_EXT_WITH_CUDA
+  m.def("region_stats_cuda_blocks", &medseg::losses::region_stats_cuda_blocks, py::arg("spatial_size"),
+        "Number of spatial blocks per sample the CUDA statistics kernel writes partials for.");
+  m.def(
+      "region_stats_cuda",
+      [](py::tuple logits, py::tuple labels, uintptr_t partial_ptr, uintptr_t counts_ptr, bool sigmoid,
+         bool per_sample, bool has_ignore, int64_t ignore_index, intptr_t stream) {
+        TensorDesc lg, lab;
+        medseg::losses::normalise_region_inputs(to_desc(logits, "logits"), to_desc(labels, "labels"), lg, lab);
+        const auto prm = region_params(sigmoid, per_sample, has_ignore, ignore_index);
+        medseg::losses::soft_region_stats_cuda(lg, lab, reinterpret_cast<float*>(partial_ptr),
+                                               reinterpret_cast<int32_t*>(counts_ptr), prm, stream);
+      },
+      py::arg("logits"), py::arg("labels"), py::arg("partial_ptr"), py::arg("counts_ptr"), py::arg("sigmoid"),
+      py::arg("per_sample"), py::arg("has_ignore"), py::arg("ignore_index"), py::arg("stream"));
+  m.def(
+      "region_stats_backward_cuda",
+      [](py::tuple logits, py::tuple labels, uintptr_t coeff_ptr, py::tuple grad_logits, bool sigmoid,
+         bool per_sample, bool has_ignore, int64_t ignore_index, intptr_t stream) {
+        TensorDesc lg, lab;
+        medseg::losses::normalise_region_inputs(to_desc(logits, "logits"), to_desc(labels, "labels"), lg, lab);
+        TensorDesc gl = to_desc(grad_logits, "grad_logits").padded_to(5, 2);
+        const auto prm = region_params(sigmoid, per_sample, has_ignore, ignore_index);
+        medseg::losses::soft_region_stats_backward_cuda(lg, lab, reinterpret_cast<const float*>(coeff_ptr), gl, prm,
+                                                        stream);
+      },
+      py::arg("logits"), py::arg("labels"), py::arg("coeff_ptr"), py::arg("grad_logits"), py::arg("sigmoid"),
+      py::arg("per_sample"), py::arg("has_ignore"), py::arg("ignore_index"), py::arg("stream"));
+#endif
+}
+
+}  // namespace
+
+MEDSEG_REGISTER_FAMILY(losses, bind_losses)
