@@ -1,4 +1,4 @@
-"""The `medseg-ext` command: info, bench, demo (also `python -m medseg_ext`)."""
+"""The `medseg-ext` command: info, bench, pipeline, demo (also `python -m medseg_ext`)."""
 from __future__ import annotations
 
 import argparse
@@ -10,11 +10,24 @@ from typing import Optional, Sequence
 FAMILIES = ("losses", "lrp", "topology", "cam", "mser")
 
 
-def implemented_bench() -> tuple:
-    """Families that ship a benchmark module medseg_ext/bench/<family>.py (run(...), PEERS)."""
-    import importlib.util
+def _submodules(package: str, skip: Sequence[str] = ()) -> tuple:
+    import importlib
+    import pkgutil
 
-    return tuple(f for f in FAMILIES if importlib.util.find_spec(f"medseg_ext.bench.{f}") is not None)
+    pkg = importlib.import_module(package)
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)
+                        if not m.name.startswith("_") and m.name not in skip))
+
+
+def implemented_bench() -> tuple:
+    """Benchmarks shipped as medseg_ext/bench/<name>.py, each with run(device, size, repeat,
+    measure_memory) and PEERS (a family, or a part of one such as losses_distance)."""
+    return _submodules("medseg_ext.bench", skip=("harness",))
+
+
+def implemented_pipelines() -> tuple:
+    """Pipelines shipped as medseg_ext/pipelines/<name>.py, each with main(argv) -> int."""
+    return _submodules("medseg_ext.pipelines")
 
 
 # ---------------------------------------------------------------- info
@@ -67,6 +80,23 @@ def cmd_bench(args) -> int:
         path = harness.write_json(results, family, args.device, peers=bench.PEERS)
         print(f"results written to {path}")
     return 0
+
+
+# ---------------------------------------------------------------- pipeline
+
+
+def cmd_pipeline(args) -> int:
+    import importlib
+
+    available = implemented_pipelines()
+    if args.name == "list":
+        print("\n".join(available) or "no pipelines yet")
+        return 0
+    if args.name not in available:
+        print(f"pipeline: unknown pipeline {args.name!r} (available: {', '.join(available) or 'none'})",
+              file=sys.stderr)
+        return 2
+    return importlib.import_module(f"medseg_ext.pipelines.{args.name}").main(list(args.rest))
 
 
 # ---------------------------------------------------------------- demo
@@ -174,7 +204,7 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medseg-ext", description="medseg_ext: fast, exact segmentation kernels.")
-    sub = p.add_subparsers(dest="command", metavar="{info,bench,demo}")
+    sub = p.add_subparsers(dest="command", metavar="{info,bench,pipeline,demo}")
 
     s = sub.add_parser("info", help="backends compiled and usable here, and versions")
     s.set_defaults(func=cmd_info)
@@ -187,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="also write benchmarks/results/<family>-<device>-<date>.json")
     s.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("pipeline", help="run a paper's pipeline end to end (medseg_ext/pipelines/<name>.py)")
+    s.add_argument("name", help="pipeline name; `medseg-ext pipeline list` lists them")
+    s.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for the pipeline (see its --help)")
+    s.set_defaults(func=cmd_pipeline)
 
     s = sub.add_parser("demo", help="train a tiny 3-D net with medseg_ext.DiceLoss on synthetic data")
     s.add_argument("--steps", type=int, default=100)
