@@ -25,6 +25,27 @@ struct RegionStatsParams {
 // Layout of the statistics tensor: (U, C, 4) float64, last axis I, P, G, N.
 constexpr int kStatI = 0, kStatP = 1, kStatG = 2, kStatN = 3, kNumStats = 4;
 
+// Extra statistics of the same pass, for the squared-denominator Dice, the pointwise and compound
+// losses and the hard confusion counts (seeds-losses.md section 5, groups S/P/C/H):
+//   Q = sum p^2 (valid elements);
+//   Spos = sum over elements with g = 1 of f_pos, Sneg = sum over valid elements with g = 0 of
+//   f_neg, where f is the pointwise loss of the kind below without its class/branch weights
+//   (lambda, alpha_c, the WCE weight are applied to Spos/Sneg by the epilogue);
+//   Ph = number of elements predicted as the class (argmax for softmax, z > logit(threshold) for
+//   sigmoid), TPh = those of them whose label is the class (counts, exact in float64 < 2^53).
+// Layout: (U, C, 5) float64, last axis Q, Spos, Sneg, Ph, TPh. Backward coefficients: (U, C, 3)
+// float64 = dL/dQ, dL/dSpos, dL/dSneg.
+enum class PointwiseKind : int { none = 0, log = 1, focal = 2, el = 3, dibe = 4 };
+constexpr int kExtQ = 0, kExtSpos = 1, kExtSneg = 2, kExtPh = 3, kExtTPh = 4, kNumExt = 5, kNumExtCoeff = 3;
+
+struct ExtraParams {
+  PointwiseKind kind = PointwiseKind::none;
+  double gamma = 2.0;      // focal / EL / DIBE_Dis exponent
+  double a_pos = 1.0;      // DIBE_Dis 1 + alpha on the y = 1, yhat = 0 branch (standard FN)
+  double a_neg = 1.0;      // DIBE_Dis 1 + beta on the y = 0, yhat = 1 branch (standard FP)
+  double logit_threshold = 0.0;  // sigmoid yhat = [z > logit(t)]; t = 0.5 -> 0
+};
+
 // logits and labels as given by Python (ranks 3..5 and 2..4); checks shapes, returns them padded
 // to (B, C, S1, S2, S3) and (B, S1, S2, S3).
 void normalise_region_inputs(const TensorDesc& logits_in, const TensorDesc& labels_in,
@@ -40,12 +61,22 @@ void soft_region_stats_backward_cpu(const TensorDesc& logits, const TensorDesc& 
                                     const double* coeff, const TensorDesc& grad_logits,
                                     const RegionStatsParams& params);
 
-// Per-ISA variants behind the two entry points above (see common/isa.h).
+// The same two passes with the extra statistics: ext is contiguous float64 (U, C, 5) and
+// ext_coeff (U, C, 3), both laid out as described above. Softmax supports the kinds none, log,
+// focal and el on the g = 1 term only (Sneg stays 0); sigmoid supports every kind on both terms.
+void fused_stats_cpu(const TensorDesc& logits, const TensorDesc& labels, double* out, double* ext,
+                     const RegionStatsParams& params, const ExtraParams& extra);
+void fused_stats_backward_cpu(const TensorDesc& logits, const TensorDesc& labels, const double* coeff,
+                              const double* ext_coeff, const TensorDesc& grad_logits,
+                              const RegionStatsParams& params, const ExtraParams& extra);
+
+// Per-ISA variants behind the entry points above (see common/isa.h).
 #define MEDSEG_REGION_STATS_ISA_DECL(ns)                                                                 \
   namespace ns {                                                                                          \
-  void stats_entry(const TensorDesc&, const TensorDesc&, double*, const RegionStatsParams&);             \
-  void backward_entry(const TensorDesc&, const TensorDesc&, const double*, const TensorDesc&,            \
-                      const RegionStatsParams&);                                                          \
+  void stats_entry(const TensorDesc&, const TensorDesc&, double*, double*, const RegionStatsParams&,     \
+                   const ExtraParams*);                                                                   \
+  void backward_entry(const TensorDesc&, const TensorDesc&, const double*, const double*,                \
+                      const TensorDesc&, const RegionStatsParams&, const ExtraParams*);                   \
   }
 MEDSEG_REGION_STATS_ISA_DECL(isa_base)
 MEDSEG_REGION_STATS_ISA_DECL(isa_avx2)

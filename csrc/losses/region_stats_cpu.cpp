@@ -127,7 +127,7 @@ inline double vexp(double x) { return std::exp(x); }
 // Turns the C x n logits in buf (row stride kTile) into probabilities in place and validates them.
 // Loops are branch-free over t so they vectorise; errors are located after the fact.
 template <typename T>
-void activate_tile(T* buf, int64_t C, int64_t n, bool sigmoid, int64_t b, int64_t s0) {
+void activate_tile(T* buf, int64_t C, int64_t n, bool sigmoid, int64_t b, int64_t s0, T* lse = nullptr) {
   // ignored elements were zeroed by gather_tile, so everything below may read them freely
   int nan_seen = 0;
   for (int64_t i = 0; i < C; ++i) {
@@ -180,6 +180,9 @@ void activate_tile(T* buf, int64_t C, int64_t n, bool sigmoid, int64_t b, int64_
       sum[t] += e;
     }
   }
+  if (lse) {  // log-sum-exp per element, for exact log-probabilities in the pointwise losses
+    for (int64_t t = 0; t < n; ++t) lse[t] = m[t] + std::log(sum[t]);
+  }
   for (int64_t t = 0; t < n; ++t) sum[t] = T(1) / sum[t];
   for (int64_t i = 0; i < C; ++i) {
     T* row = buf + i * kTile;
@@ -207,18 +210,131 @@ void gather_tile(const S* lg, const Geometry& g, int64_t b, int64_t s0, int64_t 
 }
 
 // Everything both passes do to a tile: labels, weights, gathered logits, probabilities in buf.
+// With raw, the logits are also kept there (row stride kTile); with lse, softmax log-sum-exps.
 template <typename S, typename L, typename T>
 void prepare_tile(const S* lg, const L* lab, const Geometry& g, const RegionStatsParams& prm, int64_t b, int64_t s0,
-                  int64_t n, int64_t* loff, int64_t* yoff, int32_t* cls, bool* valid, T* wt, T* buf) {
+                  int64_t n, int64_t* loff, int64_t* yoff, int32_t* cls, bool* valid, T* wt, T* buf,
+                  T* raw = nullptr, T* lse = nullptr) {
   if (!g.logits_linear || !g.labels_linear) tile_offsets(g, s0, n, loff, yoff);
   load_labels(lab, g, prm, b, s0, n, yoff, cls, valid);
   for (int64_t t = 0; t < n; ++t) wt[t] = valid[t] ? T(1) : T(0);
   gather_tile(lg, g, b, s0, n, loff, wt, buf);
-  activate_tile(buf, g.C, n, prm.sigmoid, b, s0);
+  if (raw) std::memcpy(raw, buf, sizeof(T) * static_cast<size_t>(g.C * kTile));
+  activate_tile(buf, g.C, n, prm.sigmoid, b, s0, lse);
+}
+
+// ---------------------------------------------------------------- pointwise losses (groups P, C)
+
+// One pointwise term written for the "positive" orientation: the element's own class has
+// probability p = exp(lp), q = 1 - p (given separately, accurately). Returns the unweighted loss f
+// and kappa = p * df/dp, from which the logit gradient follows: sigmoid dz = kappa * q, softmax
+// dz_c = kappa * ([c == y] - p_c). The negative (g = 0) sigmoid term is the same function of -z.
+// same: yhat == y (DIBE_Dis picks the focal branch then, its modified branch otherwise).
+// Limits where a power would give inf * 0 are taken explicitly (they are 0).
+template <typename T>
+inline void pointwise_term(PointwiseKind kind, T lp, T p, T q, bool same, T gamma, T a, T& f, T& kappa) {
+  switch (kind) {
+    case PointwiseKind::log:
+      f = -lp;
+      kappa = T(-1);
+      return;
+    case PointwiseKind::el: {
+      const T u = -lp;
+      f = std::pow(u, gamma);
+      kappa = gamma == T(1) ? T(-1) : (u > T(0) ? -gamma * std::pow(u, gamma - T(1)) : T(0));
+      return;
+    }
+    case PointwiseKind::dibe:
+      if (!same) {  // y = 1, yhat = 0 branch: -(1 - p^a)^gamma * a * log p
+        const T pa = std::pow(p, a);
+        const T w = T(1) - pa;
+        f = -std::pow(w, gamma) * a * lp;
+        kappa = w > T(0) ? a * std::pow(w, gamma - T(1)) * (gamma * a * pa * lp - w) : T(0);
+        return;
+      }
+      [[fallthrough]];
+    case PointwiseKind::focal: {  // -(1 - p)^gamma * log p
+      const T qg = std::pow(q, gamma);
+      f = -qg * lp;
+      const T lead = (gamma == T(0) || q == T(0)) ? T(0) : gamma * p * std::pow(q, gamma - T(1)) * lp;
+      kappa = lead - qg;
+      return;
+    }
+    default:
+      f = T(0);
+      kappa = T(0);
+  }
+}
+
+// Accurate sigmoid pieces of one logit: p, q = 1 - p, log p, log q (no cancellation anywhere).
+template <typename T>
+inline void sigmoid_parts(T z, T& p, T& q, T& lp, T& lq) {
+  const T e = std::exp(-std::fabs(z));
+  const T r = T(1) / (T(1) + e);
+  const T l1 = std::log1p(e);
+  p = z >= 0 ? r : e * r;
+  q = z >= 0 ? e * r : r;
+  lp = -(std::max(-z, T(0)) + l1);
+  lq = -(std::max(z, T(0)) + l1);
+}
+
+// The extra statistics of one prepared tile (see ExtraParams), added to acc (5 x C: Q, Spos,
+// Sneg, Ph, TPh). Scalar code: the pointwise terms call log/pow per element anyway.
+template <typename T>
+void tile_extras(const T* buf, const T* raw, const T* lse, const int32_t* cls, const bool* valid, int64_t C,
+                 int64_t n, bool sigmoid, const ExtraParams& ex, double* acc) {
+  const T gamma = T(ex.gamma), a_pos = T(ex.a_pos), a_neg = T(ex.a_neg), zt = T(ex.logit_threshold);
+  const bool pw = ex.kind != PointwiseKind::none;
+  double* Q = acc;
+  double* Spos = acc + C;
+  double* Sneg = acc + 2 * C;
+  double* Ph = acc + 3 * C;
+  double* TPh = acc + 4 * C;
+  for (int64_t t = 0; t < n; ++t) {
+    if (!valid[t]) continue;
+    const int32_t y = cls[t];
+    if (sigmoid) {
+      for (int64_t c = 0; c < C; ++c) {
+        const T z = raw[c * kTile + t];
+        const bool pos = y == c;
+        const bool yhat = z > zt;
+        const T pc = buf[c * kTile + t];
+        Q[c] += double(pc * pc);
+        Ph[c] += yhat;
+        TPh[c] += yhat && pos;
+        if (!pw) continue;
+        T p, q, lp, lq, f, kappa;
+        sigmoid_parts(z, p, q, lp, lq);
+        if (pos) {
+          pointwise_term(ex.kind, lp, p, q, yhat == pos, gamma, a_pos, f, kappa);
+          Spos[c] += double(f);
+        } else {
+          pointwise_term(ex.kind, lq, q, p, yhat == pos, gamma, a_neg, f, kappa);
+          Sneg[c] += double(f);
+        }
+      }
+      continue;
+    }
+    int64_t best = 0;  // argmax of the logits, first index on ties (torch.argmax convention)
+    for (int64_t c = 0; c < C; ++c) {
+      const T pc = buf[c * kTile + t];
+      Q[c] += double(pc * pc);
+      if (raw[c * kTile + t] > raw[best * kTile + t]) best = c;
+    }
+    Ph[best] += 1;
+    TPh[best] += best == y;
+    if (!pw) continue;
+    T q = 0;
+    for (int64_t c = 0; c < C; ++c) q += c == y ? T(0) : buf[c * kTile + t];
+    T f, kappa;
+    pointwise_term(ex.kind, raw[y * kTile + t] - lse[t], buf[y * kTile + t], q, true, gamma, a_pos, f, kappa);
+    Spos[y] += double(f);
+  }
 }
 
 template <typename S, typename L>
-void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out, const RegionStatsParams& prm) {
+void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out, double* ext,
+                const RegionStatsParams& prm, const ExtraParams* ex) {
   using T = typename compute_type<S>::type;
   const Geometry g(logits, labels);
   const S* lg = static_cast<const S*>(logits.data);
@@ -226,12 +342,15 @@ void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out,
   const int64_t C = g.C;
   const int64_t U = prm.per_sample ? g.B : 1;
   std::fill(out, out + U * C * kNumStats, 0.0);
+  if (ext) std::fill(ext, ext + U * C * kNumExt, 0.0);
   if (g.B == 0 || g.S == 0 || C == 0) return;
 
   const int64_t chunks_per_b = (g.S + kChunk - 1) / kChunk;
   const int64_t jobs = g.B * chunks_per_b;
   const int64_t stride = 3 * C + 1;  // I[C], P[C], G[C], N
+  const int64_t ext_stride = ext ? kNumExt * C : 0;
   std::vector<double> partial(static_cast<size_t>(jobs * stride), 0.0);
+  std::vector<double> ext_partial(static_cast<size_t>(jobs * ext_stride), 0.0);
 
   parallel_for(jobs, [&](int64_t job) {
     const int64_t b = job / chunks_per_b;
@@ -244,9 +363,16 @@ void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out,
     T wt[kTile];  // 1 for counted elements, 0 for ignored: lets the loops below stay branch-free
     double* acc = partial.data() + job * stride;
     std::vector<double> tileI(C), tileP(C), tileG(C);  // double: no drift over long tiles of equal values
+    std::vector<T> raw(ext ? static_cast<size_t>(C * kTile) : 0);
+    T lse[kTile];
+    const bool want_lse = ext && !prm.sigmoid && ex->kind != PointwiseKind::none;
     for (int64_t s0 = c0; s0 < c1; s0 += kTile) {
       const int64_t n = std::min(kTile, c1 - s0);
-      prepare_tile(lg, lab, g, prm, b, s0, n, loff, yoff, cls, valid, wt, buf.data());
+      prepare_tile(lg, lab, g, prm, b, s0, n, loff, yoff, cls, valid, wt, buf.data(), ext ? raw.data() : nullptr,
+                   want_lse ? lse : nullptr);
+      if (ext)
+        tile_extras(buf.data(), raw.data(), lse, cls, valid, C, n, prm.sigmoid, *ex,
+                    ext_partial.data() + job * ext_stride);
       int64_t nvalid = 0;
       for (int64_t i = 0; i < C; ++i) {
         const T* row = buf.data() + i * kTile;
@@ -283,12 +409,93 @@ void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out,
       o[i * kNumStats + kStatG] += acc[2 * C + i];
       o[i * kNumStats + kStatN] += acc[3 * C];
     }
+    if (!ext) continue;
+    const double* ea = ext_partial.data() + job * ext_stride;
+    double* eo = ext + u * C * kNumExt;
+    for (int64_t i = 0; i < C; ++i)
+      for (int k = 0; k < kNumExt; ++k) eo[i * kNumExt + k] += ea[k * C + i];
+  }
+}
+
+// Backward of one chunk [c0, c1) of sample b with the extra statistics: region coefficients A
+// (dL/dP), Bc (dL/dI) plus ec = (dL/dQ, dL/dSpos, dL/dSneg) per class. Scalar per element.
+template <typename S, typename L, typename T>
+void extras_backward_job(const S* lg, const L* lab, const Geometry& g, const RegionStatsParams& prm,
+                         const ExtraParams& ex, int64_t b, int64_t c0, int64_t c1, const std::vector<T>& A,
+                         const std::vector<T>& Bc, const double* ec, S* out) {
+  const int64_t C = g.C;
+  const T gamma = T(ex.gamma), a_pos = T(ex.a_pos), a_neg = T(ex.a_neg), zt = T(ex.logit_threshold);
+  const bool pw = ex.kind != PointwiseKind::none;
+  std::vector<T> cq(C), cpos(C), cneg(C);
+  for (int64_t i = 0; i < C; ++i) {
+    cq[i] = T(ec[i * kNumExtCoeff + 0]);
+    cpos[i] = T(ec[i * kNumExtCoeff + 1]);
+    cneg[i] = T(ec[i * kNumExtCoeff + 2]);
+  }
+  std::vector<T> buf(static_cast<size_t>(C * kTile)), raw(static_cast<size_t>(C * kTile)), h(C);
+  int64_t loff[kTile], yoff[kTile];
+  int32_t cls[kTile];
+  bool valid[kTile];
+  T wt[kTile], lse[kTile];
+  for (int64_t s0 = c0; s0 < c1; s0 += kTile) {
+    const int64_t n = std::min(kTile, c1 - s0);
+    prepare_tile(lg, lab, g, prm, b, s0, n, loff, yoff, cls, valid, wt, buf.data(), raw.data(),
+                 (!prm.sigmoid && pw) ? lse : nullptr);
+    for (int64_t t = 0; t < n; ++t) {
+      const int32_t y = cls[t];
+      S* o = out + b * C * g.S + s0 + t;
+      if (!valid[t]) {
+        for (int64_t c = 0; c < C; ++c) store_from(o + c * g.S, 0.0);
+        continue;
+      }
+      if (prm.sigmoid) {
+        for (int64_t c = 0; c < C; ++c) {
+          const T z = raw[c * kTile + t];
+          const bool pos = y == c;
+          T p, q, lp, lq;
+          sigmoid_parts(z, p, q, lp, lq);
+          const T hc = A[c] + (pos ? Bc[c] : T(0)) + T(2) * p * cq[c];
+          T dz = p * q * hc;
+          if (pw) {
+            T f, kappa;
+            const bool same = (z > zt) == pos;
+            if (pos) {
+              pointwise_term(ex.kind, lp, p, q, same, gamma, a_pos, f, kappa);
+              dz += cpos[c] * kappa * q;
+            } else {
+              pointwise_term(ex.kind, lq, q, p, same, gamma, a_neg, f, kappa);
+              dz -= cneg[c] * kappa * p;
+            }
+          }
+          store_from(o + c * g.S, dz);
+        }
+        continue;
+      }
+      // softmax: dz_c = p_c (H_c - sum_k p_k H_k) + k_y ([c == y] - p_c), H_c = A_c + [c == y] B_c + 2 p_c dL/dQ_c
+      T dot = 0;
+      for (int64_t c = 0; c < C; ++c) {
+        const T pc = buf[c * kTile + t];
+        h[c] = A[c] + (c == y ? Bc[c] : T(0)) + T(2) * pc * cq[c];
+        dot += pc * h[c];
+      }
+      T ky = 0;
+      if (pw) {
+        T q = 0, f;
+        for (int64_t c = 0; c < C; ++c) q += c == y ? T(0) : buf[c * kTile + t];
+        pointwise_term(ex.kind, raw[y * kTile + t] - lse[t], buf[y * kTile + t], q, true, gamma, a_pos, f, ky);
+        ky *= cpos[y];
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const T pc = buf[c * kTile + t];
+        store_from(o + c * g.S, pc * (h[c] - dot - ky) + (c == y ? ky : T(0)));
+      }
+    }
   }
 }
 
 template <typename S, typename L>
-void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const double* coeff,
-                   const TensorDesc& grad_logits, const RegionStatsParams& prm) {
+void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const double* coeff, const double* ext_coeff,
+                   const TensorDesc& grad_logits, const RegionStatsParams& prm, const ExtraParams* ex) {
   using T = typename compute_type<S>::type;
   const Geometry g(logits, labels);
   const S* lg = static_cast<const S*>(logits.data);
@@ -313,6 +520,11 @@ void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const dou
     int32_t cls[kTile];  // 32-bit so compares line up with float lanes when vectorised
     bool valid[kTile];
     T wt[kTile], dot[kTile];
+    if (ext_coeff) {
+      extras_backward_job<S, L, T>(lg, lab, g, prm, *ex, b, c0, c1, A, Bc,
+                                   ext_coeff + (prm.per_sample ? b : 0) * C * kNumExtCoeff, out);
+      return;
+    }
     for (int64_t s0 = c0; s0 < c1; s0 += kTile) {
       const int64_t n = std::min(kTile, c1 - s0);
       prepare_tile(lg, lab, g, prm, b, s0, n, loff, yoff, cls, valid, wt, buf.data());
@@ -355,17 +567,18 @@ void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const dou
 
 }  // namespace
 
-void stats_entry(const TensorDesc& logits, const TensorDesc& labels, double* out, const RegionStatsParams& params) {
+void stats_entry(const TensorDesc& logits, const TensorDesc& labels, double* out, double* ext,
+                 const RegionStatsParams& params, const ExtraParams* extra) {
   dispatch_logits_labels(logits.dtype, labels.dtype, [&](auto st, auto lt) {
-    stats_impl<typename decltype(st)::type, typename decltype(lt)::type>(logits, labels, out, params);
+    stats_impl<typename decltype(st)::type, typename decltype(lt)::type>(logits, labels, out, ext, params, extra);
   });
 }
 
-void backward_entry(const TensorDesc& logits, const TensorDesc& labels, const double* coeff,
-                    const TensorDesc& grad_logits, const RegionStatsParams& params) {
+void backward_entry(const TensorDesc& logits, const TensorDesc& labels, const double* coeff, const double* ext_coeff,
+                    const TensorDesc& grad_logits, const RegionStatsParams& params, const ExtraParams* extra) {
   dispatch_logits_labels(logits.dtype, labels.dtype, [&](auto st, auto lt) {
-    backward_impl<typename decltype(st)::type, typename decltype(lt)::type>(logits, labels, coeff, grad_logits,
-                                                                            params);
+    backward_impl<typename decltype(st)::type, typename decltype(lt)::type>(logits, labels, coeff, ext_coeff,
+                                                                            grad_logits, params, extra);
   });
 }
 
@@ -373,6 +586,19 @@ void backward_entry(const TensorDesc& logits, const TensorDesc& labels, const do
 
 #ifdef MEDSEG_ISA_IS_BASE
 // ---------------------------------------------------------------- entry points (baseline build only)
+
+namespace {
+void check_extra_params(const RegionStatsParams& params, const ExtraParams& ex) {
+  const int k = static_cast<int>(ex.kind);
+  MEDSEG_CHECK(k >= 0 && k <= static_cast<int>(PointwiseKind::dibe), "pointwise kind: unknown code ", k);
+  MEDSEG_CHECK(std::isfinite(ex.gamma) && ex.gamma >= 0, "gamma: must be finite and >= 0, got ", ex.gamma);
+  MEDSEG_CHECK(std::isfinite(ex.a_pos) && ex.a_pos >= 1 && std::isfinite(ex.a_neg) && ex.a_neg >= 1,
+               "alpha/beta: 1 + alpha and 1 + beta must be finite and >= 1");
+  MEDSEG_CHECK(!std::isnan(ex.logit_threshold), "threshold: must be in (0, 1)");
+  MEDSEG_CHECK(params.sigmoid || ex.kind != PointwiseKind::dibe,
+               "pointwise kind: DIBE_Dis is defined for sigmoid outputs only");
+}
+}  // namespace
 
 void normalise_region_inputs(const TensorDesc& logits_in, const TensorDesc& labels_in, TensorDesc& logits,
                              TensorDesc& labels) {
@@ -390,21 +616,34 @@ void normalise_region_inputs(const TensorDesc& logits_in, const TensorDesc& labe
   labels = labels_in.padded_to(4, 1);
 }
 
+void fused_stats_cpu(const TensorDesc& logits, const TensorDesc& labels, double* out, double* ext,
+                     const RegionStatsParams& params, const ExtraParams& extra) {
+  if (ext) check_extra_params(params, extra);
+#ifdef MEDSEG_EXT_HAVE_AVX2_BUILD
+  if (cpu_use_avx2()) return isa_avx2::stats_entry(logits, labels, out, ext, params, &extra);
+#endif
+  isa_base::stats_entry(logits, labels, out, ext, params, &extra);
+}
+
+void fused_stats_backward_cpu(const TensorDesc& logits, const TensorDesc& labels, const double* coeff,
+                              const double* ext_coeff, const TensorDesc& grad_logits, const RegionStatsParams& params,
+                              const ExtraParams& extra) {
+  MEDSEG_CHECK(grad_logits.dtype == logits.dtype, "grad_logits: dtype must equal the logits dtype");
+  if (ext_coeff) check_extra_params(params, extra);
+#ifdef MEDSEG_EXT_HAVE_AVX2_BUILD
+  if (cpu_use_avx2()) return isa_avx2::backward_entry(logits, labels, coeff, ext_coeff, grad_logits, params, &extra);
+#endif
+  isa_base::backward_entry(logits, labels, coeff, ext_coeff, grad_logits, params, &extra);
+}
+
 void soft_region_stats_cpu(const TensorDesc& logits, const TensorDesc& labels, double* out,
                            const RegionStatsParams& params) {
-#ifdef MEDSEG_EXT_HAVE_AVX2_BUILD
-  if (cpu_use_avx2()) return isa_avx2::stats_entry(logits, labels, out, params);
-#endif
-  isa_base::stats_entry(logits, labels, out, params);
+  fused_stats_cpu(logits, labels, out, nullptr, params, ExtraParams{});
 }
 
 void soft_region_stats_backward_cpu(const TensorDesc& logits, const TensorDesc& labels, const double* coeff,
                                     const TensorDesc& grad_logits, const RegionStatsParams& params) {
-  MEDSEG_CHECK(grad_logits.dtype == logits.dtype, "grad_logits: dtype must equal the logits dtype");
-#ifdef MEDSEG_EXT_HAVE_AVX2_BUILD
-  if (cpu_use_avx2()) return isa_avx2::backward_entry(logits, labels, coeff, grad_logits, params);
-#endif
-  isa_base::backward_entry(logits, labels, coeff, grad_logits, params);
+  fused_stats_backward_cpu(logits, labels, coeff, nullptr, grad_logits, params, ExtraParams{});
 }
 #endif  // MEDSEG_ISA_IS_BASE
 

@@ -1,0 +1,237 @@
+"""fused_stats: one pass over logits + labels for every statistic a segmentation loss or metric needs.
+
+Beside the region statistics I, P, G, N of :func:`soft_region_stats` the same read produces, per
+(unit, class) (seeds-losses.md §5, groups S, P, C, H):
+
+* Q = Σ p² (the squared-denominator Dice),
+* Spos = Σ_{g=1} f_pos and Sneg = Σ_{g=0} f_neg, the sums of one pointwise loss (BCE/CE, focal,
+  exponential-logarithmic CE, DIBE_Dis) split by the target, without their class or branch
+  weights, so the epilogue can weight them (λ, α_c, the WCE weight) for free,
+* Ph = Σ ŷ and TPh = Σ ŷ·g, hard prediction counts (ŷ = argmax for softmax, z > logit(t) for
+  sigmoid), from which TP/FP/FN/TN of the confusion matrix follow with G and N.
+
+Backward: a second pass from the coefficients dL/dI, dL/dP, dL/dQ, dL/dSpos, dL/dSneg, so a
+compound loss (Dice + CE, DIBE, ...) costs two reads of the logits whatever it combines.
+
+On CPU both passes are the C++ kernel; on other devices an eager PyTorch implementation of the
+same definitions (:func:`torch_fused_stats`, differentiable by autograd) runs instead: correct, but
+not fused (the GPU kernels cover only the region statistics so far).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+
+from .. import _dispatch
+from .._tensor import desc
+from ._inputs import check_region_inputs
+
+POINTWISE_KINDS = {"none": 0, "log": 1, "focal": 2, "el": 3, "dibe": 4}
+SOFTMAX_POINTWISE = ("none", "log", "focal", "el")
+
+
+class FusedStats(NamedTuple):
+    """Statistics of one pass; each field is (U, C) float64 (U = B per sample, or 1 for the batch)."""
+
+    intersection: torch.Tensor  # I = Σ p·g
+    prediction: torch.Tensor    # P = Σ p
+    target: torch.Tensor        # G = Σ g
+    count: torch.Tensor         # N valid elements
+    squared: torch.Tensor       # Q = Σ p²
+    pos_sum: torch.Tensor       # Σ_{g=1} f_pos (unweighted pointwise loss on target elements)
+    neg_sum: torch.Tensor       # Σ_{g=0} f_neg (sigmoid only)
+    pred_count: torch.Tensor    # Ph = Σ ŷ (hard predictions of the class)
+    true_pos: torch.Tensor      # TPh = Σ ŷ·g
+
+
+class PointwiseSpec(NamedTuple):
+    kind: int
+    gamma: float
+    a_pos: float  # DIBE_Dis 1 + α on the (y = 1, ŷ = 0) branch
+    a_neg: float  # DIBE_Dis 1 + β on the (y = 0, ŷ = 1) branch
+    logit_threshold: float
+
+
+def pointwise_spec(kind: str = "none", *, gamma: float = 2.0, alpha: float = 0.0, beta: float = 0.0,
+                   threshold: float = 0.5, sigmoid: bool = True) -> PointwiseSpec:
+    """Validated kernel parameters; ``threshold`` is the probability above which ŷ = 1 (sigmoid)."""
+    if kind not in POINTWISE_KINDS:
+        raise ValueError(f"pointwise: expected one of {tuple(POINTWISE_KINDS)}, got {kind!r}")
+    if not sigmoid and kind not in SOFTMAX_POINTWISE:
+        raise ValueError(f"pointwise: {kind!r} is defined for sigmoid outputs only (softmax: {SOFTMAX_POINTWISE})")
+    for name, v in (("gamma", gamma), ("alpha", alpha), ("beta", beta)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise ValueError(f"threshold: expected a probability in (0, 1), got {threshold!r}")
+    return PointwiseSpec(POINTWISE_KINDS[kind], float(gamma), 1.0 + float(alpha), 1.0 + float(beta),
+                         math.log(threshold / (1.0 - threshold)))
+
+
+# ---------------------------------------------------------------- CPU kernel as a custom op
+
+
+@torch.library.custom_op("medseg_ext::fused_stats", mutates_args=())
+def _fused_stats_op(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, per_sample: bool,
+                    ignore_index: Optional[int], kind: int, gamma: float, a_pos: float, a_neg: float,
+                    logit_threshold: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    C_ = _dispatch.extension()
+    U = logits.shape[0] if per_sample else 1
+    C = logits.shape[1]
+    out = torch.empty((U, C, 4), dtype=torch.float64)
+    ext = torch.empty((U, C, 5), dtype=torch.float64)
+    C_.fused_stats_cpu(desc(logits), desc(labels), out.data_ptr(), ext.data_ptr(), sigmoid, per_sample,
+                       ignore_index is not None, 0 if ignore_index is None else ignore_index, kind, gamma, a_pos,
+                       a_neg, logit_threshold)
+    return out, ext
+
+
+@_fused_stats_op.register_fake
+def _(logits, labels, sigmoid, per_sample, ignore_index, kind, gamma, a_pos, a_neg, logit_threshold):
+    U = logits.shape[0] if per_sample else 1
+    C = logits.shape[1]
+    return (logits.new_empty((U, C, 4), dtype=torch.float64), logits.new_empty((U, C, 5), dtype=torch.float64))
+
+
+@torch.library.custom_op("medseg_ext::fused_stats_backward", mutates_args=())
+def _fused_backward_op(coeff: torch.Tensor, ext_coeff: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+                       sigmoid: bool, per_sample: bool, ignore_index: Optional[int], kind: int, gamma: float,
+                       a_pos: float, a_neg: float, logit_threshold: float) -> torch.Tensor:
+    C_ = _dispatch.extension()
+    coeff = coeff.to(torch.float64).contiguous()
+    ext_coeff = ext_coeff.to(torch.float64).contiguous()
+    grad = torch.empty(logits.shape, dtype=logits.dtype)
+    C_.fused_stats_backward_cpu(desc(logits), desc(labels), coeff.data_ptr(), ext_coeff.data_ptr(), desc(grad),
+                                sigmoid, per_sample, ignore_index is not None,
+                                0 if ignore_index is None else ignore_index, kind, gamma, a_pos, a_neg,
+                                logit_threshold)
+    return grad
+
+
+@_fused_backward_op.register_fake
+def _(coeff, ext_coeff, logits, labels, sigmoid, per_sample, ignore_index, kind, gamma, a_pos, a_neg,
+      logit_threshold):
+    return logits.new_empty(logits.shape)
+
+
+def _setup_context(ctx, inputs, output):
+    logits, labels = inputs[:2]
+    ctx.save_for_backward(logits, labels)
+    ctx.params = inputs[2:]
+
+
+def _backward(ctx, grad_stats, grad_ext):
+    logits, labels = ctx.saved_tensors
+    U, C = (logits.shape[0] if ctx.params[1] else 1), logits.shape[1]
+    zeros = lambda k: torch.zeros((U, C, k), dtype=torch.float64)  # noqa: E731
+    coeff = zeros(2) if grad_stats is None else grad_stats[..., :2]
+    ext_coeff = zeros(3) if grad_ext is None else grad_ext[..., :3]  # Ph and TPh take no gradient
+    grad = _fused_backward_op(coeff, ext_coeff, logits, labels, *ctx.params)
+    return (grad,) + (None,) * 9
+
+
+_fused_stats_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ---------------------------------------------------------------- eager PyTorch version
+
+
+def _pointwise_torch(kind: int, lp, p, q, same, gamma: float, a: float):
+    """Unweighted pointwise loss f(p) in the positive orientation (see csrc/losses/region_stats.h)."""
+    if kind == POINTWISE_KINDS["log"]:
+        return -lp
+    if kind == POINTWISE_KINDS["el"]:
+        return (-lp).clamp_min(0.0).pow(gamma)
+    focal = -q.pow(gamma) * lp
+    if kind == POINTWISE_KINDS["focal"]:
+        return focal
+    if kind == POINTWISE_KINDS["dibe"]:
+        modified = -(1.0 - p.pow(a)).pow(gamma) * a * lp
+        return torch.where(same, focal, modified)
+    return torch.zeros_like(lp)
+
+
+def torch_fused_stats(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, per_sample: bool,
+                      ignore_index: Optional[int], spec: PointwiseSpec) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The (U, C, 4) and (U, C, 5) statistics with plain PyTorch ops (differentiable by autograd).
+
+    Runs on any device; materialises the probabilities and one-hot labels, so it is the slow path
+    and the independent oracle the tests hold the kernel's values and gradients against."""
+    B, C = logits.shape[:2]
+    cdt = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    z = logits.reshape(B, C, -1).to(cdt)
+    y = labels.reshape(B, -1).long()
+    valid = torch.ones_like(y, dtype=torch.bool) if ignore_index is None else y != ignore_index
+    binary = sigmoid and C == 1
+    hi = 2 if binary else C
+    if bool(((y < 0) | (y >= hi))[valid].any()):
+        raise ValueError(f"labels: values outside [0, {hi}) (and not ignore_index)")
+    if bool(torch.isnan(z).any()):
+        raise ValueError("logits: NaN")
+    yc = torch.where(valid, y, 0)
+    if binary:
+        g = ((yc == 1) & valid)[:, None].to(cdt)
+    else:
+        g = torch.nn.functional.one_hot(yc, C).permute(0, 2, 1).to(cdt) * valid[:, None]
+    v = valid[:, None].to(cdt)
+    if sigmoid:
+        p, lp, lq = torch.sigmoid(z), torch.nn.functional.logsigmoid(z), torch.nn.functional.logsigmoid(-z)
+        q = torch.sigmoid(-z)
+        yhat = (z > spec.logit_threshold).to(cdt)
+    else:
+        lp = torch.log_softmax(z, dim=1)
+        p = lp.exp()
+        q = 1.0 - p
+        yhat = torch.nn.functional.one_hot(z.argmax(dim=1), C).permute(0, 2, 1).to(cdt)
+    zero = torch.zeros((), dtype=cdt, device=z.device)
+    if spec.kind:
+        f_pos = _pointwise_torch(spec.kind, lp, p, q, yhat == 1, spec.gamma, spec.a_pos)
+        s_pos = torch.where(g > 0, f_pos, zero).sum(-1)
+        if sigmoid:
+            f_neg = _pointwise_torch(spec.kind, lq, q, p, yhat == 0, spec.gamma, spec.a_neg)
+            s_neg = torch.where((g == 0) & (v > 0), f_neg, zero).sum(-1)
+        else:
+            s_neg = torch.zeros_like(s_pos)
+    else:
+        s_pos = s_neg = torch.zeros((B, C), dtype=cdt, device=z.device)
+    pv = torch.where(v > 0, p, zero)
+    stats = torch.stack([(pv * g).sum(-1), pv.sum(-1), g.sum(-1), v.sum(-1).expand(B, C)], dim=-1)
+    ext = torch.stack([(pv * pv).sum(-1), s_pos, s_neg, (yhat * v).sum(-1), (yhat * g).sum(-1)], dim=-1)
+    stats, ext = stats.to(torch.float64), ext.to(torch.float64)
+    if not per_sample:
+        stats, ext = stats.sum(0, keepdim=True), ext.sum(0, keepdim=True)
+    return stats, ext
+
+
+# ---------------------------------------------------------------- public API
+
+
+def fused_stats_raw(logits, labels, sigmoid: bool, per_sample: bool, ignore_index: Optional[int],
+                    spec: PointwiseSpec) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(U, C, 4), (U, C, 5) float64 statistics of validated inputs, differentiable w.r.t. logits."""
+    backend = _dispatch.select_backend(logits=logits, labels=labels)
+    if backend == "cpu":
+        return _fused_stats_op(logits, labels, sigmoid, per_sample, ignore_index, *spec)
+    return torch_fused_stats(logits, labels, sigmoid, per_sample, ignore_index, spec)
+
+
+def fused_stats(logits, labels, *, activation: str = "softmax", ignore_index: Optional[int] = None,
+                reduction_unit: str = "sample", pointwise: str = "none", gamma: float = 2.0, alpha: float = 0.0,
+                beta: float = 0.0, threshold: float = 0.5) -> FusedStats:
+    """Every per-(unit, class) statistic of one pass (see the module docstring), differentiable
+    w.r.t. ``logits`` through I, P, Q, Spos and Sneg.
+
+    ``pointwise`` picks f: "log" (−log p; BCE/CE), "focal" (−(1−p)^gamma log p), "el"
+    ((−log p)^gamma, exponential-logarithmic CE), "dibe" (DIBE_Dis, sigmoid only: the focal
+    branch where ŷ = y, else −(1−p^(1+alpha))^gamma (1+alpha) log p for g = 1 and the mirrored
+    form with beta for g = 0). Sigmoid applies f to p for g = 1 (Spos) and to 1 − p for g = 0
+    (Sneg); softmax applies it to the target class's probability only (Sneg = 0). ``threshold``:
+    sigmoid ŷ = [p > threshold] (computed as z > logit(threshold)); softmax ŷ = argmax (first index
+    on ties).
+    """
+    inp = check_region_inputs(logits, labels, activation, ignore_index, reduction_unit)
+    spec = pointwise_spec(pointwise, gamma=gamma, alpha=alpha, beta=beta, threshold=threshold, sigmoid=inp.sigmoid)
+    stats, ext = fused_stats_raw(inp.logits, inp.labels, inp.sigmoid, inp.per_sample, inp.ignore_index, spec)
+    return FusedStats(*stats.unbind(-1), *ext.unbind(-1))
