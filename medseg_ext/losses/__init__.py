@@ -1,4 +1,12 @@
 """Fused segmentation losses and metrics (family 1). Spec: shared/reference/seeds-losses.md."""
+from . import metrics, pointwise
+from .fused import FusedStats, fused_stats
+from .metrics import (accuracy, cohen_kappa, confusion_counts, confusion_from_labels, dice_score, iou, oii,
+                      oii_guided_alpha, precision, recall, segmentation_metrics, specificity)
+from .pointwise import (BCELoss, ComboLoss, CrossEntropyLoss, DibeDisLoss, DibeLoss, DiceCELoss, DiceFocalLoss,
+                        ELCELoss, ExpLogLoss, FocalLoss, HybridFocalLoss, SquaredDiceLoss, WBCELoss, WCELoss, bce_loss,
+                        combo_loss, cross_entropy_loss, dibe_dis_loss, dibe_loss, dice_ce_loss, dice_focal_loss,
+                        el_ce_loss, exp_log_loss, focal_loss, hybrid_focal_loss, squared_dice_loss, wbce_loss, wce_loss)
 from .region import RegionStats, soft_region_stats
 from .region_losses import (DibeRegLoss, DiceLoss, FocalTverskyLoss, GeneralizedDiceLoss, JaccardLoss, KappaLoss,
                             LogDiceLoss, TverskyLoss, dibe_reg_loss, dice_loss, focal_tversky_loss,
@@ -7,4 +15,5 @@ from .region_losses import (DibeRegLoss, DiceLoss, FocalTverskyLoss, Generalized
 __all__ = ["soft_region_stats", "RegionStats", "region_loss", "dice_loss", "DiceLoss", "jaccard_loss",
            "JaccardLoss", "tversky_loss", "TverskyLoss", "focal_tversky_loss", "FocalTverskyLoss", "kappa_loss",
            "KappaLoss", "generalized_dice_loss", "GeneralizedDiceLoss", "log_dice_loss", "LogDiceLoss", "dibe_reg_loss",
-           "DibeRegLoss"]
+           "DibeRegLoss", "fused_stats", "FusedStats", "metrics"]
+__all__ += pointwise.__all__ + metrics.__all__

@@ -138,17 +138,23 @@ _fused_stats_op.register_autograd(_backward, setup_context=_setup_context)
 # ---------------------------------------------------------------- eager PyTorch version
 
 
+def _safe_pow(x, gamma: float):
+    """x^gamma for x >= 0 whose autograd gradient at x = 0 is 0, not inf·0 = NaN (gamma < 1)."""
+    zero_value = 0.0 if gamma > 0 else 1.0
+    return torch.where(x > 0, x.clamp_min(1e-300).pow(gamma), torch.full_like(x, zero_value))
+
+
 def _pointwise_torch(kind: int, lp, p, q, same, gamma: float, a: float):
     """Unweighted pointwise loss f(p) in the positive orientation (see csrc/losses/region_stats.h)."""
     if kind == POINTWISE_KINDS["log"]:
         return -lp
     if kind == POINTWISE_KINDS["el"]:
-        return (-lp).clamp_min(0.0).pow(gamma)
-    focal = -q.pow(gamma) * lp
+        return _safe_pow(-lp, gamma)
+    focal = -_safe_pow(q, gamma) * lp
     if kind == POINTWISE_KINDS["focal"]:
         return focal
     if kind == POINTWISE_KINDS["dibe"]:
-        modified = -(1.0 - p.pow(a)).pow(gamma) * a * lp
+        modified = -_safe_pow(1.0 - p.pow(a), gamma) * a * lp
         return torch.where(same, focal, modified)
     return torch.zeros_like(lp)
 

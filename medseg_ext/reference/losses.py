@@ -191,3 +191,90 @@ def cohen_kappa_counts(a, b, c, d):
     po = (a + d) / n
     pc = ((a + b) * (a + c) + (b + d) * (c + d)) / n**2
     return (po - pc) / (1 - pc)
+
+
+# ---------------------------------------------------------------- groups P, C, H (fused extras)
+
+
+def _log_sigmoid(z):
+    return -np.logaddexp(0.0, -z)
+
+
+def pointwise_loss_map(logits, labels, kind, activation="sigmoid", gamma=2.0, alpha=0.0, beta=0.0,
+                       threshold=0.5, ignore_index=None):
+    """(B, C, S) map of the unweighted pointwise loss of every element and channel, written branch
+    by branch as DIBE Eqs. 1–3, 11, 16 print them (λ and class weights left out); 0 where a term
+    does not apply (ignored elements; softmax non-target channels)."""
+    z = np.asarray(logits, dtype=np.float64)
+    B, C = z.shape[:2]
+    z = z.reshape(B, C, -1)
+    p, g, mask, _ = _prepare(logits, labels, activation, ignore_index)
+    if activation == "softmax":
+        zm = np.where(mask > 0, z, 0.0)
+        logp = zm - zm.max(1, keepdims=True)
+        logp = logp - np.log(np.exp(logp).sum(1, keepdims=True))
+        pk = np.exp(logp)
+        if kind == "log":
+            f = -logp
+        elif kind == "focal":
+            f = -((1.0 - pk) ** gamma) * logp
+        elif kind == "el":
+            f = (-logp) ** gamma
+        else:
+            raise ValueError(kind)
+        return np.where(g > 0, f, 0.0)
+    log_p, log_q = _log_sigmoid(z), _log_sigmoid(-z)
+    pp, qq = np.exp(log_p), np.exp(log_q)
+    yhat = pp > threshold
+    pos, neg = (g > 0), (g == 0) & (mask > 0)
+    if kind == "log":
+        fp_, fn_ = -log_p, -log_q
+    elif kind == "focal":
+        fp_, fn_ = -(qq ** gamma) * log_p, -(pp ** gamma) * log_q
+    elif kind == "el":
+        fp_, fn_ = (-log_p) ** gamma, (-log_q) ** gamma
+    elif kind == "dibe":
+        a, b = 1.0 + alpha, 1.0 + beta
+        fp_ = np.where(yhat, -(qq ** gamma) * log_p,                      # y=1, ŷ=1 (TP)
+                       -((1.0 - pp ** a) ** gamma) * a * log_p)            # y=1, ŷ=0 (FN)
+        fn_ = np.where(~yhat, -(pp ** gamma) * log_q,                     # y=0, ŷ=0 (TN)
+                       -((1.0 - qq ** b) ** gamma) * b * log_q)            # y=0, ŷ=1 (FP)
+    else:
+        raise ValueError(kind)
+    return np.where(pos, fp_, 0.0), np.where(neg, fn_, 0.0)
+
+
+def fused_extra_stats(logits, labels, activation="softmax", ignore_index=None, reduction_unit="sample",
+                      pointwise="none", gamma=2.0, alpha=0.0, beta=0.0, threshold=0.5):
+    """(U, C, 5) float64: Q = Σp², Spos, Sneg (sums of the pointwise map), Ph, TPh (hard counts)."""
+    z = np.asarray(logits, dtype=np.float64)
+    B, C = z.shape[:2]
+    z = z.reshape(B, C, -1)
+    p, g, mask, valid = _prepare(logits, labels, activation, ignore_index)
+    if activation == "softmax":
+        yhat = (np.arange(C)[None, :, None] == z.argmax(1)[:, None, :]).astype(np.float64)
+    else:
+        yhat = (p > threshold).astype(np.float64)  # p > t, the kernel's z > logit(t)
+    yhat = yhat * mask
+    s_pos = s_neg = np.zeros((B, C))
+    if pointwise != "none":
+        m = pointwise_loss_map(logits, labels, pointwise, activation, gamma, alpha, beta, threshold, ignore_index)
+        if activation == "softmax":
+            s_pos = m.sum(-1)
+        else:
+            s_pos, s_neg = m[0].sum(-1), m[1].sum(-1)
+    out = np.stack([(p * p).sum(-1), s_pos, s_neg, yhat.sum(-1), (yhat * g).sum(-1)], axis=-1)
+    return out.sum(0, keepdims=True) if reduction_unit == "batch" else out
+
+
+def confusion_counts(pred, target, num_classes, ignore_index=None):
+    """(B, C, 4) int64 TP, FP, FN, TN from integer maps, by explicit per-class comparisons."""
+    pred = np.asarray(pred).reshape(len(pred), -1)
+    target = np.asarray(target).reshape(len(target), -1)
+    valid = np.ones_like(target, dtype=bool) if ignore_index is None else target != ignore_index
+    out = np.zeros((pred.shape[0], num_classes, 4), dtype=np.int64)
+    for c in range(num_classes):
+        pc, tc = (pred == c) & valid, (target == c) & valid
+        out[:, c] = np.stack([(pc & tc).sum(1), (pc & ~tc).sum(1), (~pc & tc).sum(1),
+                              (~pc & ~tc & valid).sum(1)], axis=-1)
+    return out
