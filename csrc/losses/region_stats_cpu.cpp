@@ -278,6 +278,94 @@ inline void sigmoid_parts(T z, T& p, T& q, T& lp, T& lq) {
   lq = -(std::max(z, T(0)) + l1);
 }
 
+// log(1 + x) for x in [0, 1] without a libm call, so loops over it vectorise: 2 atanh(s) with
+// s = x / (2 + x) <= 1/3, odd series to s^13 (relative error < 2e-8, under float rounding).
+inline float vlog1p01(float x) {
+  const float s = x / (2.0f + x);
+  const float s2 = s * s;
+  float r = 1.0f / 13.0f;
+  r = r * s2 + 1.0f / 11.0f;
+  r = r * s2 + 1.0f / 9.0f;
+  r = r * s2 + 1.0f / 7.0f;
+  r = r * s2 + 0.2f;
+  r = r * s2 + 1.0f / 3.0f;
+  r = r * s2 + 1.0f;
+  return 2.0f * s * r;
+}
+inline double vlog1p01(double x) { return std::log1p(x); }
+
+// sigmoid_parts with vexp/vlog1p01: branch-free, for the vectorised log and focal rows below.
+template <typename T>
+inline void sigmoid_parts_v(T z, T& p, T& q, T& lp, T& lq) {
+  const T e = vexp(-std::fabs(z));
+  const T r = T(1) / (T(1) + e);
+  const T l1 = vlog1p01(e);
+  p = z >= 0 ? r : e * r;
+  q = z >= 0 ? e * r : r;
+  lp = -(std::max(-z, T(0)) + l1);
+  lq = -(std::max(z, T(0)) + l1);
+}
+
+// Pointwise kinds with a vectorised sigmoid path: log and focal (powers as vexp(gamma * log)).
+inline bool vector_kind(PointwiseKind k) {
+  return k == PointwiseKind::none || k == PointwiseKind::log || k == PointwiseKind::focal;
+}
+
+// Extras of one sigmoid channel c over a tile (acc: Q, Spos, Sneg, Ph, TPh of that channel).
+template <typename T, bool kFocal>
+void sigmoid_row_extras(const T* raw, const T* prow, const int32_t* cls, const T* wt, int32_t c, int64_t n, T gamma,
+                        T zt, bool pw, double* acc) {
+  double q2 = 0, sp = 0, sn = 0, ph = 0, tph = 0;
+#pragma omp simd reduction(+ : q2, sp, sn, ph, tph)
+  for (int64_t t = 0; t < n; ++t) {
+    const T w = wt[t];
+    const bool pos = cls[t] == c;  // -1 (ignored or binary background) never matches
+    const bool neg = !pos && w != T(0);
+    const T z = raw[t];
+    const T yh = z > zt ? w : T(0);
+    q2 += double(prow[t] * prow[t] * w);
+    ph += double(yh);
+    tph += pos ? double(yh) : 0.0;
+    T p, q, lp, lq;
+    sigmoid_parts_v(z, p, q, lp, lq);
+    T fpos = -lp, fneg = -lq;
+    if (kFocal) {
+      fpos *= vexp(gamma * lq);  // (1 - p)^gamma
+      fneg *= vexp(gamma * lp);  // p^gamma
+    }
+    sp += pos ? double(fpos) : 0.0;  // selects, not products: an infinite term of a masked lane stays out
+    sn += neg ? double(fneg) : 0.0;
+  }
+  acc[0] += q2;
+  if (pw) {
+    acc[1] += sp;
+    acc[2] += sn;
+  }
+  acc[3] += ph;
+  acc[4] += tph;
+}
+
+// Backward of one sigmoid channel: dz = p q (A + [pos] B + 2 p cQ) + [pos] cpos kpos q - [neg] cneg kneg p.
+template <typename S, typename T, bool kFocal>
+void sigmoid_row_backward(const T* raw, const int32_t* cls, const T* wt, int32_t c, int64_t n, T a, T b, T cq,
+                          T cpos, T cneg, T gamma, S* o) {
+#pragma omp simd
+  for (int64_t t = 0; t < n; ++t) {
+    const T w = wt[t];
+    const bool pos = cls[t] == c;
+    T p, q, lp, lq;
+    sigmoid_parts_v(raw[t], p, q, lp, lq);
+    T dz = p * q * (a + (pos ? b : T(0)) + T(2) * p * cq);
+    T kpos = T(-1), kneg = T(-1);
+    if (kFocal) {
+      kpos = gamma * p * vexp((gamma - T(1)) * lq) * lp - vexp(gamma * lq);
+      kneg = gamma * q * vexp((gamma - T(1)) * lp) * lq - vexp(gamma * lp);
+    }
+    dz += pos ? cpos * kpos * q : -cneg * kneg * p;
+    store_from(o + t, w != T(0) ? dz : T(0));
+  }
+}
+
 // The extra statistics of one prepared tile (see ExtraParams), added to acc (5 x C: Q, Spos,
 // Sneg, Ph, TPh). Scalar code: the pointwise terms call log/pow per element anyway.
 template <typename T>
@@ -290,6 +378,24 @@ void tile_extras(const T* buf, const T* raw, const T* lse, const int32_t* cls, c
   double* Sneg = acc + 2 * C;
   double* Ph = acc + 3 * C;
   double* TPh = acc + 4 * C;
+  if (sigmoid && vector_kind(ex.kind)) {
+    T wt[kTile];
+    for (int64_t t = 0; t < n; ++t) wt[t] = valid[t] ? T(1) : T(0);
+    for (int64_t c = 0; c < C; ++c) {
+      double row[5] = {0, 0, 0, 0, 0};
+      const int32_t ci = static_cast<int32_t>(c);
+      if (ex.kind == PointwiseKind::focal)
+        sigmoid_row_extras<T, true>(raw + c * kTile, buf + c * kTile, cls, wt, ci, n, gamma, zt, pw, row);
+      else
+        sigmoid_row_extras<T, false>(raw + c * kTile, buf + c * kTile, cls, wt, ci, n, gamma, zt, pw, row);
+      Q[c] += row[0];
+      Spos[c] += row[1];
+      Sneg[c] += row[2];
+      Ph[c] += row[3];
+      TPh[c] += row[4];
+    }
+    return;
+  }
   for (int64_t t = 0; t < n; ++t) {
     if (!valid[t]) continue;
     const int32_t y = cls[t];
@@ -441,6 +547,19 @@ void extras_backward_job(const S* lg, const L* lab, const Geometry& g, const Reg
     const int64_t n = std::min(kTile, c1 - s0);
     prepare_tile(lg, lab, g, prm, b, s0, n, loff, yoff, cls, valid, wt, buf.data(), raw.data(),
                  (!prm.sigmoid && pw) ? lse : nullptr);
+    if (prm.sigmoid && vector_kind(ex.kind)) {
+      for (int64_t c = 0; c < C; ++c) {
+        S* o = out + (b * C + c) * g.S + s0;
+        const int32_t ci = static_cast<int32_t>(c);
+        if (ex.kind == PointwiseKind::focal)
+          sigmoid_row_backward<S, T, true>(raw.data() + c * kTile, cls, wt, ci, n, A[c], Bc[c], cq[c], cpos[c],
+                                           cneg[c], gamma, o);
+        else
+          sigmoid_row_backward<S, T, false>(raw.data() + c * kTile, cls, wt, ci, n, A[c], Bc[c], cq[c],
+                                            pw ? cpos[c] : T(0), pw ? cneg[c] : T(0), gamma, o);
+      }
+      continue;
+    }
     for (int64_t t = 0; t < n; ++t) {
       const int32_t y = cls[t];
       S* o = out + b * C * g.S + s0 + t;

@@ -25,6 +25,8 @@ CONVENTIONS = {
     "medseg_ext": "softmax, per-sample, smooth 1e-5",
     "monai": "softmax, per-sample, smooth 1e-5",
     "smp": "softmax, batch-pooled, smooth 0, absent classes zeroed",
+    "other": "the MONAI class's conventions (dice_ce/generalized_dice/tversky softmax, dice_focal sigmoid); "
+             "dibe: sigmoid, eager = the same formulas in plain PyTorch",
 }
 
 _SMP_ALIAS = "_medseg_ext_bench_smp_losses"
@@ -61,21 +63,55 @@ def _load_smp_losses():
     return mod
 
 
-def _loss_fn(impl: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """(logits, labels (B, *S)) -> scalar loss, for impl in medseg_ext / monai / smp."""
-    if impl == "medseg_ext":
-        import medseg_ext
+# Losses timed side by side; each maps impl -> factory of (logits, labels (B, *S)) -> scalar loss.
+# All use the same conventions as the MONAI class named (checked by the parity tests), except SMP
+# (see CONVENTIONS) and "eager" (the same DIBE formulas written as plain PyTorch ops).
+LOSSES = ("dice", "dice_ce", "dice_focal", "generalized_dice", "tversky", "dibe")
 
-        return medseg_ext.dice_loss
-    if impl == "monai":
-        from monai.losses import DiceLoss
 
-        loss = DiceLoss(softmax=True, to_onehot_y=True)
-        return lambda x, y: loss(x, y.unsqueeze(1))  # MONAI wants labels as (B, 1, *S)
-    if impl == "smp":
-        loss = _load_smp_losses().DiceLoss(mode="multiclass", from_logits=True)
-        return loss
-    raise ValueError(f"impl: expected medseg_ext, monai or smp, got {impl!r}")
+def _monai(name: str, **kw):
+    import monai.losses
+
+    loss = getattr(monai.losses, name)(to_onehot_y=True, **kw)
+    return lambda x, y: loss(x, y.unsqueeze(1))  # MONAI wants labels as (B, 1, *S)
+
+
+def _eager_dibe(x, y):
+    """DIBE (θ = 0.5, λ = 0.25, α = 0.3, γ = 2, sigmoid per channel) in plain PyTorch ops."""
+    from medseg_ext.losses.fused import pointwise_spec, torch_fused_stats
+    from medseg_ext.losses.region_losses import _epilogue
+
+    stats, ext = torch_fused_stats(x, y, True, True, None, pointwise_spec("dibe", gamma=2.0, alpha=0.3, beta=0.7))
+    pw = (0.25 * ext[..., 1] + 0.75 * ext[..., 2]).sum() / stats[..., 3].sum()
+    reg = _epilogue("dibe_reg", stats, [1.0, 1.0, 0.7, 0.3, 0.5], True, "mean", "smooth", "square", "max_finite",
+                    None)[0]
+    return 0.5 * pw + 0.5 * reg
+
+
+def _loss_fn(impl: str, loss: str = "dice") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(logits, labels (B, *S)) -> scalar loss, for impl in medseg_ext / monai / smp / eager."""
+    import functools
+
+    import medseg_ext
+
+    table = {
+        "dice": {"medseg_ext": lambda: medseg_ext.dice_loss, "monai": lambda: _monai("DiceLoss", softmax=True),
+                 "smp": lambda: _load_smp_losses().DiceLoss(mode="multiclass", from_logits=True)},
+        "dice_ce": {"medseg_ext": lambda: medseg_ext.dice_ce_loss, "monai": lambda: _monai("DiceCELoss", softmax=True)},
+        "dice_focal": {"medseg_ext": lambda: medseg_ext.dice_focal_loss,
+                       "monai": lambda: _monai("DiceFocalLoss", sigmoid=True)},
+        "generalized_dice": {"medseg_ext": lambda: medseg_ext.generalized_dice_loss,
+                             "monai": lambda: _monai("GeneralizedDiceLoss", softmax=True)},
+        "tversky": {"medseg_ext": lambda: functools.partial(medseg_ext.tversky_loss, alpha=0.3, beta=0.7),
+                    "monai": lambda: _monai("TverskyLoss", softmax=True, alpha=0.3, beta=0.7)},
+        "dibe": {"medseg_ext": lambda: functools.partial(medseg_ext.dibe_loss, gamma_reg=2.0),
+                 "eager": lambda: _eager_dibe},
+    }
+    if loss not in table:
+        raise ValueError(f"loss: expected one of {tuple(table)}, got {loss!r}")
+    if impl not in table[loss]:
+        raise ValueError(f"impl: {impl!r} has no {loss!r} loss (have {tuple(table[loss])})")
+    return table[loss][impl]()
 
 
 def available_peers() -> dict:
@@ -83,7 +119,7 @@ def available_peers() -> dict:
     out = {}
     for impl in ("monai", "smp"):
         try:
-            _loss_fn(impl)
+            _loss_fn(impl, "dice")
             out[impl] = None
         except Exception as exc:  # noqa: BLE001 - any failure means "skip with a note"
             out[impl] = f"{type(exc).__name__}: {exc}"
@@ -98,12 +134,12 @@ def make_inputs(shape, device: str = "cpu", seed: int = 0):
     return logits.to(device).requires_grad_(True), labels.to(device)
 
 
-def make_dice_case(impl: str, shape, device: str = "cpu", seed: int = 0, backend: Optional[str] = None
-                   ) -> harness.Case:
+def make_dice_case(impl: str, shape, device: str = "cpu", seed: int = 0, backend: Optional[str] = None,
+                   loss: str = "dice") -> harness.Case:
     """Factory named by the CaseSpec: inputs built here, so the memory baseline excludes them."""
     import medseg_ext
 
-    fn = _loss_fn(impl)
+    fn = _loss_fn(impl, loss)
     logits, labels = make_inputs(tuple(shape), device, seed)
 
     def run():
@@ -150,12 +186,41 @@ def _variants(device: str, peers: dict) -> list:
             raise RuntimeError("no GPU backend of medseg_ext is usable (see `medseg-ext info`)")
     else:
         rows.append(("medseg_ext (cpu)", "medseg_ext", None))
-    rows += [(impl, impl, None) for impl in ("monai", "smp") if peers.get(impl) is None]
+    rows += [(impl, impl, None) for impl in ("monai", "smp", "eager") if peers.get(impl) is None]
     return rows
 
 
+def _has_loss(impl: str, loss: str) -> bool:
+    try:
+        _loss_fn(impl, loss)
+    except ValueError:
+        return False
+    return True
+
+
+def _measure(impl, label, backend, loss, shape, device, warmup, repeat, measure_memory, out) -> Optional[dict]:
+    """One row: value, times and peak memory of one implementation of one loss on one shape."""
+    spec = harness.CaseSpec("medseg_ext.bench.losses", "make_dice_case",
+                            dict(impl=impl, shape=tuple(shape), device=device, backend=backend, loss=loss))
+    row = {"shape": _shape_str(shape), "loss": loss, "impl": label,
+           "conventions": CONVENTIONS.get(impl if loss == "dice" else "other", "")}
+    try:
+        case = spec.build()
+        value = float(case.run().detach())
+        t = harness.time_call(case.run, reset=case.reset, warmup=warmup, repeat=repeat, device=device)
+    except Exception as exc:  # noqa: BLE001 - one failing peer must not end the run
+        out(f"note: {label} {loss} failed on {row['shape']}: {type(exc).__name__}: {exc}")
+        return None
+    mem = harness.peak_memory(spec, device, case=case) if measure_memory else {"error": "not measured"}
+    if "error" in mem and measure_memory:
+        out(f"note: peak memory of {label} {loss} on {row['shape']}: {mem['error']}")
+    row.update(value=value, median_s=t["median"], min_s=t["min"], max_s=t["max"], repeat=repeat,
+               peak_bytes=mem.get("peak_bytes"))
+    return row
+
+
 def run(device: str = "cpu", size: str = "small", repeat: int = 10, warmup: int = 2, measure_memory: bool = True,
-        out=print) -> dict:
+        out=print, losses=LOSSES) -> dict:
     """Runs the benchmark, prints the table and notes through ``out``, returns the results dict."""
     if size not in SIZES:
         raise ValueError(f"size: expected one of {tuple(SIZES)}, got {size!r}")
@@ -173,40 +238,31 @@ def run(device: str = "cpu", size: str = "small", repeat: int = 10, warmup: int 
     rows = []
     for shape in SIZES[size]:
         floor = harness.floor_seconds(bytes_moved(shape), bw)
-        base = None
-        for label, impl, backend in variants:
-            spec = harness.CaseSpec("medseg_ext.bench.losses", "make_dice_case",
-                                    dict(impl=impl, shape=tuple(shape), device=device, backend=backend))
-            row = {"shape": _shape_str(shape), "impl": label, "conventions": CONVENTIONS[impl]}
-            try:
-                case = spec.build()
-                value = float(case.run().detach())
-                t = harness.time_call(case.run, reset=case.reset, warmup=warmup, repeat=repeat, device=device)
-            except Exception as exc:  # noqa: BLE001 - one failing peer must not end the run
-                out(f"note: {label} failed on {row['shape']}: {type(exc).__name__}: {exc}")
-                continue
-            mem = harness.peak_memory(spec, device, case=case) if measure_memory else {"error": "not measured"}
-            if "error" in mem and measure_memory:
-                out(f"note: peak memory of {label} on {row['shape']}: {mem['error']}")
-            del case
-            row.update(value=value, median_s=t["median"], min_s=t["min"], max_s=t["max"], repeat=repeat,
-                       peak_bytes=mem.get("peak_bytes"), floor_s=floor, bytes_moved=bytes_moved(shape))
-            if base is None:
-                base = row
-            row["time_ratio"] = row["median_s"] / base["median_s"]
-            row["mem_ratio"] = (row["peak_bytes"] / base["peak_bytes"]
-                                if row["peak_bytes"] and base["peak_bytes"] else None)
-            rows.append(row)
-            if device.startswith("cuda"):
-                torch.cuda.empty_cache()
+        for loss in losses:
+            base = None  # the first medseg_ext row of each (shape, loss) is the baseline of its ratios
+            for label, impl, backend in variants:
+                if impl != "medseg_ext" and not _has_loss(impl, loss):
+                    continue
+                row = _measure(impl, label, backend, loss, shape, device, warmup, repeat, measure_memory, out)
+                if row is None:
+                    continue
+                row["floor_s"], row["bytes_moved"] = floor, bytes_moved(shape)
+                base = base or row
+                row["time_ratio"] = row["median_s"] / base["median_s"]
+                row["mem_ratio"] = (row["peak_bytes"] / base["peak_bytes"]
+                                    if row["peak_bytes"] and base["peak_bytes"] else None)
+                rows.append(row)
+                if device.startswith("cuda"):
+                    torch.cuda.empty_cache()
 
     out("")
     out(format_table(rows))
     out("")
     out("time ×ours, mem ×ours: peer / the first medseg_ext row of the same shape (> 1: medseg_ext is better). "
         "floor: (2×logits + 2×labels + grad bytes) ÷ copy bandwidth; ×floor = median / floor.")
-    out("Loss values differ only by convention: SMP pools the batch, uses smooth 0 and zeroes absent classes.")
-    return {"benchmark": "dice_loss forward+backward", "size": size, "repeat": repeat, "warmup": warmup,
+    out("Loss values differ only by convention: SMP pools the batch, uses smooth 0 and zeroes absent classes; "
+        "MONAI's DiceCELoss computes its Dice in float32.")
+    return {"benchmark": "segmentation losses forward+backward", "size": size, "repeat": repeat, "warmup": warmup,
             "copy_bandwidth": bw, "skipped": {k: v for k, v in peers.items() if v is not None}, "rows": rows}
 
 
@@ -214,7 +270,7 @@ def format_table(rows) -> str:
     table = []
     for r in rows:
         table.append({
-            "shape": r["shape"], "impl": r["impl"], "loss": f"{r['value']:.6f}",
+            "shape": r["shape"], "loss": r["loss"], "impl": r["impl"], "value": f"{r['value']:.6f}",
             "median ms": r["median_s"] * 1e3, "min ms": r["min_s"] * 1e3, "max ms": r["max_s"] * 1e3,
             "peak MiB": r["peak_bytes"] / harness.MiB if r["peak_bytes"] is not None else None,
             "time ×ours": r["time_ratio"], "mem ×ours": r["mem_ratio"],

@@ -66,6 +66,8 @@ def pointwise_spec(kind: str = "none", *, gamma: float = 2.0, alpha: float = 0.0
             raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
         raise ValueError(f"threshold: expected a probability in (0, 1), got {threshold!r}")
+    if (kind == "el" and gamma == 1) or (kind == "focal" and gamma == 0):
+        kind = "log"  # the same function; the kernel's log path is vectorised
     return PointwiseSpec(POINTWISE_KINDS[kind], float(gamma), 1.0 + float(alpha), 1.0 + float(beta),
                          math.log(threshold / (1.0 - threshold)))
 
