@@ -1,5 +1,7 @@
 """Fused segmentation losses and metrics (family 1). Spec: shared/reference/seeds-losses.md."""
-from . import metrics, pointwise
+from . import affinity, metrics, pointwise
+from .affinity import (BalancedAffinityLoss, ClassCounter, ClusteringAffinity, balanced_affinity_loss,
+                       class_balanced_weights, gaussian_affinity, label_histogram)
 from .fused import FusedStats, fused_stats
 from .metrics import (accuracy, cohen_kappa, confusion_counts, confusion_from_labels, dice_score, iou, oii,
                       oii_guided_alpha, precision, recall, segmentation_metrics, specificity)
@@ -16,4 +18,4 @@ __all__ = ["soft_region_stats", "RegionStats", "region_loss", "dice_loss", "Dice
            "JaccardLoss", "tversky_loss", "TverskyLoss", "focal_tversky_loss", "FocalTverskyLoss", "kappa_loss",
            "KappaLoss", "generalized_dice_loss", "GeneralizedDiceLoss", "log_dice_loss", "LogDiceLoss", "dibe_reg_loss",
            "DibeRegLoss", "fused_stats", "FusedStats", "metrics"]
-__all__ += pointwise.__all__ + metrics.__all__
+__all__ += pointwise.__all__ + metrics.__all__ + [n for n in affinity.__all__ if n != "centre_spread_regulariser"]

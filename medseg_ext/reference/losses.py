@@ -278,3 +278,38 @@ def confusion_counts(pred, target, num_classes, ignore_index=None):
         out[:, c] = np.stack([(pc & tc).sum(1), (pc & ~tc).sum(1), (~pc & tc).sum(1),
                               (~pc & ~tc & valid).sum(1)], axis=-1)
     return out
+
+
+# ---------------------------------------------------------------- groups W, F (class balance, affinity)
+
+
+def class_balanced_weights(counts, beta, normalize=True):
+    """(1 − β)/(1 − β^n) per class (0 for n = 0), normalised to sum C."""
+    n = np.asarray(counts, dtype=np.float64)
+    w = np.array([(1.0 - beta) / (1.0 - beta ** k) if k > 0 else 0.0 for k in n])
+    return w * (len(n) / w.sum()) if normalize and w.sum() > 0 else w
+
+
+def gaussian_affinity(features, centres, sigma):
+    """(N, C): max over each class's centres of exp(−‖f − w‖²/σ), by explicit differences."""
+    f = np.asarray(features, dtype=np.float64)
+    W = np.asarray(centres, dtype=np.float64)
+    C, m, _ = W.shape
+    out = np.empty((f.shape[0], C))
+    for c in range(C):
+        out[:, c] = np.max([np.exp(-((f - W[c, k]) ** 2).sum(1) / sigma) for k in range(m)], axis=0)
+    return out
+
+
+def balanced_affinity_loss(d, labels, centres, margin=0.1, class_weight=None):
+    """mean_i w_{y_i}(Σ_{c≠y_i} max(0, λ + d_ic − d_{i,y_i}) + R(W)), R by a loop over centre pairs."""
+    d = np.asarray(d, dtype=np.float64)
+    y = np.asarray(labels).reshape(-1)
+    W = np.asarray(centres, dtype=np.float64).reshape(-1, np.shape(centres)[-1])
+    pairs = [((W[j] - W[k]) ** 2).sum() for j in range(len(W)) for k in range(j + 1, len(W))]
+    R = float(np.var(pairs)) if pairs else 0.0
+    total = 0.0
+    for i in range(d.shape[0]):
+        hinge = sum(max(0.0, margin + d[i, c] - d[i, y[i]]) for c in range(d.shape[1]) if c != y[i])
+        total += (1.0 if class_weight is None else class_weight[y[i]]) * (hinge + R)
+    return total / d.shape[0]
