@@ -348,14 +348,43 @@ def kappa_loss(logits, labels, *, variant="cohen", activation="softmax", ignore_
 
     ``variant="zhang2019"`` is the report's printed Eq. 26 / Listing 2, 1 − (2I − PG/N)/(P + G − 2I/N),
     for reproducing its numbers only: it is not Cohen's κ and has the floor (G − 2)/(2N − 2) at a
-    perfect prediction (seeds-losses.md E12).
+    perfect prediction (seeds-losses.md E12). ``variant="zhang_readme"`` is the authors' code, with
+    squared denominator terms: 1 − (2I − PG/N)/(Σp² + Σg² − 2I/N + smooth_dr) (Σg² = G); it needs
+    Q = Σp² from the fused pass (CPU kernel; eager PyTorch elsewhere) and supports empty="smooth" only.
     """
-    if variant not in ("cohen", "zhang2019"):
-        raise ValueError(f"variant: expected 'cohen' or 'zhang2019', got {variant!r}")
+    if variant not in ("cohen", "zhang2019", "zhang_readme"):
+        raise ValueError(f"variant: expected 'cohen', 'zhang2019' or 'zhang_readme', got {variant!r}")
+    if variant == "zhang_readme":
+        return _kappa_readme(logits, labels, activation, ignore_index, reduction_unit, include_background, smooth_dr,
+                             reduction, empty, dist_sync, validate)
     return region_loss(logits, labels, kind="kappa" if variant == "cohen" else "kappa_zhang2019", activation=activation, ignore_index=ignore_index,
                        reduction_unit=reduction_unit, include_background=include_background, smooth_nr=0.0,
                        smooth_dr=smooth_dr, reduction=reduction, empty=empty,
                        dist_sync=dist_sync, validate=validate)
+
+
+def _kappa_readme(logits, labels, activation, ignore_index, reduction_unit, include_background, smooth_dr,
+                  reduction, empty, dist_sync, validate):
+    from .fused import fused_stats_raw, pointwise_spec
+
+    if empty != "smooth" or dist_sync:
+        raise ValueError("variant: 'zhang_readme' supports empty='smooth' and dist_sync=False only")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
+    s_dr = _check_number("smooth_dr", smooth_dr)
+    inp = check_region_inputs(logits, labels, activation, ignore_index, reduction_unit)
+    stats, ext = fused_stats_raw(inp.logits, inp.labels, inp.sigmoid, inp.per_sample, inp.ignore_index,
+                                 pointwise_spec("none", sigmoid=inp.sigmoid))
+    if not include_background and stats.shape[1] > 1:
+        stats, ext = stats[:, 1:], ext[:, 1:]
+    I, P, G, N = stats.unbind(-1)
+    n = N.clamp_min(1.0)
+    loss = 1.0 - (2.0 * I - P * G / n) / (ext[..., 0] + G - 2.0 * I / n + s_dr)
+    if reduction == "mean":
+        loss = loss.mean()
+    elif reduction == "sum":
+        loss = loss.sum()
+    return loss.to(torch.float64 if inp.logits.dtype == torch.float64 else torch.float32)
 
 
 def generalized_dice_loss(logits, labels, *, weight_type="square", absent="max_finite", activation="softmax",

@@ -223,3 +223,21 @@ def test_bad_arguments_raise_named_errors():
         medseg_ext.focal_loss(z, y, activation="softmax", alpha=0.25)
     with pytest.raises(ValueError, match="labels"):
         medseg_ext.cross_entropy_loss(z, torch.full_like(y, 7))
+
+
+def test_kappa_readme_variant_matches_its_formula():
+    # the authors' code: 1 − (2I − PG/N)/(Σp² + Σg² − 2I/N + s), with N counted from the tensor
+    z, y = _case(C=3, seed=10)
+    zz = z.clone().requires_grad_(True)
+    got = medseg_ext.kappa_loss(zz, y, variant="zhang_readme", smooth_dr=1e-5)
+    p = torch.softmax(z, 1).reshape(2, 3, -1)
+    g = _onehot(y, 3).reshape(2, 3, -1)
+    N = p.shape[-1]
+    I, P, G, Q = (p * g).sum(-1), p.sum(-1), g.sum(-1), (p * p).sum(-1)
+    want = (1 - (2 * I - P * G / N) / (Q + (g * g).sum(-1) - 2 * I / N + 1e-5)).mean()
+    torch.testing.assert_close(got, want)
+    got.backward()
+    assert torch.autograd.gradcheck(lambda t: medseg_ext.kappa_loss(t, y, variant="zhang_readme"),
+                                    (z.clone().requires_grad_(True),))
+    with pytest.raises(ValueError, match="zhang_readme"):
+        medseg_ext.kappa_loss(z, y, variant="zhang_readme", empty="zero")
