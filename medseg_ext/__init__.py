@@ -16,3 +16,10 @@ __all__ = ["__version__", "backends", "use_backend", "soft_region_stats", "Regio
            "dice_loss", "DiceLoss", "jaccard_loss", "JaccardLoss", "tversky_loss", "TverskyLoss",
            "focal_tversky_loss", "FocalTverskyLoss", "kappa_loss", "KappaLoss", "generalized_dice_loss",
            "GeneralizedDiceLoss", "log_dice_loss", "LogDiceLoss", "dibe_reg_loss", "DibeRegLoss"]
+
+# topology family
+from .topology import (RaggedDiagrams, bottleneck, diagram_distance_matrix, rips_memory_estimate,  # noqa: E402
+                       sliding_window, vietoris_rips, vietoris_rips_batch, wasserstein)
+
+__all__ += ["vietoris_rips", "vietoris_rips_batch", "RaggedDiagrams", "rips_memory_estimate", "wasserstein",
+            "bottleneck", "diagram_distance_matrix", "sliding_window"]
