@@ -20,7 +20,6 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
-#include <unordered_map>
 #include <vector>
 
 #include "common/errors.h"
@@ -60,6 +59,67 @@ class BinomialTable {
   int64_t n_;
   int kmax_;
   std::vector<index_t> table_;
+};
+
+// Open-addressing hash map int64 key (>= 0) -> int64 value, linear probing. Replaces
+// std::unordered_map on the hot clearing/pivot lookups (one probe sequence in one array).
+class IndexMap {
+ public:
+  explicit IndexMap(size_t expected = 16) { rehash(std::max<size_t>(16, expected * 2)); }
+  void clear() {
+    std::fill(keys_.begin(), keys_.end(), kEmpty);
+    size_ = 0;
+  }
+  const int64_t* find(index_t key) const {
+    for (size_t i = slot(key);; i = (i + 1) & mask_) {
+      if (keys_[i] == key) return &values_[i];
+      if (keys_[i] == kEmpty) return nullptr;
+    }
+  }
+  bool contains(index_t key) const { return find(key) != nullptr; }
+  void insert(index_t key, int64_t value) {
+    if (2 * (size_ + 1) > keys_.size()) rehash(keys_.size() * 2);
+    size_t i = slot(key);
+    while (keys_[i] != kEmpty && keys_[i] != key) i = (i + 1) & mask_;
+    if (keys_[i] == kEmpty) ++size_;
+    keys_[i] = key;
+    values_[i] = value;
+  }
+  template <typename F>
+  void for_each(F&& f) const {
+    for (size_t i = 0; i < keys_.size(); ++i)
+      if (keys_[i] != kEmpty) f(keys_[i], values_[i]);
+  }
+
+ private:
+  static constexpr index_t kEmpty = -1;
+  size_t slot(index_t key) const {
+    uint64_t h = static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ull;
+    return static_cast<size_t>(h >> shift_);
+  }
+  void rehash(size_t capacity) {
+    size_t cap = 16;
+    int bits = 4;
+    while (cap < capacity) {
+      cap <<= 1;
+      ++bits;
+    }
+    std::vector<index_t> old_keys;
+    std::vector<int64_t> old_values;
+    old_keys.swap(keys_);
+    old_values.swap(values_);
+    keys_.assign(cap, kEmpty);
+    values_.assign(cap, 0);
+    mask_ = cap - 1;
+    shift_ = 64 - bits;
+    size_ = 0;
+    for (size_t i = 0; i < old_keys.size(); ++i)
+      if (old_keys[i] != kEmpty) insert(old_keys[i], old_values[i]);
+  }
+  std::vector<index_t> keys_;
+  std::vector<int64_t> values_;
+  size_t mask_ = 0, size_ = 0;
+  int shift_ = 60;
 };
 
 struct Entry {
@@ -117,42 +177,47 @@ class RipsComputer {
 
   Diagrams run() {
     if (n_ == 0) return out_;
-    // Dimension 1 needs no clearing list: compute_h0 hands over only the edges that did not merge
-    // two components (the others are the dimension-0 pivots).
+    // Dimension 1 needs no clearing list for dimension 0: compute_h0 hands over only the edges that
+    // did not merge two components (the others are the dimension-0 pivots).
     std::vector<Column> edges_to_reduce;
-    std::vector<Column> simplices;  // all d-simplices within the threshold, for building d+1
+    std::vector<Column> simplices;  // all (d-1)-simplices within the threshold, for building dimension d
     compute_h0(edges_to_reduce, simplices);
-    std::unordered_map<index_t, PivotSlot> pivots;
+    IndexMap cleared;      // d-simplices that are pivots of dimension d-1 (incl. apparent pairs)
+    IndexMap next_cleared;
+    IndexMap pivots;       // (d+1)-simplex -> slot in slots_
     for (int d = 1; d <= maxdim_; ++d) {
+      const bool keep_next = d < maxdim_;
+      next_cleared.clear();
       std::vector<Column> columns;
       if (d == 1) {
         columns.reserve(edges_to_reduce.size());
+        int64_t v[8];
         for (const Column& e : edges_to_reduce) {
-          const index_t z = zero_pivot_cofacet(e.index, e.diam, 1);
-          if (z != kNone && zero_pivot_facet(z, e.diam, 2) == e.index) continue;  // apparent pair
-          columns.push_back({e.index, e.diam, z});
+          get_vertices(e.index, 1, v);
+          if (add_column_or_record_apparent(e.index, e.diam, 1, v, keep_next, columns, next_cleared)) continue;
         }
         edges_to_reduce.clear();
         edges_to_reduce.shrink_to_fit();
       } else {
         std::vector<Column> next;
-        if (d < maxdim_) next.reserve(simplices.size());
-        // simplices holds the (d-1)-simplices; their upward cofacets are every d-simplex once
+        if (keep_next) next.reserve(simplices.size());
+        // simplices holds the (d-1)-simplices; adding a vertex above all of theirs gives every
+        // d-simplex exactly once
+        int64_t tv[8];
+        const value_t* row[8];
         for (const Column& s : simplices) {
-          verts_.resize(d);
-          get_vertices(s.index, d - 1, verts_.data());
-          for (int64_t w = n_ - 1; w > verts_[0]; --w) {
-            double diam = s.diam;
-            for (int i = 0; i < d; ++i) diam = std::max(diam, static_cast<double>(dist_[w * n_ + verts_[i]]));
+          get_vertices(s.index, d - 1, tv + 1);  // tv = [w, vertices of s descending]
+          for (int i = 0; i < d; ++i) row[i] = dist_.data() + tv[1 + i] * n_;
+          for (int64_t w = n_ - 1; w > tv[1]; --w) {
+            value_t dmax = row[0][w];
+            for (int i = 1; i < d; ++i) dmax = std::max(dmax, row[i][w]);
+            const double diam = std::max(s.diam, static_cast<double>(dmax));
             if (diam > threshold_) continue;
             const index_t idx = s.index + binom_(w, d + 1);
-            if (d < maxdim_) next.push_back({idx, diam, kNone});
-            if (pivots.count(idx)) continue;  // cleared
-            const index_t f = zero_pivot_facet(idx, diam, d);
-            if (f != kNone && zero_pivot_cofacet(f, diam, d - 1) == idx) continue;  // apparent, as cofacet
-            const index_t z = zero_pivot_cofacet(idx, diam, d);
-            if (z != kNone && zero_pivot_facet(z, diam, d + 1) == idx) continue;  // apparent, as facet
-            columns.push_back({idx, diam, z});
+            if (keep_next) next.push_back({idx, diam, kNone});
+            if (cleared.contains(idx)) continue;  // clearing: a pivot of dimension d-1
+            tv[0] = w;
+            add_column_or_record_apparent(idx, diam, d, tv, keep_next, columns, next_cleared);
           }
         }
         simplices.swap(next);
@@ -161,10 +226,40 @@ class RipsComputer {
         return later_in_filtration(a.diam, a.index, b.diam, b.index);
       });
       pivots.clear();
+      slots_.clear();
       stored_.clear();
       reduce_dimension(d, columns, pivots);
+      if (keep_next) {
+        pivots.for_each([&](index_t key, int64_t) { next_cleared.insert(key, 0); });
+        std::swap(cleared, next_cleared);
+      }
     }
     return out_;
+  }
+
+  // A d-simplex that forms an apparent pair with its earliest cofacet is not a column: the pair
+  // has zero persistence, and the cofacet is recorded for clearing in dimension d+1. Otherwise it
+  // becomes a column (with its zero-diameter earliest cofacet, if any, for the emergent check).
+  bool add_column_or_record_apparent(index_t idx, double diam, int d, const int64_t* v, bool keep_next,
+                                     std::vector<Column>& columns, IndexMap& next_cleared) const {
+    int64_t w = -1;
+    const index_t z = zero_pivot_cofacet_v(idx, diam, d, v, &w);
+    if (z == kNone) {
+      columns.push_back({idx, diam, z});
+      return false;
+    }
+    // vertices of the cofacet: v with w inserted (descending), no decoding needed
+    int64_t u[8], f[8];
+    int c = 0, i = 0;
+    for (; i <= d && v[i] > w; ++i) u[c++] = v[i];
+    u[c++] = w;
+    for (; i <= d; ++i) u[c++] = v[i];
+    if (zero_pivot_facet_v(diam, d + 1, u, f) == idx) {
+      if (keep_next) next_cleared.insert(z, 0);
+      return true;
+    }
+    columns.push_back({idx, diam, z});
+    return false;
   }
 
  private:
@@ -194,65 +289,98 @@ class RipsComputer {
 
   // Earliest cofacet of a simplex if its diameter equals `diam`, else kNone. Cofacets come in
   // descending index order, so the first with that diameter is the earliest.
-  index_t zero_pivot_cofacet(index_t idx, double diam, int dim) {
+  index_t zero_pivot_cofacet(index_t idx, double diam, int dim) const {
     int64_t v[8];
     get_vertices(idx, dim, v);
+    return zero_pivot_cofacet_v(idx, diam, dim, v);
+  }
+
+  // The same with the vertices (descending) known. Reads rows of the (symmetric) distance matrix,
+  // so the scan over w is contiguous in memory.
+  // `added` (optional) receives the vertex that makes the cofacet.
+  index_t zero_pivot_cofacet_v(index_t idx, double diam, int dim, const int64_t* v, int64_t* added = nullptr) const {
+    const value_t limit = static_cast<value_t>(diam);  // exact: diam is a value_t value
+    const value_t* row[8];
+    for (int i = 0; i <= dim; ++i) row[i] = dist_.data() + v[i] * n_;
+    // w runs down through the gaps between the simplex's vertices; in the gap below the j-th
+    // vertex, j vertices lie above w (combinatorial-number-system bookkeeping per gap)
     index_t below = idx, above = 0;
-    int j = 0, k = dim + 1;
-    for (int64_t w = n_ - 1; w >= 0; --w) {
-      if (j <= dim && w == v[j]) {
+    int k = dim + 1;
+    int64_t hi = n_ - 1;
+    for (int j = 0; j <= dim + 1; ++j) {
+      const int64_t lo = j <= dim ? v[j] + 1 : 0;
+      for (int64_t w = hi; w >= lo; --w) {
+        if (row[0][w] > limit) continue;
+        bool equal = true;
+        for (int i = 1; i <= dim; ++i)
+          if (row[i][w] > limit) {
+            equal = false;
+            break;
+          }
+        if (equal) {
+          if (added != nullptr) *added = w;
+          return above + binom_(w, k + 1) + below;
+        }
+      }
+      if (j <= dim) {
         below -= binom_(v[j], k);
         above += binom_(v[j], k + 1);
         --k;
-        ++j;
-        continue;
+        hi = v[j] - 1;
       }
-      bool equal = true;
-      for (int i = 0; i <= dim && equal; ++i)
-        if (static_cast<double>(dist_[w * n_ + v[i]]) > diam) equal = false;
-      if (equal) return above + binom_(w, k + 1) + below;
     }
     return kNone;
   }
 
   // Latest facet of a simplex if its diameter equals `diam`, else kNone. Facets in ascending index
   // order (dropping the largest vertex first); the first with that diameter is the latest.
-  index_t zero_pivot_facet(index_t idx, double diam, int dim) {
-    int64_t u[8], f[8];
-    get_vertices(idx, dim, u);
+  // `facet` receives the facet's vertices when one is found.
+  index_t zero_pivot_facet_v(double diam, int dim, const int64_t* u, int64_t* facet) const {
     for (int j = 0; j <= dim; ++j) {
       int c = 0;
       for (int i = 0; i <= dim; ++i)
-        if (i != j) f[c++] = u[i];
-      if (diameter_of(f, dim) == diam) {
+        if (i != j) facet[c++] = u[i];
+      if (diameter_of(facet, dim) == diam) {
         index_t fidx = 0;
-        for (int i = 0; i < dim; ++i) fidx += binom_(f[i], dim - i);
+        for (int i = 0; i < dim; ++i) fidx += binom_(facet[i], dim - i);
         return fidx;
       }
     }
     return kNone;
   }
 
+  index_t zero_pivot_facet(index_t idx, double diam, int dim) const {
+    int64_t u[8], f[8];
+    get_vertices(idx, dim, u);
+    return zero_pivot_facet_v(diam, dim, u, f);
+  }
+
   // Appends the coboundary (within the threshold) of a dim-simplex, times `factor`.
-  void coboundary(index_t idx, double diam, int dim, int32_t factor, std::vector<Entry>& out) {
+  void coboundary(index_t idx, double diam, int dim, int32_t factor, std::vector<Entry>& out) const {
     int64_t v[8];
     get_vertices(idx, dim, v);
+    const value_t* row[8];
+    for (int i = 0; i <= dim; ++i) row[i] = dist_.data() + v[i] * n_;
+    const int32_t negated = (p_ - factor) % p_;
     index_t below = idx, above = 0;
-    int j = 0, k = dim + 1;
-    for (int64_t w = n_ - 1; w >= 0; --w) {
-      if (j <= dim && w == v[j]) {
+    int k = dim + 1;
+    int64_t hi = n_ - 1;
+    for (int j = 0; j <= dim + 1; ++j) {
+      const int64_t lo = j <= dim ? v[j] + 1 : 0;
+      const int32_t coef = (j & 1) ? negated : factor;  // orientation: (-1)^(vertices above w)
+      for (int64_t w = hi; w >= lo; --w) {
+        value_t dmax = row[0][w];
+        for (int i = 1; i <= dim; ++i) dmax = std::max(dmax, row[i][w]);
+        const double d = std::max(diam, static_cast<double>(dmax));
+        if (d > threshold_) continue;
+        out.push_back({above + binom_(w, k + 1) + below, d, coef});
+      }
+      if (j <= dim) {
         below -= binom_(v[j], k);
         above += binom_(v[j], k + 1);
         --k;
-        ++j;
-        continue;
+        hi = v[j] - 1;
       }
-      double d = diam;
-      for (int i = 0; i <= dim; ++i) d = std::max(d, static_cast<double>(dist_[w * n_ + v[i]]));
-      if (d > threshold_) continue;
-      // orientation: (-1)^(number of vertices above w)
-      int32_t c = (j & 1) ? (p_ - factor) % p_ : factor;
-      out.push_back({above + binom_(w, k + 1) + below, d, c});
     }
   }
 
@@ -299,18 +427,23 @@ class RipsComputer {
     fail("vietoris_rips: internal error, pivot missing from a column");
   }
 
-  void reduce_dimension(int d, const std::vector<Column>& columns, std::unordered_map<index_t, PivotSlot>& pivots) {
-    pivots.reserve(columns.size());
+  void reduce_dimension(int d, const std::vector<Column>& columns, IndexMap& pivots) {
     std::vector<Entry> heap, scratch;
+    auto add_pivot = [&](index_t pivot, const PivotSlot& slot) {
+      pivots.insert(pivot, static_cast<int64_t>(slots_.size()));
+      slots_.push_back(slot);
+    };
     for (const Column& col : columns) {
-      // Emergent pair: the earliest cofacet has the column's diameter and is free.
-      if (col.zero_cofacet != kNone && !pivots.count(col.zero_cofacet)) {
+      // Emergent pair: the earliest cofacet has the column's diameter and no column holds it yet
+      // (neither a reduced one nor a skipped apparent one), so the column is already reduced.
+      if (col.zero_cofacet != kNone && !pivots.contains(col.zero_cofacet)) {
         const index_t f = zero_pivot_facet(col.zero_cofacet, col.diam, d + 1);
-        const bool taken_by_apparent = f != kNone && f != col.index && zero_pivot_cofacet(f, col.diam, d) == col.zero_cofacet;
+        const bool taken_by_apparent =
+            f != kNone && f != col.index && zero_pivot_cofacet(f, col.diam, d) == col.zero_cofacet;
         if (!taken_by_apparent) {
           scratch.clear();
           coboundary(col.index, col.diam, d, 1, scratch);
-          pivots[col.zero_cofacet] = {col.index, -1, -1, coefficient_of(scratch, col.zero_cofacet)};
+          add_pivot(col.zero_cofacet, {col.index, -1, -1, coefficient_of(scratch, col.zero_cofacet)});
           continue;
         }
       }
@@ -319,52 +452,47 @@ class RipsComputer {
       std::make_heap(heap.begin(), heap.end(), HeapLater());
       Entry pivot;
       while (true) {
-        if (!pop_pivot(heap, pivot)) {
+        if (!pop_pivot(heap, pivot)) {  // zero column: an essential class
           out_[d].push_back(col.diam);
           out_[d].push_back(std::numeric_limits<double>::infinity());
           break;
         }
-        auto it = pivots.find(pivot.index);
-        index_t other = kNone;
-        int32_t other_coef = 0;
-        const PivotSlot* slot = nullptr;
-        if (it != pivots.end()) {
-          slot = &it->second;
-          other_coef = slot->pivot_coef;
-        } else {
+        const int64_t* found = pivots.find(pivot.index);
+        index_t apparent = kNone;
+        if (found == nullptr) {
           const index_t f = zero_pivot_facet(pivot.index, pivot.diam, d + 1);
-          if (f != kNone && zero_pivot_cofacet(f, pivot.diam, d) == pivot.index) other = f;  // apparent column
+          if (f != kNone && zero_pivot_cofacet(f, pivot.diam, d) == pivot.index) apparent = f;
         }
-        if (slot == nullptr && other == kNone) {
+        if (found == nullptr && apparent == kNone) {
           // new pivot: store the reduced column (pivot first, then the rest in filtration order)
-          PivotSlot s{col.index, static_cast<int64_t>(stored_.size()), 0, pivot.coef};
+          PivotSlot slot{col.index, static_cast<int64_t>(stored_.size()), 0, pivot.coef};
           stored_.push_back(pivot);
           Entry e;
           while (pop_pivot(heap, e)) stored_.push_back(e);
-          s.end = static_cast<int64_t>(stored_.size());
-          pivots[pivot.index] = s;
+          slot.end = static_cast<int64_t>(stored_.size());
+          add_pivot(pivot.index, slot);
           if (pivot.diam > col.diam) {
             out_[d].push_back(col.diam);
             out_[d].push_back(pivot.diam);
           }
           break;
         }
-        // add factor × other column so that the pivot cancels
+        // add factor × (the other column) so that the pivot cancels
         heap.push_back(pivot);
         std::push_heap(heap.begin(), heap.end(), HeapLater());
         scratch.clear();
+        const PivotSlot* slot = found != nullptr ? &slots_[*found] : nullptr;
         if (slot != nullptr && slot->begin >= 0) {
-          const int32_t factor = static_cast<int32_t>(((p_ - pivot.coef) % p_) * inverse_[other_coef] % p_);
+          const int32_t factor = static_cast<int32_t>(((p_ - pivot.coef) % p_) * inverse_[slot->pivot_coef] % p_);
           for (int64_t i = slot->begin; i < slot->end; ++i) {
             Entry e = stored_[i];
             e.coef = static_cast<int32_t>((static_cast<int64_t>(e.coef) * factor) % p_);
             scratch.push_back(e);
           }
-        } else {
-          const index_t simplex = slot != nullptr ? slot->simplex : other;
-          const double sdiam = simplex_diameter(simplex, d);
-          coboundary(simplex, sdiam, d, 1, scratch);
-          if (slot == nullptr) other_coef = coefficient_of(scratch, pivot.index);
+        } else {  // a column that is its own coboundary (emergent or apparent): recompute it
+          const index_t simplex = slot != nullptr ? slot->simplex : apparent;
+          coboundary(simplex, simplex_diameter(simplex, d), d, 1, scratch);
+          const int32_t other_coef = slot != nullptr ? slot->pivot_coef : coefficient_of(scratch, pivot.index);
           const int32_t factor = static_cast<int32_t>(((p_ - pivot.coef) % p_) * inverse_[other_coef] % p_);
           for (Entry& e : scratch) e.coef = static_cast<int32_t>((static_cast<int64_t>(e.coef) * factor) % p_);
         }
@@ -424,8 +552,8 @@ class RipsComputer {
   double threshold_;
   std::vector<int> inverse_;
   Diagrams out_;
+  std::vector<PivotSlot> slots_;
   std::vector<Entry> stored_;
-  std::vector<int64_t> verts_;
 };
 
 }  // namespace
