@@ -37,55 +37,61 @@ inline double diagonal_distance(const double* a, Ground g) {
 inline double power(double x, double q) { return q == 1.0 ? x : (q == 2.0 ? x * x : std::pow(x, q)); }
 
 // Minimum-cost perfect assignment of a dense N×N matrix; returns the column of each row.
+// Shortest augmenting paths with dual potentials, one row at a time: a Dijkstra search over the
+// columns not yet scanned (a shrinking list, so later steps get cheaper), stopping at the first
+// free column; only the scanned rows and columns get their potentials updated (Crouse 2016).
 std::vector<int64_t> solve_assignment(const std::vector<double>& cost, int64_t N) {
   const double inf = std::numeric_limits<double>::infinity();
-  // 1-based arrays: u, v potentials; match_col[j] = row matched to column j (0: none)
-  std::vector<double> u(N + 1, 0.0), v(N + 1, 0.0), min_slack(N + 1);
-  std::vector<int64_t> match_col(N + 1, 0), way(N + 1, 0);
-  std::vector<char> used(N + 1);
-  for (int64_t i = 1; i <= N; ++i) {
-    match_col[0] = i;
-    int64_t j0 = 0;
-    std::fill(min_slack.begin(), min_slack.end(), inf);
-    std::fill(used.begin(), used.end(), 0);
-    do {
-      used[j0] = 1;
-      const int64_t i0 = match_col[j0];
-      double delta = inf;
-      int64_t j1 = 0;
-      const double* row = cost.data() + (i0 - 1) * N;
-      for (int64_t j = 1; j <= N; ++j) {
-        if (used[j]) continue;
-        const double cur = row[j - 1] - u[i0] - v[j];
-        if (cur < min_slack[j]) {
-          min_slack[j] = cur;
-          way[j] = j0;
+  std::vector<double> u(N, 0.0), v(N, 0.0), shortest(N);
+  std::vector<int64_t> col4row(N, -1), row4col(N, -1), path(N, -1), remaining(N);
+  std::vector<char> scanned_row(N), scanned_col(N);
+  for (int64_t cur = 0; cur < N; ++cur) {
+    double min_val = 0;
+    int64_t i = cur, n_remaining = N, sink = -1;
+    for (int64_t it = 0; it < N; ++it) remaining[it] = N - 1 - it;
+    std::fill(scanned_row.begin(), scanned_row.end(), 0);
+    std::fill(scanned_col.begin(), scanned_col.end(), 0);
+    std::fill(shortest.begin(), shortest.end(), inf);
+    while (sink < 0) {
+      scanned_row[i] = 1;
+      const double* row = cost.data() + i * N;
+      const double base = min_val - u[i];
+      int64_t best = -1;
+      double lowest = inf;
+      for (int64_t it = 0; it < n_remaining; ++it) {
+        const int64_t j = remaining[it];
+        const double r = base + row[j] - v[j];
+        if (r < shortest[j]) {
+          path[j] = i;
+          shortest[j] = r;
         }
-        if (min_slack[j] < delta) {
-          delta = min_slack[j];
-          j1 = j;
-        }
-      }
-      MEDSEG_CHECK(j1 != 0, "wasserstein: internal error, no augmenting path (non-finite cost?)");
-      for (int64_t j = 0; j <= N; ++j) {
-        if (used[j]) {
-          u[match_col[j]] += delta;
-          v[j] -= delta;
-        } else {
-          min_slack[j] -= delta;
+        // ties prefer a free column: the search ends sooner
+        if (shortest[j] < lowest || (shortest[j] == lowest && row4col[j] < 0)) {
+          lowest = shortest[j];
+          best = it;
         }
       }
-      j0 = j1;
-    } while (match_col[j0] != 0);
-    do {
-      const int64_t j1 = way[j0];
-      match_col[j0] = match_col[j1];
-      j0 = j1;
-    } while (j0 != 0);
+      MEDSEG_CHECK(best >= 0 && lowest < inf, "wasserstein: internal error, no augmenting path (non-finite cost?)");
+      min_val = lowest;
+      const int64_t j = remaining[best];
+      scanned_col[j] = 1;
+      remaining[best] = remaining[--n_remaining];
+      if (row4col[j] < 0) sink = j;
+      else i = row4col[j];
+    }
+    u[cur] += min_val;
+    for (int64_t r = 0; r < N; ++r)
+      if (scanned_row[r] && r != cur) u[r] += min_val - shortest[col4row[r]];
+    for (int64_t c = 0; c < N; ++c)
+      if (scanned_col[c]) v[c] -= min_val - shortest[c];
+    for (int64_t j = sink;;) {  // flip the path
+      const int64_t r = path[j];
+      row4col[j] = r;
+      std::swap(col4row[r], j);
+      if (r == cur) break;
+    }
   }
-  std::vector<int64_t> col_of_row(N, -1);
-  for (int64_t j = 1; j <= N; ++j) col_of_row[match_col[j] - 1] = j - 1;
-  return col_of_row;
+  return col4row;
 }
 
 bool all_births_zero(DiagramView d) {
