@@ -148,6 +148,40 @@ void bind_topology(py::module_& m) {
       "Diagrams of many clouds (flat float64 data, per-cloud point counts; dim 0: distance matrices), parallel "
       "over clouds. Returns ([values (total, 2)] per dimension, [offsets (B + 1)] per dimension).");
 
+  m.def(
+      "rips_estimate_cpu",
+      [](py::tuple data, std::vector<int64_t> sizes, int64_t dim, int maxdim, double threshold,
+         const std::string& metric, bool float64) {
+        const TensorDesc d = to_desc(data, "clouds");
+        const double* ptr = contiguous_f64(d, "clouds", 1);
+        const topo::Metric met = parse_metric(metric);
+        const int64_t B = static_cast<int64_t>(sizes.size());
+        std::vector<int64_t> start(B + 1, 0);
+        for (int64_t b = 0; b < B; ++b) {
+          MEDSEG_CHECK(sizes[b] >= 0, "clouds: negative cloud size");
+          start[b + 1] = start[b] + (dim == 0 ? sizes[b] * sizes[b] : sizes[b] * dim);
+        }
+        MEDSEG_CHECK(start[B] == d.shape[0], "clouds: sizes do not add up to the data length");
+        std::vector<double> est(B, 0.0);
+        {
+          py::gil_scoped_release release;
+          medseg::parallel_for(B, [&](int64_t b) {
+            const int64_t n = sizes[b];
+            if (dim == 0) {
+              est[b] = topo::rips_memory_estimate_cloud(ptr + start[b], n, maxdim, threshold, float64);
+            } else {
+              std::vector<double> dist(static_cast<size_t>(n * n));
+              topo::pairwise_distances(ptr + start[b], n, dim, met, dist.data());
+              est[b] = topo::rips_memory_estimate_cloud(dist.data(), n, maxdim, threshold, float64);
+            }
+          });
+        }
+        return est;
+      },
+      py::arg("data"), py::arg("sizes"), py::arg("dim"), py::arg("maxdim"), py::arg("threshold"), py::arg("metric"),
+      py::arg("float64"),
+      "Per-cloud memory estimate (bytes) from the distances: simplex counts bounded by edges within the "
+      "threshold and the largest vertex degree.");
   m.def("rips_memory_estimate", &topo::rips_memory_estimate, py::arg("n"), py::arg("maxdim"), py::arg("float64"),
         "Upper bound of the bytes of the dominant allocations for one cloud of n points.");
   m.def("rips_check_index_range", &topo::check_index_range, py::arg("n"), py::arg("maxdim"));

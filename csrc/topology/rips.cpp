@@ -604,5 +604,40 @@ double rips_memory_estimate(int64_t n, int maxdim, bool float64) {
   return bytes;
 }
 
+double rips_memory_estimate_cloud(const double* dist, int64_t n, int maxdim, double threshold, bool float64) {
+  if (n == 0) return 0.0;
+  const double value = float64 ? 8.0 : 4.0;
+  // the effective threshold, as RipsComputer uses it (values compared in double here: the bound
+  // only needs to be close)
+  double enclosing = std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < n; ++i) {
+    double r = 0;
+    for (int64_t j = 0; j < n; ++j) r = std::max(r, dist[i * n + j]);
+    enclosing = std::min(enclosing, r);
+  }
+  const double thr = std::min(threshold, enclosing);
+  double edges = 0, max_degree = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    double deg = 0;
+    for (int64_t j = 0; j < n; ++j)
+      if (j != i && dist[i * n + j] <= thr) deg += 1;
+    edges += deg;
+    max_degree = std::max(max_degree, deg);
+  }
+  edges /= 2;
+  // N_k <= N_(k-1) * (max degree - k + 1) / (k + 1): every k-simplex is a (k-1)-simplex plus a
+  // common neighbour, counted once per facet; and N_k <= C(n, k+1)
+  double bytes = static_cast<double>(n) * n * (8.0 + value);
+  double count = edges, binom = static_cast<double>(n) * (n - 1) / 2;
+  const double per_simplex = 2.0 * sizeof(Column) + 64.0;  // list + column + clearing map share
+  bytes += count * per_simplex;
+  for (int k = 2; k <= maxdim; ++k) {
+    binom = binom * static_cast<double>(n - k) / (k + 1);
+    count = std::min(binom, count * std::max(0.0, max_degree - k + 1) / (k + 1));
+    bytes += count * per_simplex;
+  }
+  return bytes;
+}
+
 }  // namespace topology
 }  // namespace medseg

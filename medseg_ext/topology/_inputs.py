@@ -109,6 +109,19 @@ def physical_memory_bytes() -> int:
         return 1 << 62
 
 
+def resolve_memory_limit(memory_limit: Any) -> float:
+    """``memory_limit`` in bytes (None: the machine's physical memory), validated."""
+    if memory_limit is None:
+        return float(physical_memory_bytes())
+    try:
+        limit = float(memory_limit)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"memory_limit: expected a number of bytes or None, got {memory_limit!r}") from exc
+    if not limit > 0:
+        raise ValueError(f"memory_limit: expected > 0 bytes, got {memory_limit}")
+    return limit
+
+
 def check_memory(estimate: float, memory_limit: Any, what: str) -> None:
     """MemoryError before any work when the estimate passes ``memory_limit`` (bytes; None: the
     machine's physical memory)."""

@@ -17,15 +17,16 @@ import torch
 from .. import _dispatch
 from .._tensor import desc
 from ._inputs import (as_float64_tensor, check_coeff, check_distance_matrix, check_finite, check_int, check_memory,
-                      check_metric, check_precision, check_threshold)
+                      check_metric, check_precision, check_threshold, resolve_memory_limit)
 
 MAX_DIM = 5
 
 
 def rips_memory_estimate(n_points: int, maxdim: int = 1, precision: str = "float32") -> int:
-    """Upper bound (bytes) of the dominant allocations for one cloud of ``n_points`` points: the
-    distance matrix and the simplex/column lists of the largest dimension reduced (C(n, maxdim+1)
-    simplices at most, fewer under a threshold)."""
+    """Data-free upper bound (bytes) of the dominant allocations for one cloud of ``n_points``
+    points: the distance matrix and C(n, maxdim+1) simplices of the largest dimension. The ops
+    themselves check a tighter bound from the data (edges within the threshold and the largest
+    vertex degree) against ``memory_limit`` when this one is large."""
     n = check_int(n_points, "n_points", 0, 2**62)
     md = check_int(maxdim, "maxdim", 0, MAX_DIM)
     return int(_dispatch.extension().rips_memory_estimate(n, md, check_precision(precision)))
@@ -60,8 +61,10 @@ def vietoris_rips(points_or_distance_matrix: Any, maxdim: int = 1, threshold: An
         metric: ``"euclidean"`` (default), ``"manhattan"`` or ``"chebyshev"`` for coordinates.
         coeff: prime p of the coefficient field Z/p (2 by default, as ripser.py).
         precision: ``"float32"`` (ripser.py parity) or ``"float64"`` filtration values.
-        memory_limit: bytes; a ``MemoryError`` is raised before any work when the estimate
-            (``rips_memory_estimate``) exceeds it. None: the machine's physical memory.
+        memory_limit: bytes; a ``MemoryError`` is raised before any work when the estimated
+            peak exceeds it (first the data-free ``rips_memory_estimate``; when that does not fit,
+            a bound from the distances: edges within the threshold and the largest vertex
+            degree). None: the machine's physical memory.
 
     Returns:
         ``maxdim + 1`` float64 tensors of shape (k_i, 2) holding (birth, death) rows, in no
@@ -76,7 +79,11 @@ def vietoris_rips(points_or_distance_matrix: Any, maxdim: int = 1, threshold: An
     C_ = _dispatch.extension()
     n = int(t.shape[0])
     C_.rips_check_index_range(n, md)  # ValueError on 64-bit simplex index overflow, before the estimate
-    check_memory(C_.rips_memory_estimate(n, md, f64), memory_limit, "vietoris_rips")
+    dim = 0 if distance_matrix else int(t.shape[1])
+    limit = resolve_memory_limit(memory_limit)
+    if C_.rips_memory_estimate(n, md, f64) > limit:  # the data-free bound does not fit: bound from the data
+        estimate = C_.rips_estimate_cpu(desc(t.reshape(-1)), [n], dim, md, thr, met, f64)[0]
+        check_memory(estimate, limit, "vietoris_rips")
     out = C_.rips_cpu(desc(t), bool(distance_matrix), md, thr, p, met, f64)
     return [torch.from_numpy(a) for a in out]
 
@@ -166,10 +173,13 @@ def vietoris_rips_batch(clouds: Any, maxdim: int = 1, threshold: Any = math.inf,
     largest = max(sizes, default=0)
     C_.rips_check_index_range(largest, md)
     threads = max(1, min(len(sizes), int(C_.build_info().get("max_threads", 1))))
-    per_cloud = C_.rips_memory_estimate(largest, md, f64)
-    data_bytes = sum(c.numel() for c in prepared) * 8
-    out_bytes = sum(sizes) * (md + 1) * 2 * 8 * 2  # rough: at most ~n pairs per dimension, values + copy
-    check_memory(threads * per_cloud + 2 * data_bytes + out_bytes, memory_limit, "vietoris_rips_batch")
     flat = torch.cat([c.reshape(-1) for c in prepared]) if prepared else torch.zeros(0, dtype=torch.float64)
+    limit = resolve_memory_limit(memory_limit)
+    data_bytes = flat.numel() * 8
+    out_bytes = sum(sizes) * (md + 1) * 2 * 8 * 2  # rough: at most ~n pairs per dimension, values + copy
+    per_cloud = C_.rips_memory_estimate(largest, md, f64)
+    if threads * per_cloud + 2 * data_bytes + out_bytes > limit:  # data-free bound too big: bound from the data
+        per_cloud = max(C_.rips_estimate_cpu(desc(flat), sizes, dim, md, thr, met, f64), default=0.0)
+    check_memory(threads * per_cloud + 2 * data_bytes + out_bytes, limit, "vietoris_rips_batch")
     values, offsets = C_.rips_batch_cpu(desc(flat), sizes, dim, md, thr, p, met, f64)
     return RaggedDiagrams([torch.from_numpy(v) for v in values], [torch.from_numpy(o) for o in offsets])

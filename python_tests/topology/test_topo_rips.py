@@ -48,6 +48,36 @@ def test_point_cloud_matches_ripser_185_points_maxdim2():
 
 
 @pytest.mark.peer
+def test_sliding_window_cloud_exact_with_ripser_distance_matrix():
+    # the paper's setting: 185 points from a series of length 187, maxdim 2, bit-for-bit
+    v = np.random.default_rng(11).standard_normal(187)
+    D = distance_matrix(medseg_ext.sliding_window(v, 3, 1).numpy())
+    want = ripser.ripser(D, maxdim=2, distance_matrix=True)["dgms"]
+    assert_same_diagrams(medseg_ext.vietoris_rips(D, maxdim=2, distance_matrix=True), want, 2)
+
+
+@pytest.mark.peer
+def test_flat_torus_matches_ripser_and_has_two_h1_one_h2():
+    a = np.arange(8) * 2 * np.pi / 8
+    A, B = np.meshgrid(a, a)
+    X = np.stack([np.cos(A), np.sin(A), np.cos(B), np.sin(B)], -1).reshape(-1, 4)
+    D = distance_matrix(X)
+    want = ripser.ripser(D, maxdim=2, distance_matrix=True)["dgms"]
+    got = medseg_ext.vietoris_rips(D, maxdim=2, distance_matrix=True)
+    assert_same_diagrams(got, want, 2)
+    pers1 = np.sort(np.diff(got[1].numpy(), axis=1).ravel())[::-1]
+    pers2 = np.sort(np.diff(got[2].numpy(), axis=1).ravel())[::-1]
+    assert pers1[1] > 2 * pers1[2] and pers2[0] > 2 * (pers2[1] if len(pers2) > 1 else 0)
+
+
+@given(clouds(min_n=5, max_n=8, max_d=4), st.sampled_from([2, 3]))
+@settings(max_examples=10)
+def test_maxdim3_matches_reference(X, coeff):
+    want = ref.vietoris_rips(X, maxdim=3, coeff=coeff)
+    assert_same_diagrams(medseg_ext.vietoris_rips(X, maxdim=3, coeff=coeff, precision="float64"), want, 3)
+
+
+@pytest.mark.peer
 @given(st.integers(3, 25), st.integers(0, 2**31 - 1), st.floats(0.2, 2.0))
 @settings(max_examples=20)
 def test_threshold_matches_ripser(n, seed, thresh):
@@ -256,4 +286,9 @@ def test_memory_limit_raises_before_work():
     est = medseg_ext.rips_memory_estimate(300, 2)
     assert est > 300 * 300 * 4
     with pytest.raises(MemoryError, match="memory_limit"):
-        medseg_ext.vietoris_rips(X, maxdim=2, memory_limit=est // 2)
+        medseg_ext.vietoris_rips(X, maxdim=2, memory_limit=2**20)
+    # under a threshold the bound from the data (edges within it, largest degree) fits the limit
+    small = medseg_ext.vietoris_rips(X, maxdim=2, threshold=0.3, memory_limit=4 * 2**20)
+    assert len(small) == 3
+    with pytest.raises(ValueError, match="memory_limit"):
+        medseg_ext.vietoris_rips(X, memory_limit=-5)
