@@ -180,8 +180,8 @@ void bind_topology(py::module_& m) {
       },
       py::arg("data"), py::arg("sizes"), py::arg("dim"), py::arg("maxdim"), py::arg("threshold"), py::arg("metric"),
       py::arg("float64"),
-      "Per-cloud memory estimate (bytes) from the distances: simplex counts bounded by edges within the "
-      "threshold and the largest vertex degree.");
+      "Per-cloud memory estimate (bytes) from the distances: edges and triangles within the threshold counted, "
+      "higher simplex counts extrapolated.");
   m.def("rips_memory_estimate", &topo::rips_memory_estimate, py::arg("n"), py::arg("maxdim"), py::arg("float64"),
         "Upper bound of the bytes of the dominant allocations for one cloud of n points.");
   m.def("rips_check_index_range", &topo::check_index_range, py::arg("n"), py::arg("maxdim"));

@@ -625,16 +625,41 @@ double rips_memory_estimate_cloud(const double* dist, int64_t n, int maxdim, dou
     max_degree = std::max(max_degree, deg);
   }
   edges /= 2;
-  // N_k <= N_(k-1) * (max degree - k + 1) / (k + 1): every k-simplex is a (k-1)-simplex plus a
-  // common neighbour, counted once per facet; and N_k <= C(n, k+1)
+  // Triangles counted exactly (bitset adjacency, popcount of common neighbours above the edge);
+  // higher counts extrapolated: N_k ≈ N_(k-1) · t / (k+1), t = 3·N_2/N_1 the mean number of
+  // triangles on an edge, capped by the degree bound N_(k-1)·(Δ−k+1)/(k+1) and by C(n, k+1).
+  double triangles = 0;
+  if (maxdim >= 2 && n >= 3) {
+    const int64_t words = (n + 63) / 64;
+    std::vector<uint64_t> adj(static_cast<size_t>(n * words), 0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        if (j != i && dist[i * n + j] <= thr) adj[i * words + j / 64] |= uint64_t(1) << (j % 64);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = i + 1; j < n; ++j) {
+        if (!(dist[i * n + j] <= thr)) continue;
+        // common neighbours k > j
+        int64_t w0 = (j + 1) / 64;
+        for (int64_t w = w0; w < words; ++w) {
+          uint64_t bits = adj[i * words + w] & adj[j * words + w];
+          if (w == w0) bits &= ~uint64_t(0) << ((j + 1) % 64);
+          triangles += static_cast<double>(__builtin_popcountll(bits));
+        }
+      }
+  }
   double bytes = static_cast<double>(n) * n * (8.0 + value);
+  // below the top dimension every simplex is listed and may enter the clearing map; in the top
+  // dimension only columns are kept (all of them, in the worst case counted here)
+  auto per_simplex = [&](int k) { return k < maxdim ? 2.0 * sizeof(Column) + 64.0 : 1.0 * sizeof(Column); };
   double count = edges, binom = static_cast<double>(n) * (n - 1) / 2;
-  const double per_simplex = 2.0 * sizeof(Column) + 64.0;  // list + column + clearing map share
-  bytes += count * per_simplex;
+  bytes += count * per_simplex(1);
+  const double per_edge = edges > 0 ? 3.0 * triangles / edges : 0.0;
   for (int k = 2; k <= maxdim; ++k) {
     binom = binom * static_cast<double>(n - k) / (k + 1);
-    count = std::min(binom, count * std::max(0.0, max_degree - k + 1) / (k + 1));
-    bytes += count * per_simplex;
+    const double degree_bound = count * std::max(0.0, max_degree - k + 1) / (k + 1);
+    count = k == 2 ? triangles : std::min(degree_bound, count * per_edge / (k + 1));
+    count = std::min(count, binom);
+    bytes += count * per_simplex(k);
   }
   return bytes;
 }

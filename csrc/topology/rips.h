@@ -39,8 +39,9 @@ void check_index_range(int64_t n, int maxdim);
 // Upper bound of the bytes of the dominant allocations of one cloud (distance matrix, simplex
 // and column lists of the largest dimension).
 double rips_memory_estimate(int64_t n, int maxdim, bool float64);
-// The same for a given n×n distance matrix and threshold: simplex counts bounded from the number
-// of edges within the (effective) threshold and the largest vertex degree.
+// The same for a given n×n distance matrix and threshold: edges and triangles within the
+// (effective) threshold counted exactly, higher simplex counts extrapolated from them (an
+// estimate, not a bound, above dimension 2).
 double rips_memory_estimate_cloud(const double* dist, int64_t n, int maxdim, double threshold, bool float64);
 
 // ---------------------------------------------------------------- diagram distances

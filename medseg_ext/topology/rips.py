@@ -63,8 +63,8 @@ def vietoris_rips(points_or_distance_matrix: Any, maxdim: int = 1, threshold: An
         precision: ``"float32"`` (ripser.py parity) or ``"float64"`` filtration values.
         memory_limit: bytes; a ``MemoryError`` is raised before any work when the estimated
             peak exceeds it (first the data-free ``rips_memory_estimate``; when that does not fit,
-            a bound from the distances: edges within the threshold and the largest vertex
-            degree). None: the machine's physical memory.
+            an estimate from the distances: edges and triangles within the threshold counted,
+            higher simplex counts extrapolated). None: the machine's physical memory.
 
     Returns:
         ``maxdim + 1`` float64 tensors of shape (k_i, 2) holding (birth, death) rows, in no
