@@ -100,7 +100,29 @@ bool all_births_zero(DiagramView d) {
   return true;
 }
 
-// Σ cost^q of an optimal matching of two diagrams whose births are all 0 (deaths >= 0).
+// Σ cost^q of an optimal matching of two diagrams whose births are all 0 (deaths >= 0): the
+// optimal matching is order-preserving, so T[i][j] = best cost of x[:i] vs y[:j] is a DP over
+// match / x to the diagonal / y to the diagonal. Rolling rows; q = 1 without pow.
+template <bool kLinear>
+double h0_dp_impl(const std::vector<double>& x, const std::vector<double>& y, double q, double c) {
+  const size_t m = x.size(), n = y.size();
+  auto pw = [q](double v) { return kLinear ? v : power(v, q); };
+  std::vector<double> diag_y(n), prev(n + 1), cur(n + 1);
+  for (size_t j = 0; j < n; ++j) diag_y[j] = pw(c * y[j]);
+  prev[0] = 0;
+  for (size_t j = 1; j <= n; ++j) prev[j] = prev[j - 1] + diag_y[j - 1];
+  for (size_t i = 1; i <= m; ++i) {
+    const double xi = x[i - 1], da = pw(c * xi);
+    cur[0] = prev[0] + da;
+    for (size_t j = 1; j <= n; ++j) {
+      const double match = prev[j - 1] + pw(std::fabs(xi - y[j - 1]));
+      cur[j] = std::min(match, std::min(prev[j] + da, cur[j - 1] + diag_y[j - 1]));
+    }
+    std::swap(prev, cur);
+  }
+  return prev[n];
+}
+
 double h0_dp_power_sum(DiagramView a, DiagramView b, double q, Ground g) {
   std::vector<double> x(a.size), y(b.size);
   for (int64_t i = 0; i < a.size; ++i) x[i] = a.pairs[2 * i + 1];
@@ -108,22 +130,7 @@ double h0_dp_power_sum(DiagramView a, DiagramView b, double q, Ground g) {
   std::sort(x.begin(), x.end());
   std::sort(y.begin(), y.end());
   const double c = g == Ground::LInf ? 0.5 : 1.0 / std::sqrt(2.0);
-  // T[i][j]: best cost matching x[:i] and y[:j]; rolling rows
-  std::vector<double> prev(b.size + 1), cur(b.size + 1);
-  prev[0] = 0;
-  for (int64_t j = 1; j <= b.size; ++j) prev[j] = prev[j - 1] + power(c * y[j - 1], q);
-  for (int64_t i = 1; i <= a.size; ++i) {
-    const double da = power(c * x[i - 1], q);
-    cur[0] = prev[0] + da;
-    for (int64_t j = 1; j <= b.size; ++j) {
-      const double match = prev[j - 1] + power(std::fabs(x[i - 1] - y[j - 1]), q);
-      const double drop_a = prev[j] + da;
-      const double drop_b = cur[j - 1] + power(c * y[j - 1], q);
-      cur[j] = std::min(match, std::min(drop_a, drop_b));
-    }
-    std::swap(prev, cur);
-  }
-  return prev[b.size];
+  return q == 1.0 ? h0_dp_impl<true>(x, y, q, c) : h0_dp_impl<false>(x, y, q, c);
 }
 
 double assignment_power_sum(DiagramView a, DiagramView b, double q, Ground g) {
