@@ -5,6 +5,7 @@ Cases (all on the same generated data, in this process, fixed seeds):
 * ``vr-single``: one 185-point cloud in R³ (sliding window, dim 3, τ 1, of a random series of
   length 187, as the MCI paper's ROI series), maxdim 2: medseg_ext vs ripser.py vs giotto-ph
   (1 and 2 threads).
+* ``vr-sphere``: 192 random points on S³ (Ripser's sphere_3_192 benchmark, regenerated), maxdim 2.
 * ``vr-batch``: B such clouds: ``vietoris_rips_batch`` (OpenMP over clouds) vs a loop of
   giotto-ph (2 threads per cloud) and of ripser.py (ripser.py on the first 8 clouds only, scaled).
 * ``w-h0`` / ``w-h1``: one pair of H0 (184 finite points) / H1 diagrams: persim.wasserstein,
@@ -120,6 +121,24 @@ def _vr_rows(size: str, repeat: int, measure_memory: bool, out) -> list:
         row["time_ratio"] = row["median_s"] / base["median_s"]
         rows.append(row)
 
+    # Ripser's own benchmark shape, regenerated: 192 random points on the 3-sphere, maxdim 2
+    S3 = np.random.default_rng(4).standard_normal((192, 4))
+    S3 /= np.linalg.norm(S3, axis=1, keepdims=True)
+    sphere = [("medseg_ext", lambda: medseg_ext.vietoris_rips(S3, maxdim=2), repeat)]
+    if have_ripser:
+        sphere.append(("ripser.py", lambda: rips_fn(S3, maxdim=2), 1))
+    if have_gph:
+        sphere.append(("giotto-ph (1 thread)", lambda: gph(S3, maxdim=2, n_threads=1), repeat))
+    s3_points = sum(len(d) for d in medseg_ext.vietoris_rips(S3, maxdim=2))
+    base = None
+    for label, call, rep in sphere:
+        t = _time(call, rep)
+        row = {"case": "vr-sphere 192 pts on S³, maxdim 2", "impl": label, **t, "per_cloud_ms": t["median_s"] * 1e3,
+               "check": f"{s3_points} diagram points"}
+        base = base or row
+        row["time_ratio"] = row["median_s"] / base["median_s"]
+        rows.append(row)
+
     B = SIZES[size]["batch"]
     XB = make_clouds(B, seed=1)
     batch_rows = [("medseg_ext (batch, 2 threads)", lambda: medseg_ext.vietoris_rips_batch(XB, maxdim=2), B, 1)]
@@ -224,9 +243,14 @@ def run(device: str = "cpu", size: str = "small", repeat: int = 5, measure_memor
         r["cpu_ms"] = r["cpu_s"] * 1e3
         if r.get("peak_bytes") is not None:
             r["peak_MiB"] = r["peak_bytes"] / harness.MiB
-    cols = ["case", "impl", "median_ms", "cpu_ms", "per_cloud_ms", "time_ratio", "peak_MiB", "check"]
+    base_cpu = {}
+    for r in rows:
+        base_cpu.setdefault(r["case"], r["cpu_s"])
+        r["cpu_ratio"] = r["cpu_s"] / base_cpu[r["case"]] if base_cpu[r["case"]] else None
+    cols = ["case", "impl", "median_ms", "cpu_ms", "per_cloud_ms", "time_ratio", "cpu_ratio", "peak_MiB", "check"]
     table = harness.markdown_table(rows, cols)
     out(table)
     out("time_ratio: peer median / medseg_ext median (> 1: medseg_ext is faster). cpu_ms: process CPU time "
-        "(sums threads). Peak MiB: VmHWM growth of one call in a fresh process.")
+        "(sums threads); cpu_ratio: the same ratio in CPU time (robust on a loaded machine). Peak MiB: VmHWM "
+        "growth of one call in a fresh process.")
     return {"rows": rows, "table": table, "size": size}
