@@ -54,11 +54,7 @@ struct DiagramView {
   int64_t size = 0;
 };
 
-// Exact q-Wasserstein (sum of q-th powers of ground distances, then the 1/q power) by a shortest
-// augmenting path assignment on the augmented (m+n)×(m+n) matrix; O(mn) order-preserving DP when
-// both diagrams have only zero births.
-double wasserstein_finite(DiagramView a, DiagramView b, double q, Ground ground);
-// The same, always with the assignment solver (no H0 DP), for tests.
+// Exact q-Wasserstein of finite diagrams by the assignment solver alone (no H0 DP); tests and benchmarks.
 double wasserstein_assignment(DiagramView a, DiagramView b, double q, Ground ground);
 // Exact bottleneck distance: binary search over candidate values with a bipartite matching test.
 double bottleneck_finite(DiagramView a, DiagramView b, Ground ground);

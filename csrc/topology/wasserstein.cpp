@@ -45,7 +45,33 @@ std::vector<int64_t> solve_assignment(const std::vector<double>& cost, int64_t N
   std::vector<double> u(N, 0.0), v(N, 0.0), shortest(N);
   std::vector<int64_t> col4row(N, -1), row4col(N, -1), path(N, -1), remaining(N);
   std::vector<char> scanned_row(N), scanned_col(N);
+  // Start from feasible duals (column then row reduction: u_i + v_j <= c_ij) and assign greedily
+  // where the reduced cost is zero; only the rows left over need a shortest-path search. Any
+  // feasible start keeps the searches exact.
+  for (int64_t j = 0; j < N; ++j) v[j] = inf;
+  for (int64_t i = 0; i < N; ++i) {
+    const double* row = cost.data() + i * N;
+    for (int64_t j = 0; j < N; ++j) v[j] = std::min(v[j], row[j]);
+  }
+  for (int64_t i = 0; i < N; ++i) {
+    const double* row = cost.data() + i * N;
+    double best = inf;
+    int64_t arg = -1;
+    for (int64_t j = 0; j < N; ++j) {
+      const double r = row[j] - v[j];
+      if (r < best || (r == best && row4col[j] < 0 && arg >= 0 && row4col[arg] >= 0)) {
+        best = r;
+        arg = j;
+      }
+    }
+    u[i] = best;
+    if (arg >= 0 && row4col[arg] < 0) {
+      row4col[arg] = i;
+      col4row[i] = arg;
+    }
+  }
   for (int64_t cur = 0; cur < N; ++cur) {
+    if (col4row[cur] >= 0) continue;  // assigned by the greedy start
     double min_val = 0;
     int64_t i = cur, n_remaining = N, sink = -1;
     for (int64_t it = 0; it < N; ++it) remaining[it] = N - 1 - it;
@@ -257,12 +283,6 @@ class BottleneckGraph {
 
 double wasserstein_assignment(DiagramView a, DiagramView b, double q, Ground ground) {
   return std::pow(assignment_power_sum(a, b, q, ground), 1.0 / q);
-}
-
-double wasserstein_finite(DiagramView a, DiagramView b, double q, Ground ground) {
-  const double sum = (all_births_zero(a) && all_births_zero(b)) ? h0_dp_power_sum(a, b, q, ground)
-                                                                 : assignment_power_sum(a, b, q, ground);
-  return std::pow(sum, 1.0 / q);
 }
 
 double bottleneck_finite(DiagramView a, DiagramView b, Ground ground) {
