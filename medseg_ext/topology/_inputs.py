@@ -102,6 +102,24 @@ def check_distance_matrix(t: torch.Tensor, arg: str = "points") -> torch.Tensor:
     return (lower + lower.T).contiguous()
 
 
+def check_distance_matrices(t: torch.Tensor, arg: str) -> torch.Tensor:
+    """:func:`check_distance_matrix` for a (B, n, n) stack in one vectorised pass."""
+    if t.dim() != 3 or t.shape[1] != t.shape[2]:
+        raise ValueError(f"{arg}: distance_matrix=True expects (B, n, n) matrices, got shape {tuple(t.shape)}")
+    check_finite(t, arg)
+    if t.numel() == 0:
+        return t
+    if bool((t < 0).any()):
+        raise ValueError(f"{arg}: distance matrix has negative entries")
+    if bool((torch.diagonal(t, dim1=1, dim2=2) != 0).any()):
+        raise ValueError(f"{arg}: distance matrix must have a zero diagonal (vertex births are not supported)")
+    scale = t.abs().amax(dim=(1, 2)).clamp_min(1e-300)
+    if bool(((t - t.transpose(1, 2)).abs().amax(dim=(1, 2)) > 1e-9 * scale).any()):
+        raise ValueError(f"{arg}: distance matrix is not symmetric")
+    lower = torch.tril(t, diagonal=-1)
+    return (lower + lower.transpose(1, 2)).contiguous()
+
+
 def physical_memory_bytes() -> int:
     try:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))

@@ -16,8 +16,8 @@ import torch
 
 from .. import _dispatch
 from .._tensor import desc
-from ._inputs import (as_float64_tensor, check_coeff, check_distance_matrix, check_finite, check_int, check_memory,
-                      check_metric, check_precision, check_threshold, resolve_memory_limit)
+from ._inputs import (as_float64_tensor, check_coeff, check_distance_matrices, check_distance_matrix, check_finite,
+                      check_int, check_memory, check_metric, check_precision, check_threshold, resolve_memory_limit)
 
 MAX_DIM = 5
 
@@ -151,29 +151,37 @@ def vietoris_rips_batch(clouds: Any, maxdim: int = 1, threshold: Any = math.inf,
     f64 = check_precision(precision)
     dm = bool(distance_matrix)
     if isinstance(clouds, (torch.Tensor,)) or (not isinstance(clouds, (list, tuple)) and hasattr(clouds, "shape")):
+        # one (B, n, d) array: validated in one vectorised pass, no per-cloud Python
         t = as_float64_tensor(clouds, "clouds")
         if t.dim() != 3:
             raise ValueError(f"clouds: expected a (B, n, d) array or a sequence of (n, d) clouds, got shape "
                              f"{tuple(t.shape)}")
-        items = [t[b] for b in range(t.shape[0])]
+        if dm:
+            t = check_distance_matrices(t, "clouds")
+        else:
+            check_finite(t, "clouds")
+            if t.shape[1] > 0 and t.shape[2] == 0:
+                raise ValueError("clouds: points have 0 coordinates")
+        sizes = [int(t.shape[1])] * int(t.shape[0])
+        dim = 0 if dm else max(int(t.shape[2]), 1)
+        flat = t.reshape(-1).contiguous()
     elif isinstance(clouds, (list, tuple)):
-        items = list(clouds)
+        prepared = [_prepare_cloud(c, dm, f"clouds[{b}]") for b, c in enumerate(clouds)]
+        if not dm:
+            dims = {int(c.shape[1]) for c in prepared if c.shape[0] > 0}
+            if len(dims) > 1:
+                raise ValueError(f"clouds: every cloud needs the same number of coordinates, got {sorted(dims)}")
+            dim = dims.pop() if dims else 1
+        else:
+            dim = 0
+        sizes = [int(c.shape[0]) for c in prepared]
+        flat = torch.cat([c.reshape(-1) for c in prepared]) if prepared else torch.zeros(0, dtype=torch.float64)
     else:
         raise TypeError(f"clouds: expected a (B, n, d) tensor/array or a list of clouds, got {type(clouds).__name__}")
-    prepared = [_prepare_cloud(c, dm, f"clouds[{b}]") for b, c in enumerate(items)]
-    if not dm:
-        dims = {int(c.shape[1]) for c in prepared if c.shape[0] > 0}
-        if len(dims) > 1:
-            raise ValueError(f"clouds: every cloud needs the same number of coordinates, got {sorted(dims)}")
-        dim = dims.pop() if dims else 1
-    else:
-        dim = 0
-    sizes = [int(c.shape[0]) for c in prepared]
     C_ = _dispatch.extension()
     largest = max(sizes, default=0)
     C_.rips_check_index_range(largest, md)
     threads = max(1, min(len(sizes), int(C_.build_info().get("max_threads", 1))))
-    flat = torch.cat([c.reshape(-1) for c in prepared]) if prepared else torch.zeros(0, dtype=torch.float64)
     limit = resolve_memory_limit(memory_limit)
     data_bytes = flat.numel() * 8
     out_bytes = sum(sizes) * (md + 1) * 2 * 8 * 2  # rough: at most ~n pairs per dimension, values + copy

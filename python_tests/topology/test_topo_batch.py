@@ -35,8 +35,11 @@ def test_batch_tensor_input_distance_matrices_and_determinism():
         assert torch.equal(a.values[k], b.values[k]) and torch.equal(a.offsets[k], b.offsets[k])
     D = np.stack([distance_matrix(x) for x in X.numpy()])
     c = medseg_ext.vietoris_rips_batch(D, maxdim=2, distance_matrix=True)
+    c_list = medseg_ext.vietoris_rips_batch(list(D), maxdim=2, distance_matrix=True)
     for i in range(6):
         assert_same_diagrams(c[i], a[i], 2, exact=False, atol=1e-6)
+        assert_same_diagrams(c_list[i], c[i], 2)
+        assert_same_diagrams(c[i], medseg_ext.vietoris_rips(D[i], maxdim=2, distance_matrix=True), 2)
     assert len(a.dimension(1)) == 6
 
 
@@ -53,6 +56,20 @@ def test_batch_memory_limit_and_errors():
         medseg_ext.vietoris_rips_batch([np.zeros((3, 2))], coeff=9)
     with pytest.raises(TypeError):
         medseg_ext.vietoris_rips_batch(42)
+    T = np.random.default_rng(1).standard_normal((3, 5, 2))
+    T[2, 4, 1] = np.inf
+    with pytest.raises(ValueError, match="clouds: contains Inf"):
+        medseg_ext.vietoris_rips_batch(torch.from_numpy(T))
+    D = np.stack([distance_matrix(x) for x in np.random.default_rng(2).standard_normal((3, 5, 2))])
+    D[1, 0, 2] += 0.5
+    with pytest.raises(ValueError, match="not symmetric"):
+        medseg_ext.vietoris_rips_batch(D, distance_matrix=True)
+    D[1, 0, 2] -= 0.5
+    D[2, 3, 3] = 1.0
+    with pytest.raises(ValueError, match="zero diagonal"):
+        medseg_ext.vietoris_rips_batch(D, distance_matrix=True)
+    with pytest.raises(ValueError, match=r"\(B, n, d\)"):
+        medseg_ext.vietoris_rips_batch(np.zeros((2, 3)))
     empty = medseg_ext.vietoris_rips_batch([], maxdim=1)
     assert len(empty) == 0 and empty.values[0].shape == (0, 2)
     with pytest.raises(IndexError):
