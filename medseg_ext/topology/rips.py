@@ -32,6 +32,11 @@ def rips_memory_estimate(n_points: int, maxdim: int = 1, precision: str = "float
     return int(_dispatch.extension().rips_memory_estimate(n, md, check_precision(precision)))
 
 
+def _distance_bytes(n: int, float64: bool) -> float:
+    """The n×n distance matrices every call allocates (double input + filtration-typed copy)."""
+    return float(n) * n * (8 + (8 if float64 else 4))
+
+
 def _prepare_cloud(x: Any, distance_matrix: bool, arg: str) -> torch.Tensor:
     t = as_float64_tensor(x, arg)
     if distance_matrix:
@@ -82,6 +87,8 @@ def vietoris_rips(points_or_distance_matrix: Any, maxdim: int = 1, threshold: An
     dim = 0 if distance_matrix else int(t.shape[1])
     limit = resolve_memory_limit(memory_limit)
     if C_.rips_memory_estimate(n, md, f64) > limit:  # the data-free bound does not fit: bound from the data
+        # the distance matrices alone (which the estimate from the data also needs) must fit first
+        check_memory(_distance_bytes(n, f64), limit, "vietoris_rips")
         estimate = C_.rips_estimate_cpu(desc(t.reshape(-1)), [n], dim, md, thr, met, f64)[0]
         check_memory(estimate, limit, "vietoris_rips")
     out = C_.rips_cpu(desc(t), bool(distance_matrix), md, thr, p, met, f64)
@@ -187,6 +194,7 @@ def vietoris_rips_batch(clouds: Any, maxdim: int = 1, threshold: Any = math.inf,
     out_bytes = sum(sizes) * (md + 1) * 2 * 8 * 2  # rough: at most ~n pairs per dimension, values + copy
     per_cloud = C_.rips_memory_estimate(largest, md, f64)
     if threads * per_cloud + 2 * data_bytes + out_bytes > limit:  # data-free bound too big: bound from the data
+        check_memory(threads * _distance_bytes(largest, f64) + 2 * data_bytes, limit, "vietoris_rips_batch")
         per_cloud = max(C_.rips_estimate_cpu(desc(flat), sizes, dim, md, thr, met, f64), default=0.0)
     check_memory(threads * per_cloud + 2 * data_bytes + out_bytes, limit, "vietoris_rips_batch")
     values, offsets = C_.rips_batch_cpu(desc(flat), sizes, dim, md, thr, p, met, f64)

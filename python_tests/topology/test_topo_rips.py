@@ -292,3 +292,9 @@ def test_memory_limit_raises_before_work():
     assert len(small) == 3
     with pytest.raises(ValueError, match="memory_limit"):
         medseg_ext.vietoris_rips(X, memory_limit=-5)
+    # 200,000 points at maxdim 0: the 480 GB of distance matrices are refused before anything is allocated
+    big = np.zeros((200_000, 1))
+    with pytest.raises(MemoryError, match="memory_limit"):
+        medseg_ext.vietoris_rips(big, maxdim=0)
+    with pytest.raises(MemoryError, match="memory_limit"):
+        medseg_ext.vietoris_rips_batch([big], maxdim=0)
