@@ -194,7 +194,7 @@ class RipsComputer {
         int64_t v[8];
         for (const Column& e : edges_to_reduce) {
           get_vertices(e.index, 1, v);
-          if (add_column_or_record_apparent(e.index, e.diam, 1, v, keep_next, columns, next_cleared)) continue;
+          add_column_or_record_apparent(e.index, e.diam, 1, v, keep_next, columns, next_cleared);
         }
         edges_to_reduce.clear();
         edges_to_reduce.shrink_to_fit();
