@@ -11,3 +11,11 @@ from .losses import *  # noqa: F401,F403  (the losses family's public names, lis
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "backends", "use_backend", "losses"] + [n for n in losses.__all__ if n != "metrics"]
+
+# topology family
+from . import topology  # noqa: E402
+from .topology import (RaggedDiagrams, bottleneck, diagram_distance_matrix, rips_memory_estimate,  # noqa: E402
+                       sliding_window, vietoris_rips, vietoris_rips_batch, wasserstein)
+
+__all__ += ["topology", "vietoris_rips", "vietoris_rips_batch", "RaggedDiagrams", "rips_memory_estimate",
+            "wasserstein", "bottleneck", "diagram_distance_matrix", "sliding_window"]

@@ -2,3 +2,7 @@
 from . import losses
 
 __all__ = ["losses"]
+
+from . import topology  # noqa: E402
+
+__all__ += ["topology"]

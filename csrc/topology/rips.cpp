@@ -1,0 +1,668 @@
+// Vietoris–Rips persistence by the Ripser algorithm (see rips.h for the source and conventions).
+//
+// Outline, per dimension d >= 1 (H0 is a union–find pass over the edges):
+//  * Simplices are integers in the combinatorial number system: {v_d > ... > v_0} <-> Σ C(v_i, i+1).
+//    Cofacets are enumerated from the index and the vertices without storing any boundary matrix.
+//  * Persistent *cohomology*: columns are d-simplices in reverse filtration order (diameter
+//    descending, index ascending), rows are (d+1)-simplices; the pivot of a column is its earliest
+//    cofacet (smallest diameter, ties: largest index). Reduction by left-to-right column additions.
+//  * Clearing: a d-simplex that was a pivot in dimension d-1 is never reduced (its column is zero).
+//  * Apparent pairs (σ, τ) with diam σ = diam τ, where τ is the earliest cofacet of σ and σ the
+//    latest facet of τ, are pairs of every reduction: such σ are not reduced and their columns are
+//    their plain coboundaries, recomputed on demand.
+//  * Emergent pairs: when the earliest cofacet of a column has the column's diameter and no other
+//    column holds it as pivot, the column is already reduced; no heap is built.
+//  * Reduced columns that become pivots are stored explicitly (sorted entries) for later additions.
+#include "topology/rips.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include "common/errors.h"
+
+namespace medseg {
+namespace topology {
+
+namespace {
+
+using index_t = int64_t;
+constexpr index_t kNone = -1;
+
+// C(v, k) for v in [0, n], k in [0, kmax]; a ValueError when a needed value passes int64.
+class BinomialTable {
+ public:
+  BinomialTable(int64_t n, int kmax) : n_(n), kmax_(kmax), table_((kmax + 1) * (n + 1), 0) {
+    for (int64_t v = 0; v <= n; ++v) {
+      at(v, 0) = 1;
+      for (int k = 1; k <= kmax; ++k) {
+        if (v == 0) {
+          at(v, k) = 0;
+          continue;
+        }
+        const index_t a = at(v - 1, k - 1), b = at(v - 1, k);
+        if (a > std::numeric_limits<index_t>::max() - b)
+          fail("vietoris_rips: ", n, " points with maxdim ", kmax - 2,
+               " need simplex indices C(n, maxdim+2) beyond the 64-bit range; use fewer points, a lower maxdim "
+               "or a threshold with a sparse input");
+        at(v, k) = a + b;
+      }
+    }
+  }
+  index_t operator()(int64_t v, int k) const { return table_[k * (n_ + 1) + v]; }
+
+ private:
+  index_t& at(int64_t v, int k) { return table_[k * (n_ + 1) + v]; }
+  int64_t n_;
+  int kmax_;
+  std::vector<index_t> table_;
+};
+
+// Open-addressing hash map int64 key (>= 0) -> int64 value, linear probing. Replaces
+// std::unordered_map on the hot clearing/pivot lookups (one probe sequence in one array).
+class IndexMap {
+ public:
+  explicit IndexMap(size_t expected = 16) { rehash(std::max<size_t>(16, expected * 2)); }
+  void clear() {
+    std::fill(keys_.begin(), keys_.end(), kEmpty);
+    size_ = 0;
+  }
+  const int64_t* find(index_t key) const {
+    for (size_t i = slot(key);; i = (i + 1) & mask_) {
+      if (keys_[i] == key) return &values_[i];
+      if (keys_[i] == kEmpty) return nullptr;
+    }
+  }
+  bool contains(index_t key) const { return find(key) != nullptr; }
+  void insert(index_t key, int64_t value) {
+    if (2 * (size_ + 1) > keys_.size()) rehash(keys_.size() * 2);
+    size_t i = slot(key);
+    while (keys_[i] != kEmpty && keys_[i] != key) i = (i + 1) & mask_;
+    if (keys_[i] == kEmpty) ++size_;
+    keys_[i] = key;
+    values_[i] = value;
+  }
+  template <typename F>
+  void for_each(F&& f) const {
+    for (size_t i = 0; i < keys_.size(); ++i)
+      if (keys_[i] != kEmpty) f(keys_[i], values_[i]);
+  }
+
+ private:
+  static constexpr index_t kEmpty = -1;
+  size_t slot(index_t key) const {
+    uint64_t h = static_cast<uint64_t>(key) * 0x9E3779B97F4A7C15ull;
+    return static_cast<size_t>(h >> shift_);
+  }
+  void rehash(size_t capacity) {
+    size_t cap = 16;
+    int bits = 4;
+    while (cap < capacity) {
+      cap <<= 1;
+      ++bits;
+    }
+    std::vector<index_t> old_keys;
+    std::vector<int64_t> old_values;
+    old_keys.swap(keys_);
+    old_values.swap(values_);
+    keys_.assign(cap, kEmpty);
+    values_.assign(cap, 0);
+    mask_ = cap - 1;
+    shift_ = 64 - bits;
+    size_ = 0;
+    for (size_t i = 0; i < old_keys.size(); ++i)
+      if (old_keys[i] != kEmpty) insert(old_keys[i], old_values[i]);
+  }
+  std::vector<index_t> keys_;
+  std::vector<int64_t> values_;
+  size_t mask_ = 0, size_ = 0;
+  int shift_ = 60;
+};
+
+struct Entry {
+  index_t index;
+  double diam;  // stored in double; the values themselves are of the filtration's value type
+  int32_t coef;
+};
+
+// Filtration order: smaller diameter first, ties broken by larger index first.
+inline bool later_in_filtration(double da, index_t ia, double db, index_t ib) {
+  return da > db || (da == db && ia < ib);
+}
+struct HeapLater {
+  bool operator()(const Entry& a, const Entry& b) const {
+    return later_in_filtration(a.diam, a.index, b.diam, b.index);
+  }
+};
+
+struct Column {
+  index_t index;
+  double diam;
+  index_t zero_cofacet;  // earliest cofacet when it has the same diameter, else kNone
+};
+
+// Where a pivot's reduced column lives.
+struct PivotSlot {
+  index_t simplex;   // the column's simplex
+  int64_t begin;     // into stored entries; -1: the plain coboundary of `simplex`
+  int64_t end;
+  int32_t pivot_coef;
+};
+
+template <typename value_t>
+class RipsComputer {
+ public:
+  RipsComputer(const double* dist, int64_t n, const RipsOptions& opt)
+      : n_(n), maxdim_(opt.maxdim), p_(opt.coeff), binom_(n, opt.maxdim + 2), dist_(n * n) {
+    for (int64_t i = 0; i < n * n; ++i) dist_[i] = static_cast<value_t>(dist[i]);
+    // Enclosing radius: at this value the complex is a cone, so nothing of degree >= 1 survives
+    // past it and H0 is one component; truncating there changes no diagram (Henselman-Petrusek).
+    double enclosing = std::numeric_limits<double>::infinity();
+    for (int64_t i = 0; i < n; ++i) {
+      double r = 0;
+      for (int64_t j = 0; j < n; ++j) r = std::max(r, static_cast<double>(dist_[i * n + j]));
+      enclosing = std::min(enclosing, r);
+    }
+    // the user's threshold rounded to the filtration's value type, as the distances are
+    threshold_ = std::min(static_cast<double>(static_cast<value_t>(opt.threshold)), enclosing);
+    inverse_.assign(p_, 0);
+    for (int a = 1; a < p_; ++a)
+      for (int b = 1; b < p_; ++b)
+        if ((a * b) % p_ == 1) inverse_[a] = b;
+    out_.assign(maxdim_ + 1, {});
+  }
+
+  Diagrams run() {
+    if (n_ == 0) return out_;
+    // Dimension 1 needs no clearing list for dimension 0: compute_h0 hands over only the edges that
+    // did not merge two components (the others are the dimension-0 pivots).
+    std::vector<Column> edges_to_reduce;
+    std::vector<Column> simplices;  // all (d-1)-simplices within the threshold, for building dimension d
+    compute_h0(edges_to_reduce, simplices);
+    IndexMap cleared;      // d-simplices that are pivots of dimension d-1 (incl. apparent pairs)
+    IndexMap next_cleared;
+    IndexMap pivots;       // (d+1)-simplex -> slot in slots_
+    for (int d = 1; d <= maxdim_; ++d) {
+      const bool keep_next = d < maxdim_;
+      next_cleared.clear();
+      std::vector<Column> columns;
+      if (d == 1) {
+        columns.reserve(edges_to_reduce.size());
+        int64_t v[8];
+        for (const Column& e : edges_to_reduce) {
+          get_vertices(e.index, 1, v);
+          add_column_or_record_apparent(e.index, e.diam, 1, v, keep_next, columns, next_cleared);
+        }
+        edges_to_reduce.clear();
+        edges_to_reduce.shrink_to_fit();
+      } else {
+        std::vector<Column> next;
+        if (keep_next) next.reserve(simplices.size());
+        // simplices holds the (d-1)-simplices; adding a vertex above all of theirs gives every
+        // d-simplex exactly once
+        int64_t tv[8];
+        const value_t* row[8];
+        for (const Column& s : simplices) {
+          get_vertices(s.index, d - 1, tv + 1);  // tv = [w, vertices of s descending]
+          for (int i = 0; i < d; ++i) row[i] = dist_.data() + tv[1 + i] * n_;
+          for (int64_t w = n_ - 1; w > tv[1]; --w) {
+            value_t dmax = row[0][w];
+            for (int i = 1; i < d; ++i) dmax = std::max(dmax, row[i][w]);
+            const double diam = std::max(s.diam, static_cast<double>(dmax));
+            if (diam > threshold_) continue;
+            const index_t idx = s.index + binom_(w, d + 1);
+            if (keep_next) next.push_back({idx, diam, kNone});
+            if (cleared.contains(idx)) continue;  // clearing: a pivot of dimension d-1
+            tv[0] = w;
+            add_column_or_record_apparent(idx, diam, d, tv, keep_next, columns, next_cleared);
+          }
+        }
+        simplices.swap(next);
+      }
+      std::sort(columns.begin(), columns.end(), [](const Column& a, const Column& b) {
+        return later_in_filtration(a.diam, a.index, b.diam, b.index);
+      });
+      pivots.clear();
+      slots_.clear();
+      stored_.clear();
+      reduce_dimension(d, columns, pivots);
+      if (keep_next) {
+        pivots.for_each([&](index_t key, int64_t) { next_cleared.insert(key, 0); });
+        std::swap(cleared, next_cleared);
+      }
+    }
+    return out_;
+  }
+
+  // A d-simplex that forms an apparent pair with its earliest cofacet is not a column: the pair
+  // has zero persistence, and the cofacet is recorded for clearing in dimension d+1. Otherwise it
+  // becomes a column (with its zero-diameter earliest cofacet, if any, for the emergent check).
+  bool add_column_or_record_apparent(index_t idx, double diam, int d, const int64_t* v, bool keep_next,
+                                     std::vector<Column>& columns, IndexMap& next_cleared) const {
+    int64_t w = -1;
+    const index_t z = zero_pivot_cofacet_v(idx, diam, d, v, &w);
+    if (z == kNone) {
+      columns.push_back({idx, diam, z});
+      return false;
+    }
+    // vertices of the cofacet: v with w inserted (descending), no decoding needed
+    int64_t u[8], f[8];
+    int c = 0, i = 0;
+    for (; i <= d && v[i] > w; ++i) u[c++] = v[i];
+    u[c++] = w;
+    for (; i <= d; ++i) u[c++] = v[i];
+    if (zero_pivot_facet_v(diam, d + 1, u, f) == idx) {
+      if (keep_next) next_cleared.insert(z, 0);
+      return true;
+    }
+    columns.push_back({idx, diam, z});
+    return false;
+  }
+
+ private:
+  double diameter_of(const int64_t* v, int count) const {
+    double diam = 0;
+    for (int i = 0; i < count; ++i)
+      for (int j = i + 1; j < count; ++j) diam = std::max(diam, static_cast<double>(dist_[v[i] * n_ + v[j]]));
+    return diam;
+  }
+
+  // Vertices of a dim-simplex, descending.
+  void get_vertices(index_t idx, int dim, int64_t* out) const {
+    int64_t top = n_ - 1;
+    for (int k = dim + 1; k >= 1; --k) {
+      // largest v in [k-1, top] with C(v, k) <= idx
+      int64_t lo = k - 1, hi = top;
+      while (lo < hi) {
+        const int64_t mid = lo + (hi - lo + 1) / 2;
+        if (binom_(mid, k) <= idx) lo = mid;
+        else hi = mid - 1;
+      }
+      out[dim + 1 - k] = lo;
+      idx -= binom_(lo, k);
+      top = lo - 1;
+    }
+  }
+
+  // Earliest cofacet of a simplex if its diameter equals `diam`, else kNone. Cofacets come in
+  // descending index order, so the first with that diameter is the earliest.
+  index_t zero_pivot_cofacet(index_t idx, double diam, int dim) const {
+    int64_t v[8];
+    get_vertices(idx, dim, v);
+    return zero_pivot_cofacet_v(idx, diam, dim, v);
+  }
+
+  // The same with the vertices (descending) known. Reads rows of the (symmetric) distance matrix,
+  // so the scan over w is contiguous in memory.
+  // `added` (optional) receives the vertex that makes the cofacet.
+  index_t zero_pivot_cofacet_v(index_t idx, double diam, int dim, const int64_t* v, int64_t* added = nullptr) const {
+    const value_t limit = static_cast<value_t>(diam);  // exact: diam is a value_t value
+    const value_t* row[8];
+    for (int i = 0; i <= dim; ++i) row[i] = dist_.data() + v[i] * n_;
+    // w runs down through the gaps between the simplex's vertices; in the gap below the j-th
+    // vertex, j vertices lie above w (combinatorial-number-system bookkeeping per gap)
+    index_t below = idx, above = 0;
+    int k = dim + 1;
+    int64_t hi = n_ - 1;
+    for (int j = 0; j <= dim + 1; ++j) {
+      const int64_t lo = j <= dim ? v[j] + 1 : 0;
+      for (int64_t w = hi; w >= lo; --w) {
+        if (row[0][w] > limit) continue;
+        bool equal = true;
+        for (int i = 1; i <= dim; ++i)
+          if (row[i][w] > limit) {
+            equal = false;
+            break;
+          }
+        if (equal) {
+          if (added != nullptr) *added = w;
+          return above + binom_(w, k + 1) + below;
+        }
+      }
+      if (j <= dim) {
+        below -= binom_(v[j], k);
+        above += binom_(v[j], k + 1);
+        --k;
+        hi = v[j] - 1;
+      }
+    }
+    return kNone;
+  }
+
+  // Latest facet of a simplex if its diameter equals `diam`, else kNone. Facets in ascending index
+  // order (dropping the largest vertex first); the first with that diameter is the latest.
+  // `facet` receives the facet's vertices when one is found.
+  index_t zero_pivot_facet_v(double diam, int dim, const int64_t* u, int64_t* facet) const {
+    for (int j = 0; j <= dim; ++j) {
+      int c = 0;
+      for (int i = 0; i <= dim; ++i)
+        if (i != j) facet[c++] = u[i];
+      if (diameter_of(facet, dim) == diam) {
+        index_t fidx = 0;
+        for (int i = 0; i < dim; ++i) fidx += binom_(facet[i], dim - i);
+        return fidx;
+      }
+    }
+    return kNone;
+  }
+
+  index_t zero_pivot_facet(index_t idx, double diam, int dim) const {
+    int64_t u[8], f[8];
+    get_vertices(idx, dim, u);
+    return zero_pivot_facet_v(diam, dim, u, f);
+  }
+
+  // Appends the coboundary (within the threshold) of a dim-simplex, times `factor`.
+  void coboundary(index_t idx, double diam, int dim, int32_t factor, std::vector<Entry>& out) const {
+    int64_t v[8];
+    get_vertices(idx, dim, v);
+    const value_t* row[8];
+    for (int i = 0; i <= dim; ++i) row[i] = dist_.data() + v[i] * n_;
+    const int32_t negated = (p_ - factor) % p_;
+    index_t below = idx, above = 0;
+    int k = dim + 1;
+    int64_t hi = n_ - 1;
+    for (int j = 0; j <= dim + 1; ++j) {
+      const int64_t lo = j <= dim ? v[j] + 1 : 0;
+      const int32_t coef = (j & 1) ? negated : factor;  // orientation: (-1)^(vertices above w)
+      for (int64_t w = hi; w >= lo; --w) {
+        value_t dmax = row[0][w];
+        for (int i = 1; i <= dim; ++i) dmax = std::max(dmax, row[i][w]);
+        const double d = std::max(diam, static_cast<double>(dmax));
+        if (d > threshold_) continue;
+        out.push_back({above + binom_(w, k + 1) + below, d, coef});
+      }
+      if (j <= dim) {
+        below -= binom_(v[j], k);
+        above += binom_(v[j], k + 1);
+        --k;
+        hi = v[j] - 1;
+      }
+    }
+  }
+
+  double simplex_diameter(index_t idx, int dim) const {
+    int64_t v[8];
+    get_vertices(idx, dim, v);
+    return diameter_of(v, dim + 1);
+  }
+
+  // Pops the earliest entry with a nonzero total coefficient; false when the column is zero.
+  bool pop_pivot(std::vector<Entry>& heap, Entry& pivot) {
+    HeapLater cmp;
+    while (!heap.empty()) {
+      std::pop_heap(heap.begin(), heap.end(), cmp);
+      Entry e = heap.back();
+      heap.pop_back();
+      int64_t coef = e.coef;
+      while (!heap.empty() && heap.front().index == e.index) {
+        coef += heap.front().coef;
+        std::pop_heap(heap.begin(), heap.end(), cmp);
+        heap.pop_back();
+      }
+      coef %= p_;
+      if (coef != 0) {
+        e.coef = static_cast<int32_t>(coef);
+        pivot = e;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  void push_all(std::vector<Entry>& heap, const std::vector<Entry>& add) {
+    HeapLater cmp;
+    for (const Entry& e : add) {
+      heap.push_back(e);
+      std::push_heap(heap.begin(), heap.end(), cmp);
+    }
+  }
+
+  int32_t coefficient_of(const std::vector<Entry>& col, index_t idx) const {
+    for (const Entry& e : col)
+      if (e.index == idx) return e.coef;
+    fail("vietoris_rips: internal error, pivot missing from a column");
+  }
+
+  void reduce_dimension(int d, const std::vector<Column>& columns, IndexMap& pivots) {
+    std::vector<Entry> heap, scratch;
+    auto add_pivot = [&](index_t pivot, const PivotSlot& slot) {
+      pivots.insert(pivot, static_cast<int64_t>(slots_.size()));
+      slots_.push_back(slot);
+    };
+    for (const Column& col : columns) {
+      // Emergent pair: the earliest cofacet has the column's diameter and no column holds it yet
+      // (neither a reduced one nor a skipped apparent one), so the column is already reduced.
+      if (col.zero_cofacet != kNone && !pivots.contains(col.zero_cofacet)) {
+        const index_t f = zero_pivot_facet(col.zero_cofacet, col.diam, d + 1);
+        const bool taken_by_apparent =
+            f != kNone && f != col.index && zero_pivot_cofacet(f, col.diam, d) == col.zero_cofacet;
+        if (!taken_by_apparent) {
+          scratch.clear();
+          coboundary(col.index, col.diam, d, 1, scratch);
+          add_pivot(col.zero_cofacet, {col.index, -1, -1, coefficient_of(scratch, col.zero_cofacet)});
+          continue;
+        }
+      }
+      heap.clear();
+      coboundary(col.index, col.diam, d, 1, heap);
+      std::make_heap(heap.begin(), heap.end(), HeapLater());
+      Entry pivot;
+      while (true) {
+        if (!pop_pivot(heap, pivot)) {  // zero column: an essential class
+          out_[d].push_back(col.diam);
+          out_[d].push_back(std::numeric_limits<double>::infinity());
+          break;
+        }
+        const int64_t* found = pivots.find(pivot.index);
+        index_t apparent = kNone;
+        if (found == nullptr) {
+          const index_t f = zero_pivot_facet(pivot.index, pivot.diam, d + 1);
+          if (f != kNone && zero_pivot_cofacet(f, pivot.diam, d) == pivot.index) apparent = f;
+        }
+        if (found == nullptr && apparent == kNone) {
+          // new pivot: store the reduced column (pivot first, then the rest in filtration order)
+          PivotSlot slot{col.index, static_cast<int64_t>(stored_.size()), 0, pivot.coef};
+          stored_.push_back(pivot);
+          Entry e;
+          while (pop_pivot(heap, e)) stored_.push_back(e);
+          slot.end = static_cast<int64_t>(stored_.size());
+          add_pivot(pivot.index, slot);
+          if (pivot.diam > col.diam) {
+            out_[d].push_back(col.diam);
+            out_[d].push_back(pivot.diam);
+          }
+          break;
+        }
+        // add factor × (the other column) so that the pivot cancels
+        heap.push_back(pivot);
+        std::push_heap(heap.begin(), heap.end(), HeapLater());
+        scratch.clear();
+        const PivotSlot* slot = found != nullptr ? &slots_[*found] : nullptr;
+        if (slot != nullptr && slot->begin >= 0) {
+          const int32_t factor = static_cast<int32_t>(((p_ - pivot.coef) % p_) * inverse_[slot->pivot_coef] % p_);
+          for (int64_t i = slot->begin; i < slot->end; ++i) {
+            Entry e = stored_[i];
+            e.coef = static_cast<int32_t>((static_cast<int64_t>(e.coef) * factor) % p_);
+            scratch.push_back(e);
+          }
+        } else {  // a column that is its own coboundary (emergent or apparent): recompute it
+          const index_t simplex = slot != nullptr ? slot->simplex : apparent;
+          coboundary(simplex, simplex_diameter(simplex, d), d, 1, scratch);
+          const int32_t other_coef = slot != nullptr ? slot->pivot_coef : coefficient_of(scratch, pivot.index);
+          const int32_t factor = static_cast<int32_t>(((p_ - pivot.coef) % p_) * inverse_[other_coef] % p_);
+          for (Entry& e : scratch) e.coef = static_cast<int32_t>((static_cast<int64_t>(e.coef) * factor) % p_);
+        }
+        push_all(heap, scratch);
+      }
+    }
+  }
+
+  void compute_h0(std::vector<Column>& edges_to_reduce, std::vector<Column>& simplices) {
+    std::vector<Column> edges;
+    for (int64_t j = 1; j < n_; ++j)
+      for (int64_t i = 0; i < j; ++i) {
+        const double d = static_cast<double>(dist_[j * n_ + i]);
+        if (d <= threshold_) edges.push_back({binom_(j, 2) + i, d, kNone});
+      }
+    if (maxdim_ >= 2) simplices = edges;
+    std::sort(edges.begin(), edges.end(), [](const Column& a, const Column& b) {
+      return later_in_filtration(b.diam, b.index, a.diam, a.index);  // filtration order
+    });
+    std::vector<int64_t> parent(n_);
+    std::iota(parent.begin(), parent.end(), 0);
+    auto find = [&](int64_t x) {
+      while (parent[x] != x) {
+        parent[x] = parent[parent[x]];
+        x = parent[x];
+      }
+      return x;
+    };
+    for (const Column& e : edges) {
+      int64_t v[2];
+      get_vertices(e.index, 1, v);
+      const int64_t a = find(v[0]), b = find(v[1]);
+      if (a != b) {
+        parent[std::max(a, b)] = std::min(a, b);
+        if (e.diam > 0) {
+          out_[0].push_back(0.0);
+          out_[0].push_back(e.diam);
+        }
+      } else if (maxdim_ >= 1) {
+        edges_to_reduce.push_back(e);
+      }
+    }
+    for (int64_t i = 0; i < n_; ++i)
+      if (find(i) == i) {
+        out_[0].push_back(0.0);
+        out_[0].push_back(std::numeric_limits<double>::infinity());
+      }
+    // dimension-1 columns in reverse filtration order
+    std::reverse(edges_to_reduce.begin(), edges_to_reduce.end());
+  }
+
+  int64_t n_;
+  int maxdim_;
+  int p_;
+  BinomialTable binom_;
+  std::vector<value_t> dist_;
+  double threshold_;
+  std::vector<int> inverse_;
+  Diagrams out_;
+  std::vector<PivotSlot> slots_;
+  std::vector<Entry> stored_;
+};
+
+}  // namespace
+
+void check_index_range(int64_t n, int maxdim) {
+  MEDSEG_CHECK(maxdim >= 0 && maxdim <= 5, "maxdim: expected 0..5, got ", maxdim);
+  BinomialTable table(n, maxdim + 2);
+  (void)table;
+}
+
+Diagrams rips_from_distances(const double* dist, int64_t n, const RipsOptions& opt) {
+  MEDSEG_CHECK(opt.maxdim >= 0 && opt.maxdim <= 5, "maxdim: expected 0..5, got ", opt.maxdim);
+  MEDSEG_CHECK(opt.coeff >= 2, "coeff: expected a prime, got ", opt.coeff);
+  for (int a = 2; a * a <= opt.coeff; ++a) MEDSEG_CHECK(opt.coeff % a != 0, "coeff: expected a prime, got ", opt.coeff);
+  MEDSEG_CHECK(opt.coeff < 46341, "coeff: expected a prime below 46341, got ", opt.coeff);
+  if (opt.float64) return RipsComputer<double>(dist, n, opt).run();
+  return RipsComputer<float>(dist, n, opt).run();
+}
+
+void pairwise_distances(const double* points, int64_t n, int64_t dim, Metric metric, double* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    out[i * n + i] = 0.0;
+    for (int64_t j = i + 1; j < n; ++j) {
+      const double* a = points + i * dim;
+      const double* b = points + j * dim;
+      double acc = 0;
+      for (int64_t k = 0; k < dim; ++k) {
+        const double diff = std::fabs(a[k] - b[k]);
+        if (metric == Metric::Euclidean) acc += diff * diff;
+        else if (metric == Metric::Manhattan) acc += diff;
+        else acc = std::max(acc, diff);
+      }
+      if (metric == Metric::Euclidean) acc = std::sqrt(acc);
+      out[i * n + j] = acc;
+      out[j * n + i] = acc;
+    }
+  }
+}
+
+double rips_memory_estimate(int64_t n, int maxdim, bool float64) {
+  const double value = float64 ? 8.0 : 4.0;
+  double bytes = static_cast<double>(n) * n * (8.0 + value);  // double input + value_t copy
+  // simplices of the largest reduced dimension (list + column entry), upper bound C(n, d+1)
+  double count = 1;
+  for (int k = 1; k <= std::max(1, maxdim) + 1; ++k) count = count * static_cast<double>(n - k + 1) / k;
+  if (maxdim >= 1) bytes += std::max(0.0, count) * (sizeof(Column) * 2.0);
+  else bytes += static_cast<double>(n) * (n - 1) / 2 * sizeof(Column);
+  return bytes;
+}
+
+double rips_memory_estimate_cloud(const double* dist, int64_t n, int maxdim, double threshold, bool float64) {
+  if (n == 0) return 0.0;
+  const double value = float64 ? 8.0 : 4.0;
+  // the effective threshold, as RipsComputer uses it (values compared in double here: the bound
+  // only needs to be close)
+  double enclosing = std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < n; ++i) {
+    double r = 0;
+    for (int64_t j = 0; j < n; ++j) r = std::max(r, dist[i * n + j]);
+    enclosing = std::min(enclosing, r);
+  }
+  const double thr = std::min(threshold, enclosing);
+  double edges = 0, max_degree = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    double deg = 0;
+    for (int64_t j = 0; j < n; ++j)
+      if (j != i && dist[i * n + j] <= thr) deg += 1;
+    edges += deg;
+    max_degree = std::max(max_degree, deg);
+  }
+  edges /= 2;
+  // Triangles counted exactly (bitset adjacency, popcount of common neighbours above the edge);
+  // higher counts extrapolated: N_k ≈ N_(k-1) · t / (k+1), t = 3·N_2/N_1 the mean number of
+  // triangles on an edge, capped by the degree bound N_(k-1)·(Δ−k+1)/(k+1) and by C(n, k+1).
+  double triangles = 0;
+  if (maxdim >= 2 && n >= 3) {
+    const int64_t words = (n + 63) / 64;
+    std::vector<uint64_t> adj(static_cast<size_t>(n * words), 0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        if (j != i && dist[i * n + j] <= thr) adj[i * words + j / 64] |= uint64_t(1) << (j % 64);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = i + 1; j < n; ++j) {
+        if (!(dist[i * n + j] <= thr)) continue;
+        // common neighbours k > j
+        int64_t w0 = (j + 1) / 64;
+        for (int64_t w = w0; w < words; ++w) {
+          uint64_t bits = adj[i * words + w] & adj[j * words + w];
+          if (w == w0) bits &= ~uint64_t(0) << ((j + 1) % 64);
+          triangles += static_cast<double>(__builtin_popcountll(bits));
+        }
+      }
+  }
+  double bytes = static_cast<double>(n) * n * (8.0 + value);
+  // below the top dimension every simplex is listed and may enter the clearing map; in the top
+  // dimension only columns are kept (all of them, in the worst case counted here)
+  auto per_simplex = [&](int k) { return k < maxdim ? 2.0 * sizeof(Column) + 64.0 : 1.0 * sizeof(Column); };
+  double count = edges, binom = static_cast<double>(n) * (n - 1) / 2;
+  bytes += count * per_simplex(1);
+  const double per_edge = edges > 0 ? 3.0 * triangles / edges : 0.0;
+  for (int k = 2; k <= maxdim; ++k) {
+    binom = binom * static_cast<double>(n - k) / (k + 1);
+    const double degree_bound = count * std::max(0.0, max_degree - k + 1) / (k + 1);
+    count = k == 2 ? triangles : std::min(degree_bound, count * per_edge / (k + 1));
+    count = std::min(count, binom);
+    bytes += count * per_simplex(k);
+  }
+  return bytes;
+}
+
+}  // namespace topology
+}  // namespace medseg

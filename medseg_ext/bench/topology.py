@@ -1,0 +1,274 @@
+"""Topology family benchmark: Vietoris–Rips persistence and diagram distances vs the peers.
+
+Cases (all on the same generated data, in this process, fixed seeds):
+
+* ``vr-single``: one 185-point cloud in R³ (sliding window, dim 3, τ 1, of a random series of
+  length 187, as the MCI paper's ROI series), maxdim 2: medseg_ext vs ripser.py vs giotto-ph
+  (1 and 2 threads).
+* ``vr-sphere``: 192 random points on S³ (Ripser's sphere_3_192 benchmark, regenerated), maxdim 2.
+* ``vr-batch``: B such clouds: ``vietoris_rips_batch`` (OpenMP over clouds) vs a loop of
+  giotto-ph (2 threads per cloud) and of ripser.py (ripser.py on the first 8 clouds only, scaled).
+* ``w-h0`` / ``w-h1``: one pair of H0 (184 finite points) / H1 diagrams: persim.wasserstein,
+  GUDHI (POT backend), medseg_ext (H0: the exact DP; also the assignment solver alone).
+* ``pr-matrix``: the PR matrix of one 34-ROI network (H0): persim over all ordered pairs, as the
+  authors' code does, vs ``diagram_distance_matrix`` (unique pairs, OpenMP).
+* ``pr-subject``: every PR matrix of one subject (6 networks × H0, H1, H2), medseg_ext only.
+
+Times: median wall seconds and the process CPU seconds per call (the CPU figure is robust on a
+shared machine; for threaded rows it adds up the threads). ``×ours`` = peer / medseg_ext median.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import harness
+
+PEERS = ("ripser", "giotto-ph", "persim", "gudhi", "POT")
+SIZES = {"small": {"batch": 64, "repeat_slow": 1}, "paper": {"batch": 512, "repeat_slow": 3}}
+
+
+def make_clouds(count: int, seed: int = 0, T: int = 187) -> np.ndarray:
+    """(count, T − 2, 3) float64 sliding-window clouds of random series."""
+    rng = np.random.default_rng(seed)
+    series = rng.standard_normal((count, T))
+    return np.stack([series[:, j: j + T - 2] for j in range(3)], axis=-1)
+
+
+def _peer(name: str):
+    try:
+        if name == "ripser":
+            from ripser import ripser
+            return ripser
+        if name == "giotto-ph":
+            from gph import ripser_parallel
+            return ripser_parallel
+        if name == "persim":
+            import persim
+            return persim.wasserstein
+        if name == "gudhi":
+            import ot  # noqa: F401  (GUDHI's Wasserstein needs POT)
+            from gudhi.wasserstein import wasserstein_distance
+            return wasserstein_distance
+    except Exception:  # noqa: BLE001
+        return None
+    return None
+
+
+def make_vr_case(impl: str, n_clouds: int = 1, seed: int = 0) -> harness.Case:
+    """Factory for the CaseSpec (peak memory is measured in a fresh process)."""
+    import medseg_ext
+
+    X = make_clouds(n_clouds, seed)
+    if impl == "medseg_ext":
+        if n_clouds == 1:
+            return harness.Case(run=lambda: medseg_ext.vietoris_rips(X[0], maxdim=2))
+        return harness.Case(run=lambda: medseg_ext.vietoris_rips_batch(X, maxdim=2))
+    if impl == "ripser.py":
+        fn = _peer("ripser")
+        return harness.Case(run=lambda: [fn(x, maxdim=2)["dgms"] for x in X])
+    if impl.startswith("giotto-ph"):
+        fn = _peer("giotto-ph")
+        threads = int(impl.split("(")[1].split()[0]) if "(" in impl else 1
+        return harness.Case(run=lambda: [fn(x, maxdim=2, n_threads=threads)["dgms"] for x in X])
+    raise ValueError(impl)
+
+
+def _time(fn: Callable, repeat: int, warmup: int = 1) -> dict:
+    for _ in range(warmup):
+        fn()
+    walls, cpus = [], []
+    for _ in range(repeat):
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    walls.sort()
+    cpus.sort()
+    return {"median_s": walls[len(walls) // 2], "min_s": walls[0], "cpu_s": cpus[len(cpus) // 2]}
+
+
+def _vr_rows(size: str, repeat: int, measure_memory: bool, out) -> list:
+    import medseg_ext
+
+    rows = []
+    have_ripser, have_gph = _peer("ripser") is not None, _peer("giotto-ph") is not None
+    X1 = make_clouds(1)[0]
+    ref_points = sum(len(d) for d in medseg_ext.vietoris_rips(X1, maxdim=2))
+    single = [("medseg_ext", lambda: medseg_ext.vietoris_rips(X1, maxdim=2), repeat)]
+    if have_ripser:
+        rips_fn = _peer("ripser")
+        single.append(("ripser.py", lambda: rips_fn(X1, maxdim=2), max(1, min(repeat, 3))))
+    if have_gph:
+        gph = _peer("giotto-ph")
+        single.append(("giotto-ph (1 thread)", lambda: gph(X1, maxdim=2, n_threads=1), repeat))
+        single.append(("giotto-ph (2 threads)", lambda: gph(X1, maxdim=2, n_threads=2), repeat))
+    base = None
+    for label, call, rep in single:
+        t = _time(call, rep)
+        row = {"case": "vr-single 185×3, maxdim 2", "impl": label, **t, "per_cloud_ms": t["median_s"] * 1e3,
+               "check": f"{ref_points} diagram points"}
+        if measure_memory and harness.cpu_peak_supported():
+            mem = harness.peak_memory_cpu(harness.CaseSpec("medseg_ext.bench.topology", "make_vr_case",
+                                                           {"impl": label, "n_clouds": 1}))
+            row["peak_bytes"] = mem.get("peak_bytes")
+            if "error" in mem:
+                out(f"note: peak memory of {label}: {mem['error']}")
+        base = base or row
+        row["time_ratio"] = row["median_s"] / base["median_s"]
+        rows.append(row)
+
+    # Ripser's own benchmark shape, regenerated: 192 random points on the 3-sphere, maxdim 2
+    S3 = np.random.default_rng(4).standard_normal((192, 4))
+    S3 /= np.linalg.norm(S3, axis=1, keepdims=True)
+    sphere = [("medseg_ext", lambda: medseg_ext.vietoris_rips(S3, maxdim=2), repeat)]
+    if have_ripser:
+        sphere.append(("ripser.py", lambda: rips_fn(S3, maxdim=2), 1))
+    if have_gph:
+        sphere.append(("giotto-ph (1 thread)", lambda: gph(S3, maxdim=2, n_threads=1), repeat))
+    s3_points = sum(len(d) for d in medseg_ext.vietoris_rips(S3, maxdim=2))
+    base = None
+    for label, call, rep in sphere:
+        t = _time(call, rep)
+        row = {"case": "vr-sphere 192 pts on S³, maxdim 2", "impl": label, **t, "per_cloud_ms": t["median_s"] * 1e3,
+               "check": f"{s3_points} diagram points"}
+        base = base or row
+        row["time_ratio"] = row["median_s"] / base["median_s"]
+        rows.append(row)
+
+    B = SIZES[size]["batch"]
+    XB = make_clouds(B, seed=1)
+    batch_rows = [("medseg_ext (batch, 2 threads)", lambda: medseg_ext.vietoris_rips_batch(XB, maxdim=2), B, 1)]
+    if have_gph:
+        gph = _peer("giotto-ph")
+        batch_rows.append(("giotto-ph (loop, 2 threads)",
+                           lambda: [gph(x, maxdim=2, n_threads=2) for x in XB], B, 1))
+    if have_ripser:
+        rips_fn = _peer("ripser")
+        sub = min(8, B)
+        batch_rows.append((f"ripser.py (loop; first {sub} clouds, scaled)",
+                           lambda: [rips_fn(x, maxdim=2) for x in XB[:sub]], sub, 1))
+    base = None
+    for label, call, count, rep in batch_rows:
+        t = _time(call, max(1, min(rep, repeat)), warmup=0 if count > 8 else 1)
+        scale = B / count
+        row = {"case": f"vr-batch {B}×(185×3), maxdim 2", "impl": label, "median_s": t["median_s"] * scale,
+               "min_s": t["min_s"] * scale, "cpu_s": t["cpu_s"] * scale, "per_cloud_ms": t["median_s"] / count * 1e3}
+        base = base or row
+        row["time_ratio"] = row["median_s"] / base["median_s"]
+        rows.append(row)
+    return rows
+
+
+def _diagram_rows(size: str, repeat: int, out) -> list:
+    import torch
+
+    import medseg_ext
+    from medseg_ext import _dispatch
+    from medseg_ext._tensor import desc
+
+    rows = []
+    X = make_clouds(2, seed=2)
+    dg = [medseg_ext.vietoris_rips(x, maxdim=1) for x in X]
+    persim_w, gudhi_w = _peer("persim"), _peer("gudhi")
+    C_ = _dispatch.extension()
+    for k in (0, 1):
+        a = dg[0][k].numpy()
+        b = dg[1][k].numpy()
+        fa, fb = a[np.isfinite(a[:, 1])], b[np.isfinite(b[:, 1])]
+        impls = [("medseg_ext" + (" (H0 DP)" if k == 0 else ""),
+                  lambda: medseg_ext.wasserstein(a, b, q=1, ground="l2"))]
+        if k == 0:
+            ta, tb = torch.from_numpy(np.ascontiguousarray(fa)), torch.from_numpy(np.ascontiguousarray(fb))
+            impls.append(("medseg_ext (assignment only)", lambda: C_.wasserstein_assignment_cpu(desc(ta), desc(tb), 1.0,
+                                                                                                 "l2")))
+        if persim_w is not None:
+            impls.append(("persim", lambda: persim_w(a, b)))
+        if gudhi_w is not None:
+            impls.append(("gudhi (POT)", lambda: gudhi_w(fa, fb, order=1, internal_p=2)))
+        base = None
+        for label, call in impls:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                value = float(call())
+                t = _time(call, repeat)
+            row = {"case": f"w-h{k} ({len(fa)} vs {len(fb)} points), q=1, l2", "impl": label, **t,
+                   "check": f"{value:.12g}"}
+            base = base or row
+            row["time_ratio"] = row["median_s"] / base["median_s"]
+            rows.append(row)
+
+    # PR matrix of one 34-ROI network (H0)
+    n_roi = 34
+    XR = make_clouds(n_roi, seed=3)
+    batch = medseg_ext.vietoris_rips_batch(XR, maxdim=0)
+    h0 = [d.numpy() for d in batch.dimension(0)]
+    impls = [("medseg_ext (unique pairs, 2 threads)", lambda: medseg_ext.diagram_distance_matrix(h0, ground="l2"))]
+    if persim_w is not None:
+        def persim_matrix():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return np.array([[persim_w(h0[i], h0[j]) for j in range(n_roi)] for i in range(n_roi)])
+        impls.append(("persim (all ordered pairs, as the authors' code)", persim_matrix))
+    base = None
+    ours = None
+    for label, call in impls:
+        M = np.asarray(call())
+        if ours is None:
+            ours = M
+        t = _time(call, 1 if "persim" in label else repeat, warmup=0 if "persim" in label else 1)
+        row = {"case": f"pr-matrix {n_roi}×{n_roi} H0, q=1, l2", "impl": label, **t,
+               "check": f"max |Δ| vs ours {np.abs(M - ours).max():.1e}"}
+        base = base or row
+        row["time_ratio"] = row["median_s"] / base["median_s"]
+        rows.append(row)
+
+    # every PR matrix of one subject: 6 networks (160 ROIs) × H0, H1, H2 (ours only; persim would
+    # need ~4,518 ordered pairs × 3 dimensions at the per-pair costs above)
+    from ..pipelines.mci import NETWORKS
+    subject = medseg_ext.vietoris_rips_batch(make_clouds(160, seed=5), maxdim=2)
+    per_dim = [subject.dimension(k) for k in range(3)]
+
+    def all_pr():
+        for k in range(3):
+            start = 0
+            for n in NETWORKS.values():
+                medseg_ext.diagram_distance_matrix(per_dim[k][start:start + n], q=1, ground="l2")
+                start += n
+
+    t = _time(all_pr, repeat)
+    rows.append({"case": "pr-subject: 6 networks × H0–H2 (160 ROIs)", "impl": "medseg_ext (2 threads)", **t,
+                 "time_ratio": 1.0, "check": "6,537 unique pairs"})
+    return rows
+
+
+def run(device: str = "cpu", size: str = "small", repeat: int = 5, measure_memory: bool = True, out=print) -> dict:
+    """Runs the benchmark, prints the table, returns the results dict (CPU only: no GPU path yet)."""
+    if size not in SIZES:
+        raise ValueError(f"size: expected one of {tuple(SIZES)}, got {size!r}")
+    if str(device).startswith("cuda"):
+        out("note: the topology family has no GPU path yet; running the CPU benchmark")
+    for name in ("ripser", "giotto-ph", "persim", "gudhi"):
+        if _peer(name) is None:
+            out(f"note: peer {name} is not importable; its rows are skipped")
+    rows = _vr_rows(size, repeat, measure_memory, out) + _diagram_rows(size, repeat, out)
+    for r in rows:
+        r["median_ms"] = r["median_s"] * 1e3
+        r["cpu_ms"] = r["cpu_s"] * 1e3
+        if r.get("peak_bytes") is not None:
+            r["peak_MiB"] = r["peak_bytes"] / harness.MiB
+    base_cpu = {}
+    for r in rows:
+        base_cpu.setdefault(r["case"], r["cpu_s"])
+        r["cpu_ratio"] = r["cpu_s"] / base_cpu[r["case"]] if base_cpu[r["case"]] else None
+    cols = ["case", "impl", "median_ms", "cpu_ms", "per_cloud_ms", "time_ratio", "cpu_ratio", "peak_MiB", "check"]
+    table = harness.markdown_table(rows, cols)
+    out(table)
+    out("time_ratio: peer median / medseg_ext median (> 1: medseg_ext is faster). cpu_ms: process CPU time "
+        "(sums threads); cpu_ratio: the same ratio in CPU time (robust on a loaded machine). Peak MiB: VmHWM "
+        "growth of one call in a fresh process.")
+    return {"rows": rows, "table": table, "size": size}

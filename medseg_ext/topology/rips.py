@@ -1,0 +1,201 @@
+"""Vietoris–Rips persistent homology of point clouds (single and batched).
+
+Conventions (ripser.py's, seeds-part1.md §3.4): the filtration value of a simplex is its diameter
+(the full pairwise distance, not half of it); a simplex is present at values >= its diameter and
+<= ``threshold``; pairs with death == birth are not reported; essential classes have death = +inf;
+H0 has one essential bar (0, inf) per connected component, all H0 births are 0. Filtration values
+are rounded to float32 by default, exactly as ripser.py does, so diagrams equal ripser.py's
+bit for bit; ``precision="float64"`` keeps double precision. Diagrams come back as float64.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, List, Optional, Sequence
+
+import torch
+
+from .. import _dispatch
+from .._tensor import desc
+from ._inputs import (as_float64_tensor, check_coeff, check_distance_matrices, check_distance_matrix, check_finite,
+                      check_int, check_memory, check_metric, check_precision, check_threshold, resolve_memory_limit)
+
+MAX_DIM = 5
+
+
+def rips_memory_estimate(n_points: int, maxdim: int = 1, precision: str = "float32") -> int:
+    """Data-free upper bound (bytes) of the dominant allocations for one cloud of ``n_points``
+    points: the distance matrix and C(n, maxdim+1) simplices of the largest dimension. The ops
+    themselves check a tighter bound from the data (edges within the threshold and the largest
+    vertex degree) against ``memory_limit`` when this one is large."""
+    n = check_int(n_points, "n_points", 0, 2**62)
+    md = check_int(maxdim, "maxdim", 0, MAX_DIM)
+    return int(_dispatch.extension().rips_memory_estimate(n, md, check_precision(precision)))
+
+
+def _distance_bytes(n: int, float64: bool) -> float:
+    """The n×n distance matrices every call allocates (double input + filtration-typed copy)."""
+    return float(n) * n * (8 + (8 if float64 else 4))
+
+
+def _prepare_cloud(x: Any, distance_matrix: bool, arg: str) -> torch.Tensor:
+    t = as_float64_tensor(x, arg)
+    if distance_matrix:
+        return check_distance_matrix(t, arg)
+    if t.dim() == 1 and t.numel() == 0:
+        t = t.reshape(0, 1)
+    if t.dim() != 2:
+        raise ValueError(f"{arg}: expected an (n, d) point cloud, got shape {tuple(t.shape)} "
+                         "(pass distance_matrix=True for an (n, n) distance matrix)")
+    check_finite(t, arg)
+    if t.shape[0] > 0 and t.shape[1] == 0:
+        raise ValueError(f"{arg}: points have 0 coordinates")
+    return t
+
+
+def vietoris_rips(points_or_distance_matrix: Any, maxdim: int = 1, threshold: Any = math.inf,
+                  metric: str = "euclidean", coeff: int = 2, distance_matrix: bool = False,
+                  precision: str = "float32", memory_limit: Optional[float] = None) -> List[torch.Tensor]:
+    """Persistence diagrams H0..H_maxdim of the Vietoris–Rips filtration of one point cloud.
+
+    Args:
+        points_or_distance_matrix: (n, d) coordinates, or an (n, n) distance matrix with
+            ``distance_matrix=True`` (symmetric, >= 0, zero diagonal).
+        maxdim: highest homology dimension (0..5; 2 is the MCI paper's setting).
+        threshold: largest filtration value kept; ``inf`` or ``"enclosing"`` for the full
+            filtration (computed exactly up to the enclosing radius).
+        metric: ``"euclidean"`` (default), ``"manhattan"`` or ``"chebyshev"`` for coordinates.
+        coeff: prime p of the coefficient field Z/p (2 by default, as ripser.py).
+        precision: ``"float32"`` (ripser.py parity) or ``"float64"`` filtration values.
+        memory_limit: bytes; a ``MemoryError`` is raised before any work when the estimated
+            peak exceeds it (first the data-free ``rips_memory_estimate``; when that does not fit,
+            an estimate from the distances: edges and triangles within the threshold counted,
+            higher simplex counts extrapolated). None: the machine's physical memory.
+
+    Returns:
+        ``maxdim + 1`` float64 tensors of shape (k_i, 2) holding (birth, death) rows, in no
+        particular order (compare sorted).
+    """
+    md = check_int(maxdim, "maxdim", 0, MAX_DIM)
+    thr = check_threshold(threshold)
+    p = check_coeff(coeff)
+    met = check_metric(metric)
+    f64 = check_precision(precision)
+    t = _prepare_cloud(points_or_distance_matrix, bool(distance_matrix), "points_or_distance_matrix")
+    C_ = _dispatch.extension()
+    n = int(t.shape[0])
+    C_.rips_check_index_range(n, md)  # ValueError on 64-bit simplex index overflow, before the estimate
+    dim = 0 if distance_matrix else int(t.shape[1])
+    limit = resolve_memory_limit(memory_limit)
+    if C_.rips_memory_estimate(n, md, f64) > limit:  # the data-free bound does not fit: bound from the data
+        # the distance matrices alone (which the estimate from the data also needs) must fit first
+        check_memory(_distance_bytes(n, f64), limit, "vietoris_rips")
+        estimate = C_.rips_estimate_cpu(desc(t.reshape(-1)), [n], dim, md, thr, met, f64)[0]
+        check_memory(estimate, limit, "vietoris_rips")
+    out = C_.rips_cpu(desc(t), bool(distance_matrix), md, thr, p, met, f64)
+    return [torch.from_numpy(a) for a in out]
+
+
+class RaggedDiagrams:
+    """Diagrams of B clouds, per homology dimension k: ``values[k]`` (total_k, 2) float64 and
+    ``offsets[k]`` (B + 1) int64, cloud b's H_k = ``values[k][offsets[k][b]:offsets[k][b+1]]``.
+
+    ``len(r)`` is B; ``r[b]`` is cloud b's list of per-dimension tensors (views, no copy);
+    ``r.to_list()`` gives all of them.
+    """
+
+    def __init__(self, values: Sequence[torch.Tensor], offsets: Sequence[torch.Tensor]):
+        self.values = list(values)
+        self.offsets = list(offsets)
+
+    @property
+    def maxdim(self) -> int:
+        return len(self.values) - 1
+
+    def __len__(self) -> int:
+        return int(self.offsets[0].numel()) - 1 if self.offsets else 0
+
+    def dimension(self, k: int) -> List[torch.Tensor]:
+        """H_k diagram of every cloud (views)."""
+        o = self.offsets[k].tolist()
+        return [self.values[k][o[b]:o[b + 1]] for b in range(len(o) - 1)]
+
+    def __getitem__(self, b: int) -> List[torch.Tensor]:
+        B = len(self)
+        if not -B <= b < B:
+            raise IndexError(f"cloud index {b} out of range for {B} clouds")
+        b %= B
+        return [self.values[k][int(self.offsets[k][b]):int(self.offsets[k][b + 1])] for k in range(len(self.values))]
+
+    def to_list(self) -> List[List[torch.Tensor]]:
+        per_dim = [self.dimension(k) for k in range(len(self.values))]
+        return [[per_dim[k][b] for k in range(len(per_dim))] for b in range(len(self))]
+
+    def __repr__(self) -> str:
+        counts = [int(v.shape[0]) for v in self.values]
+        return f"RaggedDiagrams(clouds={len(self)}, maxdim={self.maxdim}, points_per_dim={counts})"
+
+
+def vietoris_rips_batch(clouds: Any, maxdim: int = 1, threshold: Any = math.inf, metric: str = "euclidean",
+                        coeff: int = 2, distance_matrix: bool = False, precision: str = "float32",
+                        memory_limit: Optional[float] = None) -> RaggedDiagrams:
+    """Diagrams of many clouds in one call, parallel over clouds (OpenMP, deterministic), the GIL
+    released. Same conventions and arguments as :func:`vietoris_rips`.
+
+    Args:
+        clouds: a (B, n, d) tensor/array of equal-size clouds, or a sequence of (n_b, d) clouds
+            (sizes may differ, d must not); with ``distance_matrix=True`` (B, n, n) or a sequence
+            of (n_b, n_b) matrices.
+        memory_limit: bytes for the whole call (inputs, outputs and the per-thread working memory
+            of the largest cloud); ``MemoryError`` before any work when the estimate exceeds it.
+
+    Returns:
+        :class:`RaggedDiagrams` (values + offsets per dimension; ``to_list()`` for a list view).
+    """
+    md = check_int(maxdim, "maxdim", 0, MAX_DIM)
+    thr = check_threshold(threshold)
+    p = check_coeff(coeff)
+    met = check_metric(metric)
+    f64 = check_precision(precision)
+    dm = bool(distance_matrix)
+    if isinstance(clouds, (torch.Tensor,)) or (not isinstance(clouds, (list, tuple)) and hasattr(clouds, "shape")):
+        # one (B, n, d) array: validated in one vectorised pass, no per-cloud Python
+        t = as_float64_tensor(clouds, "clouds")
+        if t.dim() != 3:
+            raise ValueError(f"clouds: expected a (B, n, d) array or a sequence of (n, d) clouds, got shape "
+                             f"{tuple(t.shape)}")
+        if dm:
+            t = check_distance_matrices(t, "clouds")
+        else:
+            check_finite(t, "clouds")
+            if t.shape[1] > 0 and t.shape[2] == 0:
+                raise ValueError("clouds: points have 0 coordinates")
+        sizes = [int(t.shape[1])] * int(t.shape[0])
+        dim = 0 if dm else max(int(t.shape[2]), 1)
+        flat = t.reshape(-1).contiguous()
+    elif isinstance(clouds, (list, tuple)):
+        prepared = [_prepare_cloud(c, dm, f"clouds[{b}]") for b, c in enumerate(clouds)]
+        if not dm:
+            dims = {int(c.shape[1]) for c in prepared if c.shape[0] > 0}
+            if len(dims) > 1:
+                raise ValueError(f"clouds: every cloud needs the same number of coordinates, got {sorted(dims)}")
+            dim = dims.pop() if dims else 1
+        else:
+            dim = 0
+        sizes = [int(c.shape[0]) for c in prepared]
+        flat = torch.cat([c.reshape(-1) for c in prepared]) if prepared else torch.zeros(0, dtype=torch.float64)
+    else:
+        raise TypeError(f"clouds: expected a (B, n, d) tensor/array or a list of clouds, got {type(clouds).__name__}")
+    C_ = _dispatch.extension()
+    largest = max(sizes, default=0)
+    C_.rips_check_index_range(largest, md)
+    threads = max(1, min(len(sizes), int(C_.build_info().get("max_threads", 1))))
+    limit = resolve_memory_limit(memory_limit)
+    data_bytes = flat.numel() * 8
+    out_bytes = sum(sizes) * (md + 1) * 2 * 8 * 2  # rough: at most ~n pairs per dimension, values + copy
+    per_cloud = C_.rips_memory_estimate(largest, md, f64)
+    if threads * per_cloud + 2 * data_bytes + out_bytes > limit:  # data-free bound too big: bound from the data
+        check_memory(threads * _distance_bytes(largest, f64) + 2 * data_bytes, limit, "vietoris_rips_batch")
+        per_cloud = max(C_.rips_estimate_cpu(desc(flat), sizes, dim, md, thr, met, f64), default=0.0)
+    check_memory(threads * per_cloud + 2 * data_bytes + out_bytes, limit, "vietoris_rips_batch")
+    values, offsets = C_.rips_batch_cpu(desc(flat), sizes, dim, md, thr, p, met, f64)
+    return RaggedDiagrams([torch.from_numpy(v) for v in values], [torch.from_numpy(o) for o in offsets])
