@@ -35,7 +35,8 @@ void sigmoid_focal_cpu(const TensorDesc& logits, const TensorDesc& labels, const
 
 // pred, target (N, 4) boxes x1 y1 x2 y2 of the same float dtype; weight (N); loss = 1 − GIoU with
 // mmdet's eps rule: union and enclosing area are clamped below by eps. The gradient is the one
-// torch autograd gives for mmdet's formula (ties of max/min split the gradient in half).
+// torch autograd gives for mmdet's formula (ties of max/min split the gradient in half; a clamp at
+// exactly 0 passes none).
 void giou_cpu(const TensorDesc& pred, const TensorDesc& target, const TensorDesc& weight, double eps, double scale,
               const DetectionOutputs& out);
 

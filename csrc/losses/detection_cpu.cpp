@@ -193,7 +193,7 @@ void focal_impl(const TensorDesc& logits, const TensorDesc& labels, const Tensor
   const T alpha = T(alpha_d), gamma = T(gamma_d), scale = T(scale_d);
   const bool gamma_two = gamma_d == 2.0;
   if (g.n == 0 || C == 0) {
-    *out.loss_sum = 0.0;
+    *out.loss_sum = scale_d * 0.0;  // NaN for the mean of nothing, as torch.mean
     return;
   }
   const int64_t rows_per_tile = std::max<int64_t>(1, kTileElems / C);
@@ -294,7 +294,8 @@ void giou_impl(const TensorDesc& pred, const TensorDesc& target, const TensorDes
       const T loss = T(1) - giou;
       acc += double(loss * w);
       if (le) store_from(le + i, double(loss * w * scale));
-      // backward of loss = 1 − giou, the way autograd runs through those ops
+      // backward of loss = 1 − giou, the way torch autograd runs through those ops: clamp(min=0)
+      // passes the gradient only where its input is > 0, a max/min tie splits it in half
       const T up = -w * scale;  // dL/dgiou
       const T g_overlap_direct = up / uni;
       const T g_uni = up * (-overlap / (uni * uni) + T(1) / enc);
@@ -302,10 +303,10 @@ void giou_impl(const TensorDesc& pred, const TensorDesc& target, const TensorDes
       const T g_union_raw = g_uni * dmax(union_raw, eps);
       const T g_overlap = g_overlap_direct - g_union_raw;
       const T g_enc_raw = g_enc * dmax(enc_raw, eps);
-      const T g_ewx = g_enc_raw * ewy * (ewx_raw >= T(0) ? T(1) : T(0));
-      const T g_ewy = g_enc_raw * ewx * (ewy_raw >= T(0) ? T(1) : T(0));
-      const T g_iwx = g_overlap * cwy * (iwx >= T(0) ? T(1) : T(0));
-      const T g_iwy = g_overlap * cwx * (iwy >= T(0) ? T(1) : T(0));
+      const T g_ewx = g_enc_raw * ewy * (ewx_raw > T(0) ? T(1) : T(0));
+      const T g_ewy = g_enc_raw * ewx * (ewy_raw > T(0) ? T(1) : T(0));
+      const T g_iwx = g_overlap * cwy * (iwx > T(0) ? T(1) : T(0));
+      const T g_iwy = g_overlap * cwx * (iwy > T(0) ? T(1) : T(0));
       T ga[4];
       // area_a = (a2 − a0)(a3 − a1)
       ga[0] = -g_union_raw * ha;

@@ -116,6 +116,14 @@ def _backend(**tensors) -> str:
                        "move the tensors to the CPU or use medseg_ext.use_backend('reference')")
 
 
+def _use_reference(**tensors) -> bool:
+    """True when the 'reference' backend is forced; never while torch.compile traces (the kernels'
+    custom ops are what a compiled graph holds; they check the backend themselves)."""
+    if torch.compiler.is_compiling():
+        return False
+    return _backend(**tensors) == "reference"
+
+
 def _opt(t: Optional[torch.Tensor]):
     return None if t is None else desc(t)
 
@@ -202,7 +210,7 @@ def sigmoid_focal_loss(logits, labels, weight=None, *, alpha: float = 0.25, gamm
         raise ValueError(f"labels: on device {labels.device}, but logits is on {logits.device}")
     w = _weight(weight, "logits", logits.shape[0], logits.device, logits.dtype, per_element_cols=logits.shape[1])
     scale = _loss_scale(reduction, avg_factor, logits.numel(), loss_weight)
-    if _backend(logits=logits, labels=labels) == "reference":
+    if _use_reference(logits=logits, labels=labels):
         from ..reference import detection as ref
 
         return _reference(ref.torch_sigmoid_focal_loss, logits, labels, _f64(w), alpha=alpha, gamma=gamma,
@@ -260,7 +268,7 @@ def giou_loss(pred, target, weight=None, *, eps: float = 1e-6, reduction: str = 
         reduction, avg_factor, loss_weight: as in :func:`sigmoid_focal_loss`.
 
     The gradient equals torch autograd of mmdet's formula, including its tie rules (a max/min
-    tie splits the gradient in half, a zero-width clamp passes it).
+    tie splits the gradient in half, a clamp(min=0) at exactly 0 passes nothing).
     """
     pred = _as_tensor(pred, "pred")
     target = _as_tensor(target, "target")
@@ -278,7 +286,7 @@ def giou_loss(pred, target, weight=None, *, eps: float = 1e-6, reduction: str = 
             weight = weight.mean(-1)
     w = _weight(weight, "pred", pred.shape[0], pred.device, pred.dtype)
     scale = _loss_scale(reduction, avg_factor, pred.shape[0], loss_weight)
-    if _backend(pred=pred, target=target) == "reference":
+    if _use_reference(pred=pred, target=target):
         from ..reference import detection as ref
 
         return _reference(ref.torch_giou_loss, pred, _f64(target), _f64(w), eps=eps, reduction=reduction, scale=scale)
@@ -376,7 +384,7 @@ def centerness_loss(logits, points, gt_boxes, weight=None, *, reduction: str = "
         raise ValueError(f"points: on device {points.device}, but logits is on {logits.device}")
     w = _weight(weight, "logits", logits.shape[0], logits.device, logits.dtype)
     scale = _loss_scale(reduction, avg_factor, logits.shape[0], loss_weight)
-    if _backend(logits=logits, points=points, gt_boxes=gt_boxes) == "reference":
+    if _use_reference(logits=logits, points=points, gt_boxes=gt_boxes):
         from ..reference import detection as ref
 
         loss, targets = _reference(ref.torch_centerness_loss, logits, _f64(points), _f64(gt_boxes), _f64(w),
@@ -456,7 +464,7 @@ def distribution_focal_loss(logits, target, weight=None, *, reduction: str = "me
         raise ValueError(f"target: on device {target.device}, but logits is on {logits.device}")
     w = _weight(weight, "logits", logits.shape[0], logits.device, logits.dtype)
     scale = _loss_scale(reduction, avg_factor, logits.shape[0], loss_weight)
-    if _backend(logits=logits, target=target) == "reference":
+    if _use_reference(logits=logits, target=target):
         return _reference(_torch_dfl_any_target, logits, _f64(target), _f64(w), reduction=reduction, scale=scale)
     loss, _ = _dfl_op(logits, target.to(_compute_dtype(logits.dtype)), w, scale, reduction == "none")
     return loss
