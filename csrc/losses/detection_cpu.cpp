@@ -12,7 +12,12 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #include "common/dtype.h"
 #include "common/isa.h"
@@ -29,6 +34,13 @@ constexpr int64_t kChunkElems = 65536;  // elements per parallel job (fixed: det
 
 // ---------------------------------------------------------------- vectorisable float math
 
+// Forced inlining: a call left in the element loop stops the vectoriser.
+#if defined(__GNUC__)
+#define MEDSEG_DET_INLINE inline __attribute__((always_inline))
+#else
+#define MEDSEG_DET_INLINE inline
+#endif
+
 inline float as_float(int32_t i) {
   float f;
   std::memcpy(&f, &i, sizeof(f));
@@ -42,7 +54,7 @@ inline int32_t as_int(float f) {
 
 // exp(x): x = k ln2 + r (two-part ln2), degree-6 polynomial for exp(r) (Cephes expf
 // coefficients), 2^k built in the exponent bits. Underflow gives exactly 0.
-inline float fexp(float x) {
+MEDSEG_DET_INLINE float fexp(float x) {
   const float xc = std::min(std::max(x, -87.3f), 88.7f);
   const float k = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round to nearest
   float r = xc - k * 0.693359375f;
@@ -59,7 +71,7 @@ inline float fexp(float x) {
 
 // log(x) for normal x > 0: x = m·2^e with m in [√½, √2), log(1 + f) by the Cephes logf
 // polynomial, e·ln2 added in two parts.
-inline float flog(float x) {
+MEDSEG_DET_INLINE float flog(float x) {
   const int32_t bits = as_int(x);
   int32_t e = ((bits >> 23) & 0xff) - 126;
   float m = as_float((bits & 0x807fffff) | 0x3f000000);  // in [0.5, 1)
@@ -85,31 +97,16 @@ inline float flog(float x) {
 
 // log(1 + e) for e in [0, 1], accurate for tiny e: log(u)·e/(u − 1) with u = 1 + e (the rounding
 // of u cancels), and e itself when u rounds to 1.
-inline float flog1p_unit(float e) {
+MEDSEG_DET_INLINE float flog1p_unit(float e) {
   const float u = 1.0f + e;
   const float d = u - 1.0f;
-  return d == 0.0f ? e : flog(u) * (e / d);
+  const float lg = flog(u);  // computed unconditionally: a call inside a select blocks if-conversion
+  return d == 0.0f ? e : lg * (e / (d == 0.0f ? 1.0f : d));
 }
 
 inline double fexp(double x) { return std::exp(x); }
 inline double flog(double x) { return std::log(x); }
 inline double flog1p_unit(double e) { return std::log1p(e); }
-
-// pt^γ and γ·pt^(γ−1) for pt in [0, 1]; the derivative term is 0 at pt = 0 unless γ = 1.
-template <typename T>
-inline void focal_power(T pt, T gamma, bool gamma_two, T& mod, T& dmod) {
-  if (gamma_two) {
-    mod = pt * pt;
-    dmod = T(2) * pt;
-    return;
-  }
-  const T tiny = std::numeric_limits<float>::min();  // flog needs a normal float
-  const T lg = flog(std::max(pt, tiny));
-  const bool zero = pt <= T(0);
-  mod = gamma == T(0) ? T(1) : (zero ? T(0) : fexp(gamma * lg));
-  const T pm1 = gamma == T(1) ? T(1) : (zero ? T(0) : fexp((gamma - T(1)) * lg));
-  dmod = gamma * pm1;
-}
 
 struct Rows {
   int64_t n, c;      // rows, columns
@@ -145,7 +142,11 @@ template <typename S>
 inline void store_tile(const TensorDesc& d, int64_t off, const typename compute_type<S>::type* src, int64_t m) {
   if (d.data == nullptr) return;
   S* o = static_cast<S*>(d.data) + off;
-  for (int64_t i = 0; i < m; ++i) store_from(o + i, src[i]);
+  if constexpr (std::is_same<S, typename compute_type<S>::type>::value) {
+    std::memcpy(o, src, sizeof(S) * m);
+  } else {
+    for (int64_t i = 0; i < m; ++i) store_from(o + i, src[i]);
+  }
 }
 
 template <typename T>
@@ -181,7 +182,44 @@ double chunked_rows(int64_t n_rows, int64_t row_len, F&& body) {
 
 // ---------------------------------------------------------------- sigmoid focal loss
 
-template <typename S>
+// Loss (weighted, unscaled) and gradient of m elements from contiguous tiles; a separate function on
+// restrict pointers so the vectoriser sees a plain element-wise loop.
+template <typename T, bool kGammaTwo>
+void focal_tile(const T* __restrict z, const T* __restrict t, const T* __restrict w, T* __restrict gr,
+                T* __restrict le, int64_t m, T alpha, T gamma, T scale) {
+  const T tiny = std::numeric_limits<float>::min();  // flog needs a normal float
+#pragma omp simd
+  for (int64_t i = 0; i < m; ++i) {
+    const T zi = z[i], ti = t[i], wi = w[i];
+    const T e = fexp(-std::fabs(zi));
+    const T inv = T(1) / (T(1) + e);
+    const T p = zi >= T(0) ? inv : e * inv;  // σ(z)
+    const T q = zi >= T(0) ? e * inv : inv;  // 1 − σ(z), without cancellation
+    const T bce = std::max(zi, T(0)) - zi * ti + flog1p_unit(e);
+    const bool pos = ti > T(0.5);
+    const T pt = pos ? q : p;  // |t − σ(z)|
+    const T aw = pos ? alpha : T(1) - alpha;
+    T mod, dmod;
+    if constexpr (kGammaTwo) {
+      mod = pt * pt;
+      dmod = T(2) * pt;
+    } else {
+      const T lg = flog(std::max(pt, tiny));
+      const T zero = pt <= T(0) ? T(1) : T(0);  // arithmetic masks: && would be control flow
+      const T e1 = fexp(gamma * lg), e2 = fexp((gamma - T(1)) * lg);
+      mod = zero * (gamma > T(0) ? T(1) : T(0)) > T(0) ? T(0) : e1;
+      dmod = gamma * (zero * (gamma != T(1) ? T(1) : T(0)) > T(0) ? T(0) : e2);
+    }
+    const T dpt = (pos ? -p : p) * q;  // d|t − σ(z)|/dz
+    le[i] = aw * wi * bce * mod;  // unscaled: summed in float64 by the caller
+    gr[i] = aw * wi * ((p - ti) * mod + bce * dmod * dpt) * scale;
+  }
+}
+
+// kGammaTwo: the default γ = 2 as pt·pt; otherwise pt^γ = exp(γ log pt), with 0^γ = 0 for γ > 0,
+// 0^0 = 1, and the derivative factor γ·pt^(γ−1) taken as 0 at pt = 0 unless γ = 1. Everything in
+// the element loop is a select, so it vectorises.
+template <typename S, bool kGammaTwo>
 void focal_impl(const TensorDesc& logits, const TensorDesc& labels, const TensorDesc& weight, double alpha_d,
                 double gamma_d, double scale_d, const DetectionOutputs& out) {
   using T = typename compute_type<S>::type;
@@ -191,52 +229,55 @@ void focal_impl(const TensorDesc& logits, const TensorDesc& labels, const Tensor
   const int64_t lab_stride = labels.strides[0];
   const int64_t C = g.c;
   const T alpha = T(alpha_d), gamma = T(gamma_d), scale = T(scale_d);
-  const bool gamma_two = gamma_d == 2.0;
   if (g.n == 0 || C == 0) {
     *out.loss_sum = scale_d * 0.0;  // NaN for the mean of nothing, as torch.mean
     return;
   }
   const int64_t rows_per_tile = std::max<int64_t>(1, kTileElems / C);
   *out.loss_sum = scale_d * chunked_rows(g.n, C, [&](int64_t c0, int64_t c1) {
-    std::vector<T> z(rows_per_tile * C), t(rows_per_tile * C), w(rows_per_tile * C), gr(rows_per_tile * C),
+    std::vector<T> zb(rows_per_tile * C), t(rows_per_tile * C), w(rows_per_tile * C), gr(rows_per_tile * C),
         le(rows_per_tile * C);
+    // float32/float64 inputs in (N, C) row-major layout are read and written in place, no staging
+    constexpr bool kSameType = std::is_same<S, T>::value;
     double acc = 0.0;
     for (int64_t r0 = c0; r0 < c1; r0 += rows_per_tile) {
       const int64_t nr = std::min(rows_per_tile, c1 - r0);
       const int64_t m = nr * C;
-      gather_rows(z_src, g, r0, nr, z.data());
-      if (any_nan(z.data(), m)) report_nan("logits", z.data(), m, r0, C);
+      const T* z;
+      if constexpr (kSameType) {
+        if (g.dense()) {
+          z = reinterpret_cast<const T*>(z_src) + r0 * C;
+        } else {
+          gather_rows(z_src, g, r0, nr, zb.data());
+          z = zb.data();
+        }
+      } else {
+        gather_rows(z_src, g, r0, nr, zb.data());
+        z = zb.data();
+      }
+      if (any_nan(z, m)) report_nan("logits", z, m, r0, C);
       for (int64_t r = 0; r < nr; ++r) {
         const int64_t y = lab[(r0 + r) * lab_stride];
         MEDSEG_CHECK(y >= 0 && y <= C, "labels: value ", y, " at row ", r0 + r, " is outside [0, C] with C = ", C,
                      " (C means background)");
-        for (int64_t j = 0; j < C; ++j) t[r * C + j] = T(y == j);
+        T* tr = t.data() + r * C;
+        for (int64_t j = 0; j < C; ++j) tr[j] = T(0);
+        if (y < C) tr[y] = T(1);
       }
       gather_weight(weight, r0, nr, C, w.data());
-      if (any_nan(w.data(), m)) report_nan("weight", w.data(), m, r0, C);
-      double tile_sum = 0.0;
+      if (weight.data != nullptr && any_nan(w.data(), m)) report_nan("weight", w.data(), m, r0, C);
+      T* grp = gr.data();
+      if constexpr (kSameType) grp = static_cast<T*>(out.grad.data) + r0 * C;
+      focal_tile<T, kGammaTwo>(z, t.data(), w.data(), grp, le.data(), m, alpha, gamma, scale);
+      double tile_sum = 0.0;  // unscaled weighted losses, summed in float64
 #pragma omp simd reduction(+ : tile_sum)
-      for (int64_t i = 0; i < m; ++i) {
-        const T zi = z[i], ti = t[i], wi = w[i];
-        const T e = fexp(-std::fabs(zi));
-        const T inv = T(1) / (T(1) + e);
-        const T p = zi >= T(0) ? inv : e * inv;  // σ(z)
-        const T q = zi >= T(0) ? e * inv : inv;  // 1 − σ(z), without cancellation
-        const T bce = std::max(zi, T(0)) - zi * ti + flog1p_unit(e);
-        const bool pos = ti > T(0.5);
-        const T pt = pos ? q : p;  // |t − σ(z)|
-        const T aw = pos ? alpha : T(1) - alpha;
-        T mod, dmod;
-        focal_power(pt, gamma, gamma_two, mod, dmod);
-        const T dpt = (pos ? -p : p) * q;  // d|t − σ(z)|/dz
-        const T l = aw * wi * bce * mod;
-        le[i] = l * scale;
-        gr[i] = aw * wi * ((p - ti) * mod + bce * dmod * dpt) * scale;
-        tile_sum += double(l);
-      }
+      for (int64_t i = 0; i < m; ++i) tile_sum += double(le[i]);
       acc += tile_sum;
-      store_tile<S>(out.grad, r0 * C, gr.data(), m);
-      store_tile<S>(out.loss_elem, r0 * C, le.data(), m);
+      if constexpr (!kSameType) store_tile<S>(out.grad, r0 * C, gr.data(), m);
+      if (out.loss_elem.data != nullptr) {
+        for (int64_t i = 0; i < m; ++i) le[i] *= scale;
+        store_tile<S>(out.loss_elem, r0 * C, le.data(), m);
+      }
     }
     return acc;
   });
@@ -246,14 +287,64 @@ void focal_impl(const TensorDesc& logits, const TensorDesc& labels, const Tensor
 
 // d max(u, v)/du as torch.maximum: 1, ½ at a tie, 0.
 template <typename T>
-inline T dmax(T u, T v) {
+MEDSEG_DET_INLINE T dmax(T u, T v) {
   return u > v ? T(1) : (u == v ? T(0.5) : T(0));
+}
+
+// One tile of boxes in structure-of-arrays form: a[k][i], b[k][i] coordinates, w[i] weights;
+// writes the weighted loss l[i] (unscaled) and the scaled gradient ga[k][i].
+template <typename T>
+void giou_tile(const T* const* a, const T* const* b, const T* __restrict w, T eps, T scale, int64_t n,
+               T* __restrict l, T* const* ga) {
+  const T* __restrict a0 = a[0]; const T* __restrict a1 = a[1]; const T* __restrict a2 = a[2];
+  const T* __restrict a3 = a[3];
+  const T* __restrict b0 = b[0]; const T* __restrict b1 = b[1]; const T* __restrict b2 = b[2];
+  const T* __restrict b3 = b[3];
+  T* __restrict g0 = ga[0]; T* __restrict g1 = ga[1]; T* __restrict g2 = ga[2]; T* __restrict g3 = ga[3];
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) {
+    // forward, exactly mmdet's bbox_overlaps(mode='giou', is_aligned=True)
+    const T wa = a2[i] - a0[i], ha = a3[i] - a1[i], wb = b2[i] - b0[i], hb = b3[i] - b1[i];
+    const T union_raw0 = wa * ha + wb * hb;
+    const T iwx = std::min(a2[i], b2[i]) - std::max(a0[i], b0[i]);
+    const T iwy = std::min(a3[i], b3[i]) - std::max(a1[i], b1[i]);
+    const T cwx = std::max(iwx, T(0)), cwy = std::max(iwy, T(0));
+    const T overlap = cwx * cwy;
+    const T union_raw = union_raw0 - overlap;
+    const T uni = std::max(union_raw, eps);
+    const T ewx_raw = std::max(a2[i], b2[i]) - std::min(a0[i], b0[i]);
+    const T ewy_raw = std::max(a3[i], b3[i]) - std::min(a1[i], b1[i]);
+    const T ewx = std::max(ewx_raw, T(0)), ewy = std::max(ewy_raw, T(0));
+    const T enc_raw = ewx * ewy;
+    const T enc = std::max(enc_raw, eps);
+    const T giou = overlap / uni - (enc - uni) / enc;
+    l[i] = (T(1) - giou) * w[i];
+    // backward of loss = 1 − giou, the way torch autograd runs through those ops: clamp(min=0)
+    // passes the gradient only where its input is > 0, a max/min tie splits it in half
+    const T up = -w[i] * scale;  // dL/dgiou
+    const T g_uni = up * (-overlap / (uni * uni) + T(1) / enc);
+    const T g_enc = up * (-uni / (enc * enc));
+    const T g_union_raw = g_uni * dmax(union_raw, eps);
+    const T g_overlap = up / uni - g_union_raw;
+    const T g_enc_raw = g_enc * dmax(enc_raw, eps);
+    const T g_ewx = g_enc_raw * ewy * (ewx_raw > T(0) ? T(1) : T(0));
+    const T g_ewy = g_enc_raw * ewx * (ewy_raw > T(0) ? T(1) : T(0));
+    const T g_iwx = g_overlap * cwy * (iwx > T(0) ? T(1) : T(0));
+    const T g_iwy = g_overlap * cwx * (iwy > T(0) ? T(1) : T(0));
+    // area_a = (a2 − a0)(a3 − a1); iw = min(a2, b2) − max(a0, b0); ew = max(a2, b2) − min(a0, b0)
+    // (d min(u, v)/du = d max(v, u)/du with the same tie rule)
+    g0[i] = -g_union_raw * ha - g_iwx * dmax(a0[i], b0[i]) - g_ewx * dmax(b0[i], a0[i]);
+    g2[i] = g_union_raw * ha + g_iwx * dmax(b2[i], a2[i]) + g_ewx * dmax(a2[i], b2[i]);
+    g1[i] = -g_union_raw * wa - g_iwy * dmax(a1[i], b1[i]) - g_ewy * dmax(b1[i], a1[i]);
+    g3[i] = g_union_raw * wa + g_iwy * dmax(b3[i], a3[i]) + g_ewy * dmax(a3[i], b3[i]);
+  }
 }
 
 template <typename S>
 void giou_impl(const TensorDesc& pred, const TensorDesc& target, const TensorDesc& weight, double eps_d,
                double scale_d, const DetectionOutputs& out) {
   using T = typename compute_type<S>::type;
+  constexpr int64_t kBoxTile = 256;
   const int64_t N = pred.shape[0];
   const S* a_src = static_cast<const S*>(pred.data);
   const S* b_src = static_cast<const S*>(target.data);
@@ -263,67 +354,39 @@ void giou_impl(const TensorDesc& pred, const TensorDesc& target, const TensorDes
   const T eps = T(eps_d), scale = T(scale_d);
   S* grad = static_cast<S*>(out.grad.data);
   S* le = static_cast<S*>(out.loss_elem.data);
-  *out.loss_sum = scale_d * chunked_rows(N, 16, [&](int64_t r0, int64_t r1) {
+  *out.loss_sum = scale_d * chunked_rows(N, 16, [&](int64_t c0, int64_t c1) {
+    std::vector<T> buf(static_cast<size_t>(kBoxTile) * 14);
+    T* a[4]; T* b[4]; T* ga[4];
+    for (int k = 0; k < 4; ++k) {
+      a[k] = buf.data() + k * kBoxTile;
+      b[k] = buf.data() + (4 + k) * kBoxTile;
+      ga[k] = buf.data() + (8 + k) * kBoxTile;
+    }
+    T* w = buf.data() + 12 * kBoxTile;
+    T* l = buf.data() + 13 * kBoxTile;
     double acc = 0.0;
-    for (int64_t i = r0; i < r1; ++i) {
-      T a[4], b[4];
-      for (int k = 0; k < 4; ++k) {
-        a[k] = load_as<T>(a_src + i * as0 + k * as1);
-        b[k] = load_as<T>(b_src + i * bs0 + k * bs1);
-        if (std::isnan(a[k])) fail("pred: NaN at box ", i, ", coordinate ", k);
-        if (std::isnan(b[k])) fail("target: NaN at box ", i, ", coordinate ", k);
+    for (int64_t r0 = c0; r0 < c1; r0 += kBoxTile) {
+      const int64_t n = std::min(kBoxTile, c1 - r0);
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t r = r0 + i;
+        for (int k = 0; k < 4; ++k) {
+          a[k][i] = load_as<T>(a_src + r * as0 + k * as1);
+          b[k][i] = load_as<T>(b_src + r * bs0 + k * bs1);
+        }
+        w[i] = w_src ? w_src[r * ws] : T(1);
       }
-      const T w = w_src ? w_src[i * ws] : T(1);
-      if (std::isnan(w)) fail("weight: NaN at box ", i);
-      // forward, exactly mmdet's bbox_overlaps(mode='giou', is_aligned=True)
-      const T wa = a[2] - a[0], ha = a[3] - a[1], wb = b[2] - b[0], hb = b[3] - b[1];
-      const T area_a = wa * ha, area_b = wb * hb;
-      const T ltx = std::max(a[0], b[0]), lty = std::max(a[1], b[1]);
-      const T rbx = std::min(a[2], b[2]), rby = std::min(a[3], b[3]);
-      const T iwx = rbx - ltx, iwy = rby - lty;
-      const T cwx = std::max(iwx, T(0)), cwy = std::max(iwy, T(0));
-      const T overlap = cwx * cwy;
-      const T union_raw = area_a + area_b - overlap;
-      const T uni = std::max(union_raw, eps);
-      const T ewx_raw = std::max(a[2], b[2]) - std::min(a[0], b[0]);
-      const T ewy_raw = std::max(a[3], b[3]) - std::min(a[1], b[1]);
-      const T ewx = std::max(ewx_raw, T(0)), ewy = std::max(ewy_raw, T(0));
-      const T enc_raw = ewx * ewy;
-      const T enc = std::max(enc_raw, eps);
-      const T giou = overlap / uni - (enc - uni) / enc;
-      const T loss = T(1) - giou;
-      acc += double(loss * w);
-      if (le) store_from(le + i, double(loss * w * scale));
-      // backward of loss = 1 − giou, the way torch autograd runs through those ops: clamp(min=0)
-      // passes the gradient only where its input is > 0, a max/min tie splits it in half
-      const T up = -w * scale;  // dL/dgiou
-      const T g_overlap_direct = up / uni;
-      const T g_uni = up * (-overlap / (uni * uni) + T(1) / enc);
-      const T g_enc = up * (-uni / (enc * enc));
-      const T g_union_raw = g_uni * dmax(union_raw, eps);
-      const T g_overlap = g_overlap_direct - g_union_raw;
-      const T g_enc_raw = g_enc * dmax(enc_raw, eps);
-      const T g_ewx = g_enc_raw * ewy * (ewx_raw > T(0) ? T(1) : T(0));
-      const T g_ewy = g_enc_raw * ewx * (ewy_raw > T(0) ? T(1) : T(0));
-      const T g_iwx = g_overlap * cwy * (iwx > T(0) ? T(1) : T(0));
-      const T g_iwy = g_overlap * cwx * (iwy > T(0) ? T(1) : T(0));
-      T ga[4];
-      // area_a = (a2 − a0)(a3 − a1)
-      ga[0] = -g_union_raw * ha;
-      ga[2] = g_union_raw * ha;
-      ga[1] = -g_union_raw * wa;
-      ga[3] = g_union_raw * wa;
-      // intersection: iw = min(a2, b2) − max(a0, b0)
-      ga[0] -= g_iwx * dmax(a[0], b[0]);
-      ga[2] += g_iwx * dmax(b[2], a[2]);  // d min(a2, b2)/da2 = d max(b2, a2)... mirrored tie rule
-      ga[1] -= g_iwy * dmax(a[1], b[1]);
-      ga[3] += g_iwy * dmax(b[3], a[3]);
-      // enclosing box: ew = max(a2, b2) − min(a0, b0)
-      ga[2] += g_ewx * dmax(a[2], b[2]);
-      ga[0] -= g_ewx * dmax(b[0], a[0]);
-      ga[3] += g_ewy * dmax(a[3], b[3]);
-      ga[1] -= g_ewy * dmax(b[1], a[1]);
-      for (int k = 0; k < 4; ++k) store_from(grad + i * 4 + k, double(ga[k]));
+      for (int k = 0; k < 4; ++k) {
+        if (any_nan(a[k], n)) for (int64_t i = 0; i < n; ++i) if (std::isnan(a[k][i])) fail("pred: NaN at box ", r0 + i, ", coordinate ", k);
+        if (any_nan(b[k], n)) for (int64_t i = 0; i < n; ++i) if (std::isnan(b[k][i])) fail("target: NaN at box ", r0 + i, ", coordinate ", k);
+      }
+      if (any_nan(w, n)) for (int64_t i = 0; i < n; ++i) if (std::isnan(w[i])) fail("weight: NaN at box ", r0 + i);
+      giou_tile<T>(a, b, w, eps, scale, n, l, ga);
+      for (int64_t i = 0; i < n; ++i) {
+        acc += double(l[i]);
+        if (le) store_from(le + r0 + i, double(l[i] * scale));
+        S* o = grad + (r0 + i) * 4;
+        for (int k = 0; k < 4; ++k) store_from(o + k, double(ga[k][i]));
+      }
     }
     return acc;
   });
@@ -395,10 +458,87 @@ void centerness_bce_impl(const TensorDesc& logits, const TensorDesc& points, con
 
 // ---------------------------------------------------------------- distribution focal loss
 
+// ---------------------------------------------------------------- tile transposition (DFL)
+
+#if defined(__AVX2__)
+// In-register transpose of an 8×8 float block: rows in, columns out.
+MEDSEG_DET_INLINE void transpose8(__m256 r[8]) {
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+  const __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+  const __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+  r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+  r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+  r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+  r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+  r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+  r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+  r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+  r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+#endif
+
+// zt[k * ld + r] = src[r * sn + k * sc] for r < n, k < K (compute type T).
+template <typename S, typename T>
+void gather_transposed(const S* src, int64_t sn, int64_t sc, int64_t K, int64_t n, T* zt, int64_t ld) {
+  int64_t r0 = 0, kfast = 0;
+#if defined(__AVX2__)
+  if constexpr (std::is_same<S, float>::value && std::is_same<T, float>::value) {
+    if (sc == 1) {
+      kfast = K / 8 * 8;
+      for (; r0 + 8 <= n; r0 += 8)
+        for (int64_t k0 = 0; k0 < kfast; k0 += 8) {
+          __m256 v[8];
+          for (int j = 0; j < 8; ++j) v[j] = _mm256_loadu_ps(src + (r0 + j) * sn + k0);
+          transpose8(v);
+          for (int j = 0; j < 8; ++j) _mm256_storeu_ps(zt + (k0 + j) * ld + r0, v[j]);
+        }
+    }
+  }
+#endif
+  for (int64_t k = 0; k < K; ++k) {  // what the blocks did not cover: tail rows, tail columns
+    const int64_t rs = k < kfast ? r0 : 0;
+    for (int64_t r = rs; r < n; ++r) zt[k * ld + r] = load_as<T>(src + r * sn + k * sc);
+  }
+}
+
+// dst[r * K + k] = zt[k * ld + r] (dst contiguous (n, K) of storage type S).
+template <typename S, typename T>
+void scatter_transposed(const T* zt, int64_t ld, int64_t K, int64_t n, S* dst) {
+  int64_t r0 = 0, kfast = 0;
+#if defined(__AVX2__)
+  if constexpr (std::is_same<S, float>::value && std::is_same<T, float>::value) {
+    kfast = K / 8 * 8;
+    for (; r0 + 8 <= n; r0 += 8)
+      for (int64_t k0 = 0; k0 < kfast; k0 += 8) {
+        __m256 v[8];
+        for (int j = 0; j < 8; ++j) v[j] = _mm256_loadu_ps(zt + (k0 + j) * ld + r0);
+        transpose8(v);
+        for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + (r0 + j) * K + k0, v[j]);
+      }
+  }
+#endif
+  for (int64_t r = 0; r < n; ++r) {
+    const int64_t ks = r < r0 ? kfast : 0;
+    for (int64_t k = ks; k < K; ++k) store_from(dst + r * K + k, double(zt[k * ld + r]));
+  }
+}
+
+// Rows are processed in tiles stored transposed, zt[k * kRows + r], so every loop below runs over
+// the rows of the tile with unit stride and vectorises (K = 17 is too short to vectorise along).
 template <typename S>
 void dfl_impl(const TensorDesc& logits, const TensorDesc& target, const TensorDesc& weight, double scale_d,
               const DetectionOutputs& out) {
   using T = typename compute_type<S>::type;
+  constexpr int64_t kRows = 264;  // not a power of two: the transposed accesses would share cache sets
   const Rows g{logits.shape[0], logits.shape[1], logits.strides[0], logits.strides[1]};
   const int64_t K = g.c;
   const S* z_src = static_cast<const S*>(logits.data);
@@ -409,48 +549,76 @@ void dfl_impl(const TensorDesc& logits, const TensorDesc& target, const TensorDe
   const T scale = T(scale_d);
   S* grad = static_cast<S*>(out.grad.data);
   S* le = static_cast<S*>(out.loss_elem.data);
-  const int64_t rows_per_tile = std::max<int64_t>(1, kTileElems / std::max<int64_t>(1, K));
   *out.loss_sum = scale_d * chunked_rows(g.n, K, [&](int64_t c0, int64_t c1) {
-    std::vector<T> z(rows_per_tile * K);
+    std::vector<T> zt(static_cast<size_t>(K * kRows)), row(static_cast<size_t>(K));
+    std::vector<T> mx(kRows), sum(kRows), wl(kRows), wr(kRows), wv(kRows), f(kRows), lo(kRows);
+    std::vector<int32_t> left(kRows), right(kRows);
     double acc = 0.0;
-    for (int64_t r0 = c0; r0 < c1; r0 += rows_per_tile) {
-      const int64_t nr = std::min(rows_per_tile, c1 - r0);
-      gather_rows(z_src, g, r0, nr, z.data());
-      if (any_nan(z.data(), nr * K)) report_nan("logits", z.data(), nr * K, r0, K);
-      for (int64_t r = 0; r < nr; ++r) {
+    for (int64_t r0 = c0; r0 < c1; r0 += kRows) {
+      const int64_t n = std::min(kRows, c1 - r0);
+      gather_transposed(z_src + r0 * g.sn, g.sn, g.sc, K, n, zt.data(), kRows);
+      int bad = 0;
+      for (int64_t k = 0; k < K; ++k) bad |= any_nan(zt.data() + k * kRows, n);
+      if (bad)
+        for (int64_t r = 0; r < n; ++r)
+          for (int64_t k = 0; k < K; ++k)
+            if (std::isnan(zt[k * kRows + r])) fail("logits: NaN at row ", r0 + r, ", column ", k);
+      // per-row bins, weights and validation (scalar: n values)
+      for (int64_t r = 0; r < n; ++r) {
         const int64_t i = r0 + r;
         const T y = y_src[i * ys];
         if (!(y >= T(0) && y <= T(K - 1)))
           fail("target: value ", double(y), " at row ", i, " is outside [0, K - 1] with K = ", K, " bins");
         const T w = w_src ? w_src[i * ws] : T(1);
         if (std::isnan(w)) fail("weight: NaN at row ", i);
-        T* row = z.data() + r * K;
-        T m = row[0];
-        for (int64_t k = 1; k < K; ++k) m = std::max(m, row[k]);
-        if (std::isinf(m)) fail("logits: +inf or a row of all -inf at row ", i);
-        T s = 0;
-#pragma omp simd reduction(+ : s)
-        for (int64_t k = 0; k < K; ++k) {
-          row[k] = fexp(row[k] - m);  // row now holds exp(z − m)
-          s += row[k];
-        }
-        const int64_t left = std::min<int64_t>(static_cast<int64_t>(y), K - 1);
-        const int64_t right = std::min<int64_t>(left + 1, K - 1);
-        const T wl = T(left + 1) - y, wr = y - T(left);
-        const T lse_m = flog(s);  // log Σ exp(z − m)
-        const T zl = load_as<T>(z_src + i * g.sn + left * g.sc) - m;
-        const T zr = load_as<T>(z_src + i * g.sn + right * g.sc) - m;
-        const T loss = wl * (lse_m - zl) + (wr > T(0) ? wr * (lse_m - zr) : T(0));
-        acc += double(loss * w);
-        if (le) store_from(le + i, double(loss * w * scale));
-        const T inv_s = T(1) / s, f = w * scale;
-        S* o = grad + i * K;
-        for (int64_t k = 0; k < K; ++k) {
-          T gk = row[k] * inv_s * (wl + wr);
-          gk -= (k == left ? wl : T(0)) + (k == right ? wr : T(0));
-          store_from(o + k, double(gk * f));
+        const int64_t l = std::min<int64_t>(static_cast<int64_t>(y), K - 1);
+        left[r] = static_cast<int32_t>(l);
+        right[r] = static_cast<int32_t>(std::min<int64_t>(l + 1, K - 1));
+        wl[r] = T(l + 1) - y;
+        wr[r] = y - T(l);
+        wv[r] = w;
+        f[r] = w * scale;
+        mx[r] = -std::numeric_limits<T>::infinity();
+        sum[r] = T(0);
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        const T* zk = zt.data() + k * kRows;
+#pragma omp simd
+        for (int64_t r = 0; r < n; ++r) mx[r] = std::max(mx[r], zk[r]);
+      }
+      for (int64_t r = 0; r < n; ++r)
+        if (std::isinf(mx[r])) fail("logits: +inf or a row of all -inf at row ", r0 + r);
+      // loss needs the raw logits of the two bins: read them before zt is overwritten by exp
+      for (int64_t r = 0; r < n; ++r) {
+        const T zl = zt[left[r] * kRows + r] - mx[r], zr = zt[right[r] * kRows + r] - mx[r];
+        lo[r] = -(wl[r] * zl) - (wr[r] > T(0) ? wr[r] * zr : T(0));  // + (wl + wr)·log Σ exp, below
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        T* zk = zt.data() + k * kRows;
+#pragma omp simd
+        for (int64_t r = 0; r < n; ++r) {
+          const T e = fexp(zk[r] - mx[r]);
+          zk[r] = e;
+          sum[r] += e;
         }
       }
+      for (int64_t r = 0; r < n; ++r) {
+        const T loss = lo[r] + (wl[r] + wr[r]) * flog(sum[r]);
+        acc += double(loss * wv[r]);
+        if (le) store_from(le + r0 + r, double(loss * f[r]));
+        sum[r] = f[r] / sum[r];  // now w·scale / Σ exp
+      }
+      // gradient (p_k (wl + wr) − wl [k = left] − wr [k = right])·w·scale, still transposed
+      for (int64_t k = 0; k < K; ++k) {
+        T* zk = zt.data() + k * kRows;
+        const int32_t kk = static_cast<int32_t>(k);
+#pragma omp simd
+        for (int64_t r = 0; r < n; ++r) {
+          const T hit = (left[r] == kk ? wl[r] : T(0)) + (right[r] == kk ? wr[r] : T(0));
+          zk[r] = zk[r] * sum[r] * (wl[r] + wr[r]) - hit * f[r];
+        }
+      }
+      scatter_transposed(zt.data(), kRows, K, n, grad + r0 * K);
     }
     return acc;
   });
@@ -519,7 +687,11 @@ void la_modulate_impl(const TensorDesc& x_in, const TensorDesc& g1_in, const Ten
 void sigmoid_focal_entry(const TensorDesc& logits, const TensorDesc& labels, const TensorDesc& weight, double alpha,
                          double gamma, double scale, const DetectionOutputs& out) {
   dispatch_floating(logits.dtype, "logits", [&](auto st) {
-    focal_impl<typename decltype(st)::type>(logits, labels, weight, alpha, gamma, scale, out);
+    using S = typename decltype(st)::type;
+    if (gamma == 2.0)
+      focal_impl<S, true>(logits, labels, weight, alpha, gamma, scale, out);
+    else
+      focal_impl<S, false>(logits, labels, weight, alpha, gamma, scale, out);
   });
 }
 

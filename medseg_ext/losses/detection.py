@@ -167,9 +167,22 @@ def _save_grad(ctx, inputs, output):
     ctx.mark_non_differentiable(output[1])
 
 
+def _scale_saved_grad(grad: torch.Tensor, grad_loss: torch.Tensor) -> torch.Tensor:
+    """The saved d(loss)/d(input) times the incoming gradient. When that is the scalar 1 (the loss
+    fed straight into .backward() or a plain sum of losses), the saved tensor is handed over as it is:
+    autograd then adopts it as .grad without a copy once the graph is freed, and clones it when the
+    graph is retained, so nothing aliases (the Liger trick, checked only on the CPU, never traced)."""
+    if (grad_loss.dim() == 0 and grad_loss.device.type == "cpu" and not torch.compiler.is_compiling()
+            and float(grad_loss) == 1.0):
+        return grad
+    if grad_loss.dim() == 1 and grad.dim() == 2:
+        grad_loss = grad_loss[:, None]
+    return (grad * grad_loss).to(grad.dtype)
+
+
 def _grad_times_incoming(ctx, grad_loss, *_unused):
     (grad,) = ctx.saved_tensors
-    return (grad * grad_loss).to(grad.dtype)
+    return _scale_saved_grad(grad, grad_loss)
 
 
 def _focal_backward(ctx, grad_loss, _grad_grad):
@@ -241,9 +254,7 @@ def _(pred, target, weight, eps, scale, elementwise):
 
 
 def _giou_backward(ctx, grad_loss, _grad_grad):
-    (grad,) = ctx.saved_tensors
-    g = grad_loss[:, None] if grad_loss.dim() == 1 else grad_loss
-    return (grad * g).to(grad.dtype), None, None, None, None, None
+    return _grad_times_incoming(ctx, grad_loss), None, None, None, None, None
 
 
 _giou_op.register_autograd(_giou_backward, setup_context=_save_grad)
@@ -431,9 +442,7 @@ def _(logits, target, weight, scale, elementwise):
 
 
 def _dfl_backward(ctx, grad_loss, _grad_grad):
-    (grad,) = ctx.saved_tensors
-    g = grad_loss[:, None] if grad_loss.dim() == 1 else grad_loss
-    return (grad * g).to(grad.dtype), None, None, None, None
+    return _grad_times_incoming(ctx, grad_loss), None, None, None, None
 
 
 _dfl_op.register_autograd(_dfl_backward, setup_context=_save_grad)

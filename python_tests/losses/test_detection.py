@@ -472,3 +472,22 @@ def test_dfl_errors():
     bad[1, 3] = float("nan")
     with pytest.raises(ValueError, match="logits: NaN at row 1, column 3"):
         D.distribution_focal_loss(bad, torch.tensor([0.0, 1.0]))
+
+
+def test_saved_gradient_is_not_aliased_by_repeated_backward():
+    # the backward hands its saved gradient over when the incoming one is 1; retained graphs and
+    # accumulation must still give exact multiples
+    z = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 5, (9,))
+    once = torch.autograd.grad(R.torch_sigmoid_focal_loss(z, y), z)[0]
+    loss = D.sigmoid_focal_loss(z, y)
+    loss.backward(retain_graph=True)
+    loss.backward(retain_graph=True)
+    loss.backward()
+    torch.testing.assert_close(z.grad, 3 * once, rtol=1e-12, atol=1e-15)
+    b = torch.randn(7, 17, dtype=torch.float64, requires_grad=True)
+    t = torch.rand(7, dtype=torch.float64) * 16
+    total = D.distribution_focal_loss(b, t) + 2 * D.distribution_focal_loss(b, t)
+    total.backward()
+    want = torch.autograd.grad(3 * R.torch_distribution_focal_loss(b, t.clamp(max=15.999)), b)[0]
+    torch.testing.assert_close(b.grad, want, rtol=1e-10, atol=1e-12)
