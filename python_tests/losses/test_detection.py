@@ -162,8 +162,8 @@ def test_focal_spot_values():
 def test_focal_avg_factor_and_empty():
     z = torch.randn(0, 5, requires_grad=True)
     y = torch.zeros(0, dtype=torch.int64)
-    assert float(D.sigmoid_focal_loss(z, y, reduction="sum")) == 0.0
-    assert math.isnan(float(D.sigmoid_focal_loss(z, y)))  # mean of nothing, as torch.mean
+    assert float(D.sigmoid_focal_loss(z, y, reduction="sum").detach()) == 0.0
+    assert math.isnan(float(D.sigmoid_focal_loss(z, y).detach()))  # mean of nothing, as torch.mean
     loss = D.sigmoid_focal_loss(z, y, avg_factor=0.0)
     loss.backward()
     assert float(loss) == 0.0 and z.grad.shape == (0, 5)
