@@ -166,7 +166,7 @@ def test_focal_avg_factor_and_empty():
     assert math.isnan(float(D.sigmoid_focal_loss(z, y).detach()))  # mean of nothing, as torch.mean
     loss = D.sigmoid_focal_loss(z, y, avg_factor=0.0)
     loss.backward()
-    assert float(loss) == 0.0 and z.grad.shape == (0, 5)
+    assert float(loss.detach()) == 0.0 and z.grad.shape == (0, 5)
     assert D.sigmoid_focal_loss(z, y, reduction="none").shape == (0, 5)
 
 
@@ -491,3 +491,40 @@ def test_saved_gradient_is_not_aliased_by_repeated_backward():
     total.backward()
     want = torch.autograd.grad(3 * R.torch_distribution_focal_loss(b, t.clamp(max=15.999)), b)[0]
     torch.testing.assert_close(b.grad, want, rtol=1e-10, atol=1e-12)
+
+
+def test_baseline_and_avx2_kernels_agree():
+    """The in-process tests run the AVX2 build where the CPU has it; the baseline build (scalar
+    transposes, other vector widths) must give the same numbers."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\n"
+        "from medseg_ext.losses import detection as D, label_aware as LA\n"
+        "from medseg_ext import _dispatch\n"
+        "g = torch.Generator().manual_seed(0)\n"
+        "z = torch.randn(301, 13, generator=g, requires_grad=True)\n"
+        "y = torch.randint(0, 14, (301,), generator=g)\n"
+        "b = torch.randn(203, 17, generator=g, requires_grad=True)\n"
+        "t = torch.rand(203, generator=g) * 16\n"
+        "xy = torch.rand(150, 2, generator=g) * 20\n"
+        "p = torch.cat([xy, xy + torch.rand(150, 2, generator=g) * 9 + 0.5], 1).requires_grad_(True)\n"
+        "q = p.detach() + torch.randn(150, 4, generator=g)\n"
+        "loss = D.sigmoid_focal_loss(z, y, gamma=1.5) + D.distribution_focal_loss(b, t) + D.giou_loss(p, q)\n"
+        "loss = loss + D.sigmoid_focal_loss(z, y)\n"
+        "loss.backward()\n"
+        "x = torch.randn(2, 3, 5, 7, generator=g)\n"
+        "m = LA.la_modulate(x, torch.randn(2, 3, 5, 7, generator=g), torch.randn(2, 3, 5, 7, generator=g))\n"
+        "print(_dispatch.extension().build_info()['cpu_isa'])\n"
+        "print(repr([float(loss.detach())] + z.grad.flatten().tolist() + b.grad.flatten().tolist()"
+        " + p.grad.flatten().tolist() + m.flatten().tolist()))\n"
+    )
+    outs = {}
+    for isa in ("base", "auto"):
+        env = dict(__import__("os").environ, MEDSEG_EXT_CPU_ISA=isa)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        name, values = out.stdout.strip().splitlines()[-2:]
+        outs[isa] = (name, np.array(eval(values)))
+    assert outs["base"][0] == "baseline"
+    np.testing.assert_allclose(outs["base"][1], outs["auto"][1], rtol=1e-5, atol=1e-6)
