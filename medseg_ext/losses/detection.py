@@ -18,8 +18,9 @@ loss is float32 (float64 for float64 inputs); per-element losses and gradients k
 dtype. Reductions: "mean" = sum / (avg_factor + float32 eps) when ``avg_factor`` is given (mmdet),
 else the plain mean; "sum" (no avg_factor allowed, as in mmdet); "none".
 
-Backends: the C++ CPU kernels; ``use_backend("reference")`` runs the plain-PyTorch formulas of
-:mod:`medseg_ext.reference.detection` in float64. No GPU kernels yet: a CUDA tensor is an error.
+Backends: the C++ CPU kernels; Triton kernels for CUDA tensors (focal, GIoU, DFL; centerness and the
+label-aware kernels are CPU only so far); ``use_backend("reference")`` runs the plain-PyTorch formulas
+of :mod:`medseg_ext.reference.detection` in float64.
 """
 from __future__ import annotations
 
@@ -109,11 +110,21 @@ def _loss_scale(reduction: str, avg_factor, count: int, loss_weight: float) -> f
 
 def _backend(**tensors) -> str:
     backend = _dispatch.select_backend(**tensors)
-    if backend in ("cpu", "reference"):
+    if backend in ("cpu", "reference", "triton"):
         return backend
     name = next(iter(tensors))
-    raise RuntimeError(f"{name}: the detection losses have CPU kernels only so far (backend {backend!r} asked for); "
-                       "move the tensors to the CPU or use medseg_ext.use_backend('reference')")
+    raise RuntimeError(f"{name}: the detection losses have no CUDA C++ kernels (backend {backend!r} asked for); "
+                       "install triton (GPU), move the tensors to the CPU or use medseg_ext.use_backend('reference')")
+
+
+def _cpu_backend(**tensors) -> str:
+    """For the ops that have CPU kernels only (centerness): cpu or reference, else a clear error."""
+    backend = _backend(**tensors)
+    if backend == "triton":
+        name = next(iter(tensors))
+        raise RuntimeError(f"{name}: the centerness kernels have no GPU implementation yet; compute them on the CPU "
+                           "or use medseg_ext.use_backend('reference')")
+    return backend
 
 
 def _use_reference(**tensors) -> bool:
@@ -147,7 +158,10 @@ def _f64(t: Optional[torch.Tensor]):
 @torch.library.custom_op("medseg_ext::sigmoid_focal_loss", mutates_args=())
 def _focal_op(logits: torch.Tensor, labels: torch.Tensor, weight: Optional[torch.Tensor], alpha: float, gamma: float,
               scale: float, elementwise: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    _backend(logits=logits, labels=labels)
+    if _backend(logits=logits, labels=labels) == "triton":
+        from ..triton import detection as tr
+
+        return tr.sigmoid_focal(logits, labels, weight, alpha, gamma, scale, elementwise)
     loss_sum = torch.zeros((), dtype=torch.float64)
     grad = torch.empty(logits.shape, dtype=logits.dtype)
     elem = torch.empty(logits.shape, dtype=logits.dtype) if elementwise else None
@@ -238,7 +252,10 @@ def sigmoid_focal_loss(logits, labels, weight=None, *, alpha: float = 0.25, gamm
 @torch.library.custom_op("medseg_ext::giou_loss", mutates_args=())
 def _giou_op(pred: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor], eps: float, scale: float,
              elementwise: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    _backend(pred=pred, target=target)
+    if _backend(pred=pred, target=target) == "triton":
+        from ..triton import detection as tr
+
+        return tr.giou(pred, target, weight, eps, scale, elementwise)
     loss_sum = torch.zeros((), dtype=torch.float64)
     grad = torch.empty(pred.shape, dtype=pred.dtype)
     elem = torch.empty(pred.shape[:1], dtype=pred.dtype) if elementwise else None
@@ -330,7 +347,7 @@ def centerness_target(points, gt_boxes) -> torch.Tensor:
     box, or a zero-width/height box (0/0), raises ValueError (mmdet would return NaN or garbage).
     """
     points, gt_boxes = _check_points(points, gt_boxes)
-    backend = _backend(points=points, gt_boxes=gt_boxes)
+    backend = _cpu_backend(points=points, gt_boxes=gt_boxes)
     out_dtype = _compute_dtype(points.dtype)
     if backend == "reference":
         from ..reference import detection as ref
@@ -345,7 +362,7 @@ def centerness_target(points, gt_boxes) -> torch.Tensor:
 def _centerness_op(logits: torch.Tensor, points: torch.Tensor, gt_boxes: torch.Tensor,
                    weight: Optional[torch.Tensor], scale: float,
                    elementwise: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    _backend(logits=logits, points=points, gt_boxes=gt_boxes)
+    _cpu_backend(logits=logits, points=points, gt_boxes=gt_boxes)
     loss_sum = torch.zeros((), dtype=torch.float64)
     grad = torch.empty(logits.shape, dtype=logits.dtype)
     targets = torch.empty(logits.shape, dtype=_compute_dtype(logits.dtype))
@@ -412,7 +429,10 @@ def centerness_loss(logits, points, gt_boxes, weight=None, *, reduction: str = "
 @torch.library.custom_op("medseg_ext::distribution_focal_loss", mutates_args=())
 def _dfl_op(logits: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor], scale: float,
             elementwise: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    _backend(logits=logits, target=target)
+    if _backend(logits=logits, target=target) == "triton":
+        from ..triton import detection as tr
+
+        return tr.distribution_focal(logits, target, weight, scale, elementwise)
     loss_sum = torch.zeros((), dtype=torch.float64)
     grad = torch.empty(logits.shape, dtype=logits.dtype)
     elem = torch.empty(logits.shape[:1], dtype=logits.dtype) if elementwise else None
