@@ -178,6 +178,8 @@ def test_la_modulate_identity_range_and_constraint():
     torch.testing.assert_close(LA.la_modulate(x, z, z, a=1.5, b=0.0, c=1.0), x)          # any Eq. 8 triple
     torch.testing.assert_close(LA.la_modulate(x, z, None, a=0.5, b=1.0), x)              # LAreg Eq. 6
     g1, g2 = torch.randn_like(x) * 10, torch.randn_like(x) * 10
+    np.testing.assert_allclose(LA.la_modulate(x, g1, None, a=0.5, b=1.0).numpy(),
+                               R.la_reg_modulate(x.numpy(), g1.numpy()), rtol=1e-12, atol=1e-12)  # Eq. 6
     ratio = LA.la_modulate(x, g1, g2) / x
     assert float(ratio.min()) > 0 and float(ratio.max()) < 2                              # x_new/x ∈ (0, 2)
     with pytest.raises(ValueError, match="Eq. 8"):
