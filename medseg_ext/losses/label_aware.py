@@ -6,10 +6,10 @@
 * :func:`confuse_labels` — per row (sampling point) of sigmoid scores: the assigned label (or the
   argmax pseudo-label when no labels are given) and the most confusing wrong class (argmax with
   the assigned entry set to 0), optionally with the one-hot matrices Y1, Y2 (background rows of
-  Y1 are zero), in one row-wise pass.
+  Y1 are zero), in one row-wise pass (CPU C++; Triton on CUDA tensors).
 * :func:`la_modulate` — x·(a + b·σ(g1) − c·σ(g2)) (Eq. 7; Eq. 6 is a = 0.5, b = 1, c = 0), one
-  fused pass; differentiable w.r.t. x with the factor held constant, as the authors' code does
-  (the weights are computed without ``create_graph``).
+  fused pass (CPU C++; Triton on CUDA tensors); differentiable w.r.t. x with the factor held constant,
+  as the authors' code does (the weights are computed without ``create_graph``).
 * :class:`LabelAwareModulation` — wraps a dense head (cls: tower + classifier conv giving
   (B, C, H, W) logits; reg: tower + regressor giving (B, 4·K, H, W) side-distance bin logits),
   runs its first pass on a detached copy of x, takes g = ∇_x Σ σ(head(x))·Y by two VJPs, and
@@ -42,8 +42,17 @@ def _cpu_only(**tensors) -> str:
     backend = _dispatch.select_backend(**tensors)
     if backend not in ("cpu", "reference"):
         name = next(iter(tensors))
-        raise RuntimeError(f"{name}: the label-aware kernels have CPU implementations only so far (backend "
+        raise RuntimeError(f"{name}: dual_energy_to_rgb has a CPU implementation only so far (backend "
                            f"{backend!r}); move the tensors to the CPU")
+    return backend
+
+
+def _cpu_or_triton(**tensors) -> str:
+    backend = _dispatch.select_backend(**tensors)
+    if backend not in ("cpu", "reference", "triton"):
+        name = next(iter(tensors))
+        raise RuntimeError(f"{name}: the label-aware kernels have CPU and Triton implementations (backend "
+                           f"{backend!r} asked for); install triton or move the tensors to the CPU")
     return backend
 
 
@@ -132,7 +141,7 @@ def confuse_labels(scores, labels=None, *, return_onehot: bool = False):
             raise ValueError(f"labels: expected shape {rows_shape}, got {tuple(labels.shape)}")
         if labels.device != scores.device:
             raise ValueError(f"labels: on device {labels.device}, but scores is on {scores.device}")
-    backend = _cpu_only(scores=scores)
+    backend = _cpu_or_triton(scores=scores)
     scores = scores.detach()
     if backend == "reference":
         from ..reference import detection as ref
@@ -147,6 +156,24 @@ def confuse_labels(scores, labels=None, *, return_onehot: bool = False):
         y1 = torch.nn.functional.one_hot(assigned, C + 1)[..., :C].movedim(-1, 1).to(scores.dtype)
         y2 = torch.nn.functional.one_hot(confuse, C).movedim(-1, 1).to(scores.dtype)
         return assigned, confuse, y1.contiguous(), y2.contiguous()
+    if backend == "triton":
+        from ..triton import detection as tr
+
+        s4 = scores if scores.dim() == 4 else scores.as_strided((1, scores.shape[1], 1, scores.shape[0]),
+                                                               (0, scores.stride(1), 0, scores.stride(0)))
+        lab4 = None
+        if labels is not None:
+            lab4 = labels.to(torch.int64)
+            if lab4.dim() == 1:
+                lab4 = lab4.as_strided((1, 1, lab4.shape[0]), (0, 0, lab4.stride(0)))
+        res = tr.confuse_labels(s4, lab4, return_onehot)
+        assigned, confuse = res[0].reshape(rows_shape), res[1].reshape(rows_shape)
+        if not return_onehot:
+            return assigned, confuse
+        y1, y2 = res[2], res[3]
+        if scores.dim() == 2:
+            y1, y2 = y1.reshape(scores.shape[1], -1).t(), y2.reshape(scores.shape[1], -1).t()
+        return assigned, confuse, y1, y2
     assigned = torch.empty(rows_shape, dtype=torch.int64)
     confuse = torch.empty(rows_shape, dtype=torch.int64)
     y1 = y2 = None
@@ -178,7 +205,16 @@ def confuse_labels(scores, labels=None, *, return_onehot: bool = False):
 @torch.library.custom_op("medseg_ext::la_modulate", mutates_args=())
 def _la_modulate_op(x: torch.Tensor, g1: torch.Tensor, g2: Optional[torch.Tensor], a: float, b: float,
                     c: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    _cpu_only(x=x)
+    backend = _cpu_or_triton(x=x)
+    if backend == "triton":
+        from ..triton import detection as tr
+
+        return tr.la_modulate(x, g1, g2, a, b, c)
+    if backend == "reference":  # the formula in float64 (any device)
+        f = a + b * torch.sigmoid(g1.double()) - (c * torch.sigmoid(g2.double()) if g2 is not None else 0.0)
+        if torch.isnan(f).any():
+            raise ValueError("gradients: NaN in the label gradient g1/g2")
+        return (x.double() * f).to(x.dtype), f.to(x.dtype)
     out = torch.empty(x.shape, dtype=x.dtype)
     factor = torch.empty(x.shape, dtype=x.dtype)
     _dispatch.extension().la_modulate_cpu(desc(x), desc(g1), None if g2 is None else desc(g2), a, b, c, desc(out),

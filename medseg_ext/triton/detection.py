@@ -270,3 +270,108 @@ def giou(pred, target, weight, eps: float, scale: float, elementwise: bool):
     loss = _finish(partial, bad, scale, elementwise, elem, pred.dtype, "internal: {}",
                    "pred, target or weight: {} box(es) with NaN")
     return loss, grad
+
+
+# ---------------------------------------------------------------- label-aware mechanism
+
+
+@triton.jit
+def _la_modulate_kernel(x_ptr, g1_ptr, g2_ptr, out_ptr, factor_ptr, n, a, b, c, HAS_G2: tl.constexpr,
+                        BLOCK: tl.constexpr, F64: tl.constexpr):
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    m = i < n
+    x = tl.load(x_ptr + i, mask=m, other=0.0)
+    g1 = tl.load(g1_ptr + i, mask=m, other=0.0)
+    x = x.to(tl.float64) if F64 else x.to(tl.float32)
+    g1 = g1.to(tl.float64) if F64 else g1.to(tl.float32)
+    f = a + b / (1.0 + tl.exp(-g1))
+    if HAS_G2:
+        g2 = tl.load(g2_ptr + i, mask=m, other=0.0)
+        g2 = g2.to(tl.float64) if F64 else g2.to(tl.float32)
+        f = f - c / (1.0 + tl.exp(-g2))
+    tl.store(out_ptr + i, (x * f).to(out_ptr.dtype.element_ty), mask=m)
+    tl.store(factor_ptr + i, f.to(factor_ptr.dtype.element_ty), mask=m)
+
+
+def la_modulate(x, g1, g2, a: float, b: float, c: float):
+    """(x·factor, factor) with factor = a + b·σ(g1) − c·σ(g2); contiguous outputs of x's dtype."""
+    xc, g1c = x.contiguous(), g1.contiguous()
+    g2c = g2.contiguous() if g2 is not None else g1c
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    factor = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    n = x.numel()
+    if n:
+        bad = torch.isnan(g1c).any() | (torch.isnan(g2c).any() if g2 is not None else False)
+        if bool(bad):  # the one host sync of the call
+            raise ValueError("gradients: NaN in the label gradient g1/g2")
+        BLOCK = 1024
+        _la_modulate_kernel[(triton.cdiv(n, BLOCK),)](xc, g1c, g2c, out, factor, n, a, b, c,
+                                                      HAS_G2=g2 is not None, BLOCK=BLOCK,
+                                                      F64=x.dtype == torch.float64)
+    return out, factor
+
+
+@triton.jit
+def _confuse_kernel(s_ptr, y_ptr, assigned_ptr, confuse_ptr, y1_ptr, y2_ptr, bad_ptr, R, C, HW, W,
+                    sb, sc, sh, sw, yb, yh, yw, HAS_LABELS: tl.constexpr, ONEHOT: tl.constexpr,
+                    C_PAD: tl.constexpr, BLOCK: tl.constexpr, F64: tl.constexpr):
+    pid = tl.program_id(0).to(tl.int64)
+    r = pid * BLOCK + tl.arange(0, BLOCK).to(tl.int64)
+    rm = r < R
+    bi = r // HW
+    hw = r % HW
+    hi = hw // W
+    wi = hw % W
+    c = tl.arange(0, C_PAD).to(tl.int64)
+    m2 = rm[:, None] & (c < C)[None, :]
+    v = tl.load(s_ptr + (bi * sb + hi * sh + wi * sw)[:, None] + c[None, :] * sc, mask=m2, other=0.0)
+    v = v.to(tl.float64) if F64 else v.to(tl.float32)
+    bad_score = tl.sum(tl.sum(tl.where(m2 & ((v >= 0.0) == 0), 1, 0), axis=1), axis=0)
+    vm = tl.where(m2, v, float("-inf"))
+    best = tl.max(vm, axis=1)
+    top = tl.min(tl.where(vm == best[:, None], c[None, :], C_PAD), axis=1)  # ties: lowest index
+    if HAS_LABELS:
+        assigned = tl.load(y_ptr + bi * yb + hi * yh + wi * yw, mask=rm, other=0).to(tl.int64)
+        bad_label = tl.sum(tl.where(rm & ((assigned < 0) | (assigned > C)), 1, 0), axis=0)
+    else:
+        assigned = top
+        bad_label = tl.sum(tl.where(rm & (rm == 0), 1, 0), axis=0)
+    v2 = tl.where(c[None, :] == assigned[:, None], tl.where(m2, 0.0, float("-inf")), vm)
+    best2 = tl.max(v2, axis=1)
+    confuse = tl.min(tl.where(v2 == best2[:, None], c[None, :], C_PAD), axis=1)
+    tl.store(assigned_ptr + r, assigned, mask=rm)
+    tl.store(confuse_ptr + r, confuse, mask=rm)
+    if ONEHOT:
+        off = (bi * C * HW + hw)[:, None] + c[None, :] * HW
+        et = y1_ptr.dtype.element_ty
+        tl.store(y1_ptr + off, tl.where(c[None, :] == assigned[:, None], 1.0, 0.0).to(et), mask=m2)
+        tl.store(y2_ptr + off, tl.where(c[None, :] == confuse[:, None], 1.0, 0.0).to(et), mask=m2)
+    tl.store(bad_ptr + pid * 2, bad_label)
+    tl.store(bad_ptr + pid * 2 + 1, bad_score)
+
+
+def confuse_labels(scores, labels, onehot: bool):
+    """scores (B, C, H, W); labels (B, H, W) int64 or None -> (assigned, confuse[, y1, y2]) like the CPU kernel."""
+    B, C, H, W = scores.shape
+    R = B * H * W
+    dev = scores.device
+    assigned = torch.empty((B, H, W), dtype=torch.int64, device=dev)
+    confuse = torch.empty((B, H, W), dtype=torch.int64, device=dev)
+    y1 = torch.empty(scores.shape, dtype=scores.dtype, device=dev) if onehot else scores
+    y2 = torch.empty(scores.shape, dtype=scores.dtype, device=dev) if onehot else scores
+    BLOCK = 64
+    n_prog = triton.cdiv(R, BLOCK)
+    bad = torch.zeros((max(n_prog, 1), 2), dtype=torch.int32, device=dev)
+    if R:
+        lab = labels if labels is not None else assigned
+        _confuse_kernel[(n_prog,)](scores, lab, assigned, confuse, y1, y2, bad, R, C, H * W, W,
+                                   scores.stride(0), scores.stride(1), scores.stride(2), scores.stride(3),
+                                   lab.stride(0), lab.stride(1), lab.stride(2), HAS_LABELS=labels is not None,
+                                   ONEHOT=onehot, C_PAD=max(triton.next_power_of_2(C), 2), BLOCK=BLOCK,
+                                   F64=scores.dtype == torch.float64)
+    counts = bad.sum(dim=0).tolist()
+    if counts[0]:
+        raise ValueError(f"labels: {counts[0]} value(s) outside [0, C] (C means background)")
+    if counts[1]:
+        raise ValueError(f"scores: {counts[1]} value(s) below 0 or NaN (expected probabilities, e.g. sigmoid outputs)")
+    return (assigned, confuse, y1, y2) if onehot else (assigned, confuse)

@@ -80,3 +80,45 @@ def test_triton_reports_bad_values():
             D.distribution_focal_loss(torch.randn(2, 17, device=DEVICE), torch.tensor([1.0, 16.5], device=DEVICE))
         with pytest.raises(RuntimeError, match="centerness"):
             D.centerness_target(torch.zeros(1, 2, device=DEVICE), torch.ones(1, 4, device=DEVICE))
+        from medseg_ext.losses import label_aware as LA
+
+        with pytest.raises(ValueError, match="scores: 1 value"):
+            LA.confuse_labels(torch.tensor([[0.2, -0.1]], device=DEVICE))
+        with pytest.raises(ValueError, match="labels: 1 value"):
+            LA.confuse_labels(torch.rand(3, 4, device=DEVICE), torch.tensor([0, 5, 1], device=DEVICE))
+
+
+@settings(max_examples=8)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([torch.float32, torch.float64]), st.booleans(), st.booleans())
+def test_triton_label_aware_kernels_match_cpu(seed, dtype, with_labels, dense):
+    from medseg_ext.losses import label_aware as LA
+
+    rng = np.random.default_rng(seed)
+    C = int(rng.integers(1, 9))
+    s = np.round(rng.random((2, C, 3, 4)) * 4) / 4  # ties and zeros
+    scores = torch.from_numpy(s).to(dtype)
+    labels = torch.from_numpy(rng.integers(0, C + 1, (2, 3, 4))) if with_labels else None
+    if not dense:
+        scores = scores.permute(0, 2, 3, 1).reshape(-1, C)
+        labels = None if labels is None else labels.reshape(-1)
+    want = LA.confuse_labels(scores, labels, return_onehot=True)
+    with medseg_ext.use_backend("triton"):
+        got = LA.confuse_labels(scores.to(DEVICE), None if labels is None else labels.to(DEVICE), return_onehot=True)
+    for a, b in zip(want, got):
+        assert a.shape == b.shape
+        torch.testing.assert_close(b.cpu(), a, rtol=0, atol=0)
+    x = torch.from_numpy(rng.standard_normal((2, 3, 4, 5))).to(dtype)
+    g1, g2 = (torch.from_numpy(rng.standard_normal((2, 3, 4, 5)) * 5).to(dtype) for _ in range(2))
+    xa = x.clone().requires_grad_(True)
+    xb = x.to(DEVICE).requires_grad_(True)
+    ya = LA.la_modulate(xa, g1, g2)
+    with medseg_ext.use_backend("triton"):
+        yb = LA.la_modulate(xb, g1.to(DEVICE), g2.to(DEVICE))
+    ya.sum().backward()
+    yb.sum().backward()
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    torch.testing.assert_close(yb.detach().cpu(), ya.detach(), rtol=tol, atol=tol)
+    torch.testing.assert_close(xb.grad.cpu(), xa.grad, rtol=tol, atol=tol)
+    with medseg_ext.use_backend("reference"):
+        yr = LA.la_modulate(x, g1, g2)
+    torch.testing.assert_close(yr, ya.detach(), rtol=tol, atol=tol)
