@@ -1,5 +1,8 @@
 """Fused segmentation losses and metrics (family 1). Spec: shared/reference/seeds-losses.md."""
-from . import affinity, metrics, pointwise
+from . import affinity, detection, label_aware, metrics, pointwise
+from .detection import (DistributionFocalLoss, GIoULoss, SigmoidFocalLoss, centerness_loss, centerness_target,
+                        distribution_focal_loss, giou_loss, sigmoid_focal_loss)
+from .label_aware import LabelAwareModulation, confuse_labels, distance_bins, dual_energy_to_rgb, la_modulate
 from .affinity import (BalancedAffinityLoss, ClassCounter, ClusteringAffinity, balanced_affinity_loss,
                        class_balanced_weights, gaussian_affinity, label_histogram)
 from .fused import FusedStats, fused_stats
@@ -18,4 +21,7 @@ __all__ = ["soft_region_stats", "RegionStats", "region_loss", "dice_loss", "Dice
            "JaccardLoss", "tversky_loss", "TverskyLoss", "focal_tversky_loss", "FocalTverskyLoss", "kappa_loss",
            "KappaLoss", "generalized_dice_loss", "GeneralizedDiceLoss", "log_dice_loss", "LogDiceLoss", "dibe_reg_loss",
            "DibeRegLoss", "fused_stats", "FusedStats", "metrics"]
+__all__ += ["sigmoid_focal_loss", "giou_loss", "centerness_target", "centerness_loss", "distribution_focal_loss",
+            "SigmoidFocalLoss", "GIoULoss", "DistributionFocalLoss", "dual_energy_to_rgb", "confuse_labels",
+            "la_modulate", "LabelAwareModulation", "distance_bins"]
 __all__ += pointwise.__all__ + metrics.__all__ + [n for n in affinity.__all__ if n != "centre_spread_regulariser"]

@@ -6,3 +6,7 @@ __all__ = ["losses"]
 from . import topology  # noqa: E402
 
 __all__ += ["topology"]
+
+from . import detection  # noqa: E402
+
+__all__ += ["detection"]
