@@ -1,0 +1,197 @@
+// CPU exact EDT (see edt.h). Work is split over lines; strided passes gather a tile of kTile
+// neighbouring lines so each cache line read serves kTile lines. All index arithmetic is int64.
+#include "losses/edt.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "common/errors.h"
+#include "common/parallel.h"
+
+namespace medseg {
+namespace losses {
+
+namespace {
+
+constexpr int64_t kTile = 16;
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+bool is_contiguous(const TensorDesc& d) {
+  int64_t expect = 1;
+  for (int i = d.ndim - 1; i >= 0; --i) {
+    if (d.shape[i] > 1 && d.strides[i] != expect) return false;
+    expect *= d.shape[i];
+  }
+  return true;
+}
+
+// Lower envelope of the parabolas y = (x - q h)^2 + f[q] over the sites with finite f, evaluated at
+// x = p h. v and z need n and n + 1 entries. Intersections use differences, not f + x^2, so large
+// distances keep their precision.
+void envelope_line(const double* f, double* d, int64_t n, double h, int64_t* v, double* z) {
+  int64_t k = -1;
+  for (int64_t q = 0; q < n; ++q) {
+    const double fq = f[q];
+    if (!(fq < kInf)) continue;
+    double s = -kInf;
+    while (k >= 0) {
+      const int64_t r = v[k];
+      s = 0.5 * ((fq - f[r]) / (static_cast<double>(q - r) * h) + static_cast<double>(q + r) * h);
+      if (s <= z[k]) {
+        --k;
+      } else {
+        break;
+      }
+    }
+    if (k < 0) {
+      k = 0;
+      v[0] = q;
+      z[0] = -kInf;
+    } else {
+      ++k;
+      v[k] = q;
+      z[k] = s;
+    }
+    z[k + 1] = kInf;
+  }
+  if (k < 0) {
+    std::fill(d, d + n, kInf);
+    return;
+  }
+  int64_t j = 0;
+  for (int64_t p = 0; p < n; ++p) {
+    const double x = static_cast<double>(p) * h;
+    while (z[j + 1] < x) ++j;
+    const double dx = x - static_cast<double>(v[j]) * h;
+    d[p] = dx * dx + f[v[j]];
+  }
+}
+
+template <typename T>
+inline T finish(double sq, bool final_pass, bool squared) {
+  return static_cast<T>(final_pass && !squared ? std::sqrt(sq) : sq);
+}
+
+// Pass 1: along the last (contiguous) axis, squared distance to the nearest background voxel.
+template <typename T>
+void scan_last_axis(const uint8_t* mask, T* out, int64_t lines, int64_t n, double h, bool final_pass,
+                    bool squared) {
+  const int64_t chunk = std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1));
+  const int64_t items = (lines + chunk - 1) / chunk;
+  parallel_for(items, [&](int64_t it) {
+    const int64_t l0 = it * chunk, l1 = std::min(lines, l0 + chunk);
+    for (int64_t l = l0; l < l1; ++l) {
+      const uint8_t* m = mask + l * n;
+      T* o = out + l * n;
+      // forward: distance (in voxels) to the last background at or before i
+      int64_t last = -1;
+      for (int64_t i = 0; i < n; ++i) {
+        if (!m[i]) last = i;
+        o[i] = last < 0 ? static_cast<T>(kInf) : static_cast<T>(i - last);
+      }
+      int64_t next = -1;
+      for (int64_t i = n - 1; i >= 0; --i) {
+        if (!m[i]) next = i;
+        double steps = static_cast<double>(o[i]);
+        if (next >= 0) steps = std::min(steps, static_cast<double>(next - i));
+        const double dist = steps * h;
+        o[i] = finish<T>(dist * dist, final_pass, squared);
+      }
+    }
+  });
+}
+
+// Pass k > 1: along an axis of length n and stride `inner` (elements), in place.
+template <typename T>
+void envelope_axis(T* out, int64_t outer, int64_t n, int64_t inner, double h, bool final_pass, bool squared) {
+  const int64_t tiles = (inner + kTile - 1) / kTile;
+  const int64_t items = outer * tiles;
+  parallel_for(items, [&](int64_t it) {
+    thread_local std::vector<double> fbuf, dbuf, zbuf;
+    thread_local std::vector<int64_t> vbuf;
+    fbuf.resize(static_cast<size_t>(kTile * n));
+    dbuf.resize(static_cast<size_t>(n));
+    zbuf.resize(static_cast<size_t>(n + 1));
+    vbuf.resize(static_cast<size_t>(n));
+    const int64_t o = it / tiles;
+    const int64_t t0 = (it % tiles) * kTile;
+    const int64_t width = std::min(kTile, inner - t0);
+    T* base = out + o * n * inner + t0;
+    for (int64_t i = 0; i < n; ++i) {
+      const T* row = base + i * inner;
+      for (int64_t t = 0; t < width; ++t) fbuf[static_cast<size_t>(t * n + i)] = static_cast<double>(row[t]);
+    }
+    for (int64_t t = 0; t < width; ++t) {
+      double* f = fbuf.data() + t * n;
+      envelope_line(f, dbuf.data(), n, h, vbuf.data(), zbuf.data());
+      std::copy(dbuf.begin(), dbuf.begin() + n, f);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      T* row = base + i * inner;
+      for (int64_t t = 0; t < width; ++t)
+        row[t] = finish<T>(fbuf[static_cast<size_t>(t * n + i)], final_pass, squared);
+    }
+  });
+}
+
+template <typename T>
+void run_cpu(const uint8_t* mask, T* out, const EdtGeometry& g) {
+  const int64_t d0 = g.dims[0], d1 = g.dims[1], d2 = g.dims[2];
+  const int64_t total = g.volumes * d0 * d1 * d2;
+  if (total == 0) return;
+  const bool pass1 = d1 > 1, pass0 = d0 > 1;
+  scan_last_axis<T>(mask, out, g.volumes * d0 * d1, d2, g.spacing[2], !pass1 && !pass0, g.squared);
+  if (pass1) envelope_axis<T>(out, g.volumes * d0, d1, d2, g.spacing[1], !pass0, g.squared);
+  if (pass0) envelope_axis<T>(out, g.volumes, d0, d1 * d2, g.spacing[0], true, g.squared);
+}
+
+}  // namespace
+
+EdtGeometry edt_check(const TensorDesc& mask, const TensorDesc& out, const double* spacing, int n_spacing,
+                      bool squared) {
+  MEDSEG_CHECK(mask.dtype == DType::UInt8, "mask: internal, expected uint8 bytes, got ", dtype_name(mask.dtype));
+  MEDSEG_CHECK(out.dtype == DType::Float32 || out.dtype == DType::Float64, "out: expected float32 or float64, got ",
+               dtype_name(out.dtype));
+  MEDSEG_CHECK(mask.ndim == 4, "mask: internal, expected a (volumes, d0, d1, d2) view, got rank ", mask.ndim);
+  MEDSEG_CHECK(out.ndim == 4, "out: internal, expected a (volumes, d0, d1, d2) view, got rank ", out.ndim);
+  for (int i = 0; i < 4; ++i)
+    MEDSEG_CHECK(mask.shape[i] == out.shape[i], "out: shape differs from mask at axis ", i, " (", out.shape[i],
+                 " vs ", mask.shape[i], ")");
+  MEDSEG_CHECK(is_contiguous(mask), "mask: internal, expected a contiguous array");
+  MEDSEG_CHECK(is_contiguous(out), "out: expected a contiguous array");
+  MEDSEG_CHECK(n_spacing == 3, "spacing: internal, expected 3 values, got ", n_spacing);
+  EdtGeometry g;
+  g.volumes = mask.shape[0];
+  for (int i = 0; i < 3; ++i) {
+    g.dims[i] = mask.shape[i + 1];
+    MEDSEG_CHECK(std::isfinite(spacing[i]) && spacing[i] > 0, "spacing: expected finite positive values, got ",
+                 spacing[i]);
+    g.spacing[i] = spacing[i];
+  }
+  // every int64 offset we form stays below total elements
+  int64_t total = 1;
+  for (int i = 0; i < 4; ++i) {
+    const int64_t s = mask.shape[i];
+    MEDSEG_CHECK(s == 0 || total <= std::numeric_limits<int64_t>::max() / s, "mask: too many elements");
+    total *= s;
+  }
+  g.squared = squared;
+  if (total > 0) {
+    MEDSEG_CHECK(mask.data != nullptr && out.data != nullptr, "mask/out: null data pointer");
+  }
+  return g;
+}
+
+void edt_cpu(const TensorDesc& mask, const TensorDesc& out, const EdtGeometry& g) {
+  const auto* m = static_cast<const uint8_t*>(mask.data);
+  if (out.dtype == DType::Float32) {
+    run_cpu<float>(m, static_cast<float*>(out.data), g);
+  } else {
+    run_cpu<double>(m, static_cast<double*>(out.data), g);
+  }
+}
+
+}  // namespace losses
+}  // namespace medseg

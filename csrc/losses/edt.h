@@ -1,0 +1,34 @@
+// Exact Euclidean distance transform (losses family, group D), batched over B x C, 1-3 spatial axes,
+// anisotropic spacing. Separable: a nearest-background scan along the last axis, then the
+// Felzenszwalb-Huttenlocher lower envelope of parabolas along every other axis (squared distances),
+// then a square root. Semantics: scipy.ndimage.distance_transform_edt per volume, except that a
+// volume without any background voxel is +inf everywhere (see medseg_ext/reference/distance.py).
+#pragma once
+
+#include <cstdint>
+
+#include "common/tensor_view.h"
+
+namespace medseg {
+namespace losses {
+
+struct EdtGeometry {
+  int64_t volumes = 0;      // B * C (or 1 for a plain spatial array)
+  int64_t dims[3] = {1, 1, 1};  // spatial sizes, padded at the front with 1
+  double spacing[3] = {1.0, 1.0, 1.0};
+  bool squared = false;     // return squared distances (no square root)
+};
+
+// mask: uint8 (0 = background) or bool bytes, contiguous (volumes, d0, d1, d2).
+// out:  float32 or float64, contiguous, same shape. Checks shapes, strides and dtypes before writing.
+EdtGeometry edt_check(const TensorDesc& mask, const TensorDesc& out, const double* spacing, int n_spacing,
+                      bool squared);
+void edt_cpu(const TensorDesc& mask, const TensorDesc& out, const EdtGeometry& g);
+
+#ifdef MEDSEG_EXT_WITH_CUDA
+// Same contract on device pointers; one kernel launch per axis pass for the whole batch, on `stream`.
+void edt_cuda(const TensorDesc& mask, const TensorDesc& out, const EdtGeometry& g, intptr_t stream);
+#endif
+
+}  // namespace losses
+}  // namespace medseg

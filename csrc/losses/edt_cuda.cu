@@ -1,0 +1,159 @@
+// CUDA exact EDT (see edt.h): one kernel launch per axis pass for the whole B x C batch.
+//
+// Pass 1 (last axis): one thread per line, nearest-background scan forwards and backwards.
+// Passes 2, 3: one thread per line of the axis; neighbouring threads own neighbouring lines, so
+// every row read/write is coalesced. The Felzenszwalb-Huttenlocher envelope (site index, site value,
+// boundaries) lives in a scratch buffer laid out [position][line] (coalesced too), in float64 so
+// float32 outputs stay exact for integer squared distances. The output is overwritten in place:
+// the envelope phase reads out[q] before any write, the evaluation phase reads only the scratch.
+#include <cuda_runtime.h>
+#include <math_constants.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "common/errors.h"
+#include "losses/edt.h"
+
+namespace medseg {
+namespace losses {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+void check_cuda(cudaError_t err, const char* what) {
+  if (err != cudaSuccess) fail("edt_cuda: ", what, ": ", cudaGetErrorString(err));
+}
+
+template <typename T>
+__device__ __forceinline__ T finish(double sq, bool final_pass, bool squared) {
+  return static_cast<T>(final_pass && !squared ? sqrt(sq) : sq);
+}
+
+template <typename T>
+__global__ void scan_last_axis_kernel(const uint8_t* __restrict__ mask, T* __restrict__ out, int64_t lines,
+                                      int64_t n, double h, bool final_pass, bool squared) {
+  const int64_t l = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (l >= lines) return;
+  const uint8_t* m = mask + l * n;
+  T* o = out + l * n;
+  const double inf = CUDART_INF;
+  int64_t last = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (!m[i]) last = i;
+    o[i] = last < 0 ? static_cast<T>(inf) : static_cast<T>(i - last);
+  }
+  int64_t next = -1;
+  for (int64_t i = n - 1; i >= 0; --i) {
+    if (!m[i]) next = i;
+    double steps = static_cast<double>(o[i]);
+    if (next >= 0) steps = fmin(steps, static_cast<double>(next - i));
+    const double d = steps * h;
+    o[i] = finish<T>(d * d, final_pass, squared);
+  }
+}
+
+// Lines of length n and stride `inner`; line id = o * inner + t (t fastest), lines = outer * inner.
+template <typename T>
+__global__ void envelope_axis_kernel(T* __restrict__ out, int64_t lines, int64_t n, int64_t inner, double h,
+                                     int32_t* __restrict__ vs, double* __restrict__ fs, double* __restrict__ zs,
+                                     bool final_pass, bool squared) {
+  const int64_t l = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (l >= lines) return;
+  const int64_t o = l / inner, t = l - o * inner;
+  T* base = out + o * n * inner + t;
+  const double inf = CUDART_INF;
+  // scratch entry k of this line is at [k * lines + l]
+  int64_t k = -1;
+  for (int64_t q = 0; q < n; ++q) {
+    const double fq = static_cast<double>(base[q * inner]);
+    if (!(fq < inf)) continue;
+    double s = -inf;
+    while (k >= 0) {
+      const int64_t r = vs[k * lines + l];
+      s = 0.5 * ((fq - fs[k * lines + l]) / (static_cast<double>(q - r) * h) + static_cast<double>(q + r) * h);
+      if (s <= zs[k * lines + l]) {
+        --k;
+      } else {
+        break;
+      }
+    }
+    if (k < 0) {
+      k = 0;
+      s = -inf;
+    } else {
+      ++k;
+    }
+    vs[k * lines + l] = static_cast<int32_t>(q);
+    fs[k * lines + l] = fq;
+    zs[k * lines + l] = s;
+    zs[(k + 1) * lines + l] = inf;
+  }
+  if (k < 0) {
+    for (int64_t p = 0; p < n; ++p) base[p * inner] = static_cast<T>(inf);
+    return;
+  }
+  int64_t j = 0;
+  for (int64_t p = 0; p < n; ++p) {
+    const double x = static_cast<double>(p) * h;
+    while (zs[(j + 1) * lines + l] < x) ++j;
+    const double dx = x - static_cast<double>(vs[j * lines + l]) * h;
+    base[p * inner] = finish<T>(dx * dx + fs[j * lines + l], final_pass, squared);
+  }
+}
+
+inline unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
+
+template <typename T>
+void run_cuda(const uint8_t* mask, T* out, const EdtGeometry& g, cudaStream_t stream) {
+  const int64_t d0 = g.dims[0], d1 = g.dims[1], d2 = g.dims[2];
+  const int64_t total = g.volumes * d0 * d1 * d2;
+  if (total == 0) return;
+  MEDSEG_CHECK(d0 <= INT32_MAX && d1 <= INT32_MAX, "mask: a spatial axis longer than 2^31 - 1");
+  const bool pass1 = d1 > 1, pass0 = d0 > 1;
+  const int64_t lines_last = g.volumes * d0 * d1;
+  MEDSEG_CHECK(blocks_for(lines_last) <= 0x7fffffffu, "mask: too many lines for one launch");
+  scan_last_axis_kernel<T><<<blocks_for(lines_last), kThreads, 0, stream>>>(mask, out, lines_last, d2, g.spacing[2],
+                                                                             !pass1 && !pass0, g.squared);
+  check_cuda(cudaGetLastError(), "scan launch");
+  if (!pass1 && !pass0) return;
+  // scratch for the largest envelope pass: total sites + (total + lines) boundaries
+  const int64_t lines1 = pass1 ? total / d1 : 0, lines0 = pass0 ? total / d0 : 0;
+  const int64_t max_lines = lines1 > lines0 ? lines1 : lines0;
+  const size_t bytes_v = static_cast<size_t>(total) * sizeof(int32_t);
+  const size_t bytes_f = static_cast<size_t>(total) * sizeof(double);
+  const size_t bytes_z = static_cast<size_t>(total + max_lines) * sizeof(double);
+  void* scratch = nullptr;
+  check_cuda(cudaMallocAsync(&scratch, bytes_f + bytes_z + bytes_v, stream), "scratch allocation");
+  auto* fs = static_cast<double*>(scratch);
+  auto* zs = reinterpret_cast<double*>(static_cast<char*>(scratch) + bytes_f);
+  auto* vs = reinterpret_cast<int32_t*>(static_cast<char*>(scratch) + bytes_f + bytes_z);
+  if (pass1) {
+    envelope_axis_kernel<T><<<blocks_for(lines1), kThreads, 0, stream>>>(out, lines1, d1, d2, g.spacing[1], vs, fs,
+                                                                          zs, !pass0, g.squared);
+    check_cuda(cudaGetLastError(), "axis-1 launch");
+  }
+  if (pass0) {
+    envelope_axis_kernel<T><<<blocks_for(lines0), kThreads, 0, stream>>>(out, lines0, d0, d1 * d2, g.spacing[0], vs,
+                                                                          fs, zs, true, g.squared);
+    check_cuda(cudaGetLastError(), "axis-0 launch");
+  }
+  check_cuda(cudaFreeAsync(scratch, stream), "scratch free");
+}
+
+}  // namespace
+
+void edt_cuda(const TensorDesc& mask, const TensorDesc& out, const EdtGeometry& g, intptr_t stream) {
+  auto s = reinterpret_cast<cudaStream_t>(stream);
+  const auto* m = static_cast<const uint8_t*>(mask.data);
+  if (out.dtype == DType::Float32) {
+    run_cuda<float>(m, static_cast<float*>(out.data), g, s);
+  } else {
+    run_cuda<double>(m, static_cast<double*>(out.data), g, s);
+  }
+}
+
+}  // namespace losses
+}  // namespace medseg
