@@ -236,8 +236,9 @@ def _pair_inputs(pred, target, include_background: bool, names=("pred", "target"
 def _directed(dist_to_b: torch.Tensor, ea: torch.Tensor, na: torch.Tensor, nb: torch.Tensor, percentile):
     """Per (b, c) statistic of the directed surface-distance set A -> B (MONAI conventions)."""
     U = ea.shape[0] * ea.shape[1]
-    d = dist_to_b.reshape(U, -1)
-    e = ea.reshape(U, -1)
+    S = int(np.prod(ea.shape[2:], dtype=np.int64))
+    d = dist_to_b.reshape(U, S)
+    e = ea.reshape(U, S)
     na, nb = na.reshape(U), nb.reshape(U)
     if percentile is None:
         stat = torch.where(e, d, torch.full_like(d, -np.inf)).amax(dim=1) if d.shape[1] else torch.zeros_like(na, dtype=d.dtype)
