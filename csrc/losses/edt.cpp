@@ -77,7 +77,7 @@ inline T finish(double sq, bool final_pass, bool squared) {
 // Pass 1: along the last (contiguous) axis, squared distance to the nearest background voxel.
 template <typename T>
 void scan_last_axis(const uint8_t* mask, T* out, int64_t lines, int64_t n, double h, bool final_pass,
-                    bool squared) {
+                    bool squared, bool invert) {
   const int64_t chunk = std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1));
   const int64_t items = (lines + chunk - 1) / chunk;
   parallel_for(items, [&](int64_t it) {
@@ -88,12 +88,12 @@ void scan_last_axis(const uint8_t* mask, T* out, int64_t lines, int64_t n, doubl
       // forward: distance (in voxels) to the last background at or before i
       int64_t last = -1;
       for (int64_t i = 0; i < n; ++i) {
-        if (!m[i]) last = i;
+        if (!m[i] != invert) last = i;
         o[i] = last < 0 ? static_cast<T>(kInf) : static_cast<T>(i - last);
       }
       int64_t next = -1;
       for (int64_t i = n - 1; i >= 0; --i) {
-        if (!m[i]) next = i;
+        if (!m[i] != invert) next = i;
         double steps = static_cast<double>(o[i]);
         if (next >= 0) steps = std::min(steps, static_cast<double>(next - i));
         const double dist = steps * h;
@@ -137,20 +137,54 @@ void envelope_axis(T* out, int64_t outer, int64_t n, int64_t inner, double h, bo
 }
 
 template <typename T>
-void run_cpu(const uint8_t* mask, T* out, const EdtGeometry& g) {
+void edt_pass(const uint8_t* mask, T* out, const EdtGeometry& g, bool invert, bool squared) {
   const int64_t d0 = g.dims[0], d1 = g.dims[1], d2 = g.dims[2];
-  const int64_t total = g.volumes * d0 * d1 * d2;
-  if (total == 0) return;
   const bool pass1 = d1 > 1, pass0 = d0 > 1;
-  scan_last_axis<T>(mask, out, g.volumes * d0 * d1, d2, g.spacing[2], !pass1 && !pass0, g.squared);
-  if (pass1) envelope_axis<T>(out, g.volumes * d0, d1, d2, g.spacing[1], !pass0, g.squared);
-  if (pass0) envelope_axis<T>(out, g.volumes, d0, d1 * d2, g.spacing[0], true, g.squared);
+  scan_last_axis<T>(mask, out, g.volumes * d0 * d1, d2, g.spacing[2], !pass1 && !pass0, squared, invert);
+  if (pass1) envelope_axis<T>(out, g.volumes * d0, d1, d2, g.spacing[1], !pass0, squared);
+  if (pass0) envelope_axis<T>(out, g.volumes, d0, d1 * d2, g.spacing[0], true, squared);
+}
+
+template <typename T>
+void run_cpu(const uint8_t* mask, T* out, const EdtGeometry& g) {
+  const int64_t vol = g.dims[0] * g.dims[1] * g.dims[2];
+  const int64_t total = g.volumes * vol;
+  if (total == 0) return;
+  if (g.mode == EdtMode::Plain || g.mode == EdtMode::Inverted) {
+    edt_pass<T>(mask, out, g, g.mode == EdtMode::Inverted, g.squared);
+    return;
+  }
+  std::vector<T> other(static_cast<size_t>(total));
+  edt_pass<T>(mask, out, g, false, false);          // inside: distance to the background
+  edt_pass<T>(mask, other.data(), g, true, false);  // outside: distance to the object
+  const bool field = g.mode == EdtMode::Field;
+  const T offset = static_cast<T>(g.offset);
+  const int64_t chunk = 1 << 15;
+  const int64_t per_vol = (vol + chunk - 1) / chunk;
+  parallel_for(g.volumes * per_vol, [&](int64_t it) {
+    const int64_t v = it / per_vol;
+    const int64_t a = v * vol + (it % per_vol) * chunk, b = std::min(v * vol + vol, a + chunk);
+    // a uniform volume has no site for one of the two transforms: +inf at every voxel, also the first
+    const bool uniform = std::isinf(static_cast<double>(out[v * vol])) ||
+                         std::isinf(static_cast<double>(other[static_cast<size_t>(v * vol)]));
+    if (uniform) {
+      std::fill(out + a, out + b, T(0));
+      return;
+    }
+    for (int64_t i = a; i < b; ++i) {
+      const T o = other[static_cast<size_t>(i)];
+      out[i] = field ? out[i] + o : (mask[i] ? offset - out[i] : o);
+    }
+  });
 }
 
 }  // namespace
 
 EdtGeometry edt_check(const TensorDesc& mask, const TensorDesc& out, const double* spacing, int n_spacing,
-                      bool squared) {
+                      bool squared, int mode, double offset) {
+  MEDSEG_CHECK(mode >= 0 && mode <= 3, "mode: internal, expected 0..3, got ", mode);
+  MEDSEG_CHECK(std::isfinite(offset), "inside_offset: expected a finite number");
+  MEDSEG_CHECK(!squared || mode <= 1, "squared: only for the plain and inverted transforms");
   MEDSEG_CHECK(mask.dtype == DType::UInt8, "mask: internal, expected uint8 bytes, got ", dtype_name(mask.dtype));
   MEDSEG_CHECK(out.dtype == DType::Float32 || out.dtype == DType::Float64, "out: expected float32 or float64, got ",
                dtype_name(out.dtype));
@@ -178,6 +212,8 @@ EdtGeometry edt_check(const TensorDesc& mask, const TensorDesc& out, const doubl
     total *= s;
   }
   g.squared = squared;
+  g.mode = static_cast<EdtMode>(mode);
+  g.offset = offset;
   if (total > 0) {
     MEDSEG_CHECK(mask.data != nullptr && out.data != nullptr, "mask/out: null data pointer");
   }

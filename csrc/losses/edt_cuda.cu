@@ -34,7 +34,7 @@ __device__ __forceinline__ T finish(double sq, bool final_pass, bool squared) {
 
 template <typename T>
 __global__ void scan_last_axis_kernel(const uint8_t* __restrict__ mask, T* __restrict__ out, int64_t lines,
-                                      int64_t n, double h, bool final_pass, bool squared) {
+                                      int64_t n, double h, bool final_pass, bool squared, bool invert) {
   const int64_t l = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (l >= lines) return;
   const uint8_t* m = mask + l * n;
@@ -42,12 +42,12 @@ __global__ void scan_last_axis_kernel(const uint8_t* __restrict__ mask, T* __res
   const double inf = CUDART_INF;
   int64_t last = -1;
   for (int64_t i = 0; i < n; ++i) {
-    if (!m[i]) last = i;
+    if (!m[i] != invert) last = i;
     o[i] = last < 0 ? static_cast<T>(inf) : static_cast<T>(i - last);
   }
   int64_t next = -1;
   for (int64_t i = n - 1; i >= 0; --i) {
-    if (!m[i]) next = i;
+    if (!m[i] != invert) next = i;
     double steps = static_cast<double>(o[i]);
     if (next >= 0) steps = fmin(steps, static_cast<double>(next - i));
     const double d = steps * h;
@@ -104,41 +104,80 @@ __global__ void envelope_axis_kernel(T* __restrict__ out, int64_t lines, int64_t
   }
 }
 
+// Modes Field / Signed: out = inside transform, other = outside transform; uniform volumes -> 0.
+template <typename T>
+__global__ void combine_kernel(const uint8_t* __restrict__ mask, T* __restrict__ out, const T* __restrict__ other,
+                               int64_t total, int64_t vol, bool field, double offset) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  const int64_t first = (i / vol) * vol;
+  if (isinf(static_cast<double>(out[first])) || isinf(static_cast<double>(other[first]))) {
+    out[i] = T(0);
+    return;
+  }
+  const double in = static_cast<double>(out[i]), o = static_cast<double>(other[i]);
+  out[i] = static_cast<T>(field ? in + o : (mask[i] ? offset - in : o));
+}
+
 inline unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
 template <typename T>
-void run_cuda(const uint8_t* mask, T* out, const EdtGeometry& g, cudaStream_t stream) {
+void edt_pass(const uint8_t* mask, T* out, const EdtGeometry& g, bool invert, bool squared, void* scratch,
+              cudaStream_t stream) {
   const int64_t d0 = g.dims[0], d1 = g.dims[1], d2 = g.dims[2];
   const int64_t total = g.volumes * d0 * d1 * d2;
-  if (total == 0) return;
-  MEDSEG_CHECK(d0 <= INT32_MAX && d1 <= INT32_MAX, "mask: a spatial axis longer than 2^31 - 1");
   const bool pass1 = d1 > 1, pass0 = d0 > 1;
   const int64_t lines_last = g.volumes * d0 * d1;
-  MEDSEG_CHECK(blocks_for(lines_last) <= 0x7fffffffu, "mask: too many lines for one launch");
   scan_last_axis_kernel<T><<<blocks_for(lines_last), kThreads, 0, stream>>>(mask, out, lines_last, d2, g.spacing[2],
-                                                                             !pass1 && !pass0, g.squared);
+                                                                             !pass1 && !pass0, squared, invert);
   check_cuda(cudaGetLastError(), "scan launch");
   if (!pass1 && !pass0) return;
-  // scratch for the largest envelope pass: total sites + (total + lines) boundaries
   const int64_t lines1 = pass1 ? total / d1 : 0, lines0 = pass0 ? total / d0 : 0;
   const int64_t max_lines = lines1 > lines0 ? lines1 : lines0;
-  const size_t bytes_v = static_cast<size_t>(total) * sizeof(int32_t);
   const size_t bytes_f = static_cast<size_t>(total) * sizeof(double);
   const size_t bytes_z = static_cast<size_t>(total + max_lines) * sizeof(double);
-  void* scratch = nullptr;
-  check_cuda(cudaMallocAsync(&scratch, bytes_f + bytes_z + bytes_v, stream), "scratch allocation");
   auto* fs = static_cast<double*>(scratch);
   auto* zs = reinterpret_cast<double*>(static_cast<char*>(scratch) + bytes_f);
   auto* vs = reinterpret_cast<int32_t*>(static_cast<char*>(scratch) + bytes_f + bytes_z);
   if (pass1) {
     envelope_axis_kernel<T><<<blocks_for(lines1), kThreads, 0, stream>>>(out, lines1, d1, d2, g.spacing[1], vs, fs,
-                                                                          zs, !pass0, g.squared);
+                                                                          zs, !pass0, squared);
     check_cuda(cudaGetLastError(), "axis-1 launch");
   }
   if (pass0) {
     envelope_axis_kernel<T><<<blocks_for(lines0), kThreads, 0, stream>>>(out, lines0, d0, d1 * d2, g.spacing[0], vs,
-                                                                          fs, zs, true, g.squared);
+                                                                          fs, zs, true, squared);
     check_cuda(cudaGetLastError(), "axis-0 launch");
+  }
+}
+
+template <typename T>
+void run_cuda(const uint8_t* mask, T* out, const EdtGeometry& g, cudaStream_t stream) {
+  const int64_t d0 = g.dims[0], d1 = g.dims[1], d2 = g.dims[2];
+  const int64_t vol = d0 * d1 * d2;
+  const int64_t total = g.volumes * vol;
+  if (total == 0) return;
+  MEDSEG_CHECK(d0 <= INT32_MAX && d1 <= INT32_MAX, "mask: a spatial axis longer than 2^31 - 1");
+  MEDSEG_CHECK(blocks_for(total) <= 0x7fffffffu, "mask: too many voxels for one launch");
+  // envelope scratch (site values, boundaries, site indices) + the second transform of modes 2 and 3
+  const int64_t shortest = d0 > 1 && d1 > 1 ? (d0 < d1 ? d0 : d1) : (d0 > 1 ? d0 : (d1 > 1 ? d1 : total));
+  const int64_t max_lines = total / shortest;  // lines of the envelope pass with the most lines
+  const bool two = g.mode == EdtMode::Field || g.mode == EdtMode::Signed;
+  const size_t bytes_env = static_cast<size_t>(total) * sizeof(double) +
+                           static_cast<size_t>(total + max_lines) * sizeof(double) +
+                           static_cast<size_t>(total) * sizeof(int32_t);
+  const size_t bytes_other = two ? static_cast<size_t>(total) * sizeof(T) : 0;
+  void* scratch = nullptr;
+  check_cuda(cudaMallocAsync(&scratch, bytes_env + bytes_other, stream), "scratch allocation");
+  if (!two) {
+    edt_pass<T>(mask, out, g, g.mode == EdtMode::Inverted, g.squared, scratch, stream);
+  } else {
+    T* other = reinterpret_cast<T*>(static_cast<char*>(scratch) + bytes_env);
+    edt_pass<T>(mask, out, g, false, false, scratch, stream);
+    edt_pass<T>(mask, other, g, true, false, scratch, stream);
+    combine_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(mask, out, other, total, vol,
+                                                                   g.mode == EdtMode::Field, g.offset);
+    check_cuda(cudaGetLastError(), "combine launch");
   }
   check_cuda(cudaFreeAsync(scratch, stream), "scratch free");
 }

@@ -105,9 +105,28 @@ def _spatial_dims(t: torch.Tensor, spatial_dims: Optional[int]) -> int:
 # ---------------------------------------------------------------------------------------------- EDT
 
 
+_MODES = {"plain": 0, "inverted": 1, "field": 2, "signed": 3}
+
+
+def _reference_volume(v: np.ndarray, spacing, mode: str, offset: float) -> np.ndarray:
+    from ..reference import distance as ref
+    if mode == "plain":
+        return ref.edt(v, spacing) if (~v).any() else np.full(v.shape, np.inf)
+    if mode == "inverted":
+        return ref.edt(~v, spacing) if v.any() else np.full(v.shape, np.inf)
+    if not v.any() or v.all():
+        return np.zeros(v.shape)
+    inside, outside = ref.edt(v, spacing), ref.edt(~v, spacing)
+    return inside + outside if mode == "field" else np.where(v, offset - inside, outside)
+
+
 def _edt_volumes(fg: torch.Tensor, nsp: int, spacing: Tuple[float, ...], dtype: torch.dtype,
-                 squared: bool = False) -> torch.Tensor:
-    """EDT of a bool tensor whose last ``nsp`` axes are spatial (all leading axes are volumes)."""
+                 squared: bool = False, mode: str = "plain", offset: float = 1.0) -> torch.Tensor:
+    """Transform of a bool tensor whose last ``nsp`` axes are spatial (all leading axes are volumes).
+
+    mode: "plain" EDT(fg) (scipy), "inverted" EDT(~fg), "field" EDT(fg) + EDT(~fg) (MONAI), "signed"
+    fg ? offset - EDT(fg) : EDT(~fg) (Kervadec); field and signed are 0 in uniform volumes.
+    """
     shape = tuple(fg.shape)
     sp_shape = shape[len(shape) - nsp:]
     vols = int(np.prod(shape[:len(shape) - nsp], dtype=np.int64)) if len(shape) > nsp else 1
@@ -118,9 +137,8 @@ def _edt_volumes(fg: torch.Tensor, nsp: int, spacing: Tuple[float, ...], dtype: 
         return out
     backend = _dispatch.select_backend(mask=fg)
     if backend == "reference":
-        from ..reference import distance as ref
         m = fg.reshape((vols,) + tuple(sp_shape)).cpu().numpy()
-        res = np.stack([ref.edt(v, spacing) for v in m]) if vols else np.zeros((0,) + tuple(sp_shape))
+        res = np.stack([_reference_volume(v, spacing, mode, offset) for v in m])
         if squared:
             res = res ** 2
         return torch.from_numpy(res).to(device=fg.device, dtype=dtype).reshape(shape)
@@ -128,14 +146,14 @@ def _edt_volumes(fg: torch.Tensor, nsp: int, spacing: Tuple[float, ...], dtype: 
     o4 = out.view((vols,) + dims)
     C_ = _dispatch.extension()
     if fg.device.type == "cpu":
-        C_.edt_cpu(desc(m8), desc(o4), list(sp3), bool(squared))
+        C_.edt_cpu(desc(m8), desc(o4), list(sp3), bool(squared), _MODES[mode], float(offset))
     else:
         if not hasattr(C_, "edt_cuda") or not _dispatch.cuda_kernels_usable():
             raise RuntimeError("mask: is a CUDA tensor but medseg_ext was built without its CUDA kernels "
                                "(rebuild with MEDSEG_EXT_CUDA=on); the EDT has no Triton version")
         with torch.cuda.device(fg.device):
             stream = torch.cuda.current_stream(fg.device).cuda_stream
-            C_.edt_cuda(desc(m8), desc(o4), list(sp3), bool(squared), stream)
+            C_.edt_cuda(desc(m8), desc(o4), list(sp3), bool(squared), _MODES[mode], float(offset), stream)
     return out
 
 
@@ -186,12 +204,7 @@ def signed_distance(mask, spacing=None, *, inside_offset: float = 1.0, spatial_d
 
 
 def _signed(fg: torch.Tensor, nsp: int, sp, dtype, offset: float) -> torch.Tensor:
-    both = _edt_volumes(torch.stack([fg, ~fg]), nsp, sp, dtype)
-    inside, outside = both[0], both[1]
-    sd = torch.where(fg, offset - inside, outside)
-    red = tuple(range(fg.dim() - nsp, fg.dim()))
-    uniform = fg.all(dim=red, keepdim=True) | ~fg.any(dim=red, keepdim=True) if red else fg
-    return sd.masked_fill(uniform, 0.0)
+    return _edt_volumes(fg, nsp, sp, dtype, mode="signed", offset=offset)
 
 
 # ---------------------------------------------------------------------------------------------- metrics
@@ -293,9 +306,9 @@ def hausdorff_distance(pred, target, percentile: Optional[float] = None, spacing
     ep, eg, npred, ngt, nsp, sp = _surface_setup(pred, target, include_background, spacing)
     with torch.no_grad():
         if directed:
-            to_g = _edt_volumes(~eg, nsp, sp, torch.float64)
+            to_g = _edt_volumes(eg, nsp, sp, torch.float64, mode="inverted")
             return _directed(to_g, ep, npred, ngt, percentile).float()
-        both = _edt_volumes(torch.stack([~eg, ~ep]), nsp, sp, torch.float64)
+        both = _edt_volumes(torch.stack([eg, ep]), nsp, sp, torch.float64, mode="inverted")
         h_pg = _directed(both[0], ep, npred, ngt, percentile)
         h_gp = _directed(both[1], eg, ngt, npred, percentile)
         return torch.maximum(h_pg, h_gp).float()
@@ -315,11 +328,11 @@ def average_surface_distance(pred, target, symmetric: bool = False, spacing=None
     red = tuple(range(2, 2 + nsp))
     with torch.no_grad():
         if symmetric:
-            both = _edt_volumes(torch.stack([~eg, ~ep]), nsp, sp, torch.float64)
+            both = _edt_volumes(torch.stack([eg, ep]), nsp, sp, torch.float64, mode="inverted")
             total = torch.where(ep, both[0], 0.0).sum(dim=red) + torch.where(eg, both[1], 0.0).sum(dim=red)
             count = npred + ngt
         else:
-            to_g = _edt_volumes(~eg, nsp, sp, torch.float64)
+            to_g = _edt_volumes(eg, nsp, sp, torch.float64, mode="inverted")
             total = torch.where(ep, to_g, 0.0).sum(dim=red)
             count = npred
         mean = total / count.clamp_min(1).to(total.dtype)
@@ -406,11 +419,7 @@ def hausdorff_dt_loss(input, target, alpha: float = 2.0, include_background: boo
 
 
 def _dt_fields(fg: torch.Tensor, nsp: int, dtype) -> torch.Tensor:
-    both = _edt_volumes(torch.stack([fg, ~fg]), nsp, (1.0,) * nsp, dtype)
-    field = torch.where(fg, both[0], both[1])
-    red = tuple(range(fg.dim() - nsp, fg.dim()))
-    uniform = fg.all(dim=red, keepdim=True) | ~fg.any(dim=red, keepdim=True)
-    return field.masked_fill(uniform, 0.0)
+    return _edt_volumes(fg, nsp, (1.0,) * nsp, dtype, mode="field")
 
 
 def boundary_loss(input, target, spacing=None, include_background: bool = False, sigmoid: bool = False,

@@ -176,3 +176,18 @@ def test_kernel_checks_shapes():
         C_.edt_cpu(desc(m), desc(torch.zeros(1, 2, 4, 3).transpose(2, 3)), [1.0, 1.0, 1.0], False)
     with pytest.raises(ValueError, match="mask"):
         C_.edt_cpu(desc(m.float()), desc(torch.zeros(1, 2, 3, 4)), [1.0, 1.0, 1.0], False)
+
+
+@pytest.mark.parametrize("mode", ["plain", "inverted", "field", "signed"])
+def test_kernel_modes_match_reference_backend(mode):
+    rng = np.random.default_rng(4)
+    m = torch.from_numpy(rng.random((3, 2, 5, 6, 4)) < 0.5)
+    m[0, 0] = True
+    m[1, 1] = False
+    for dtype in (torch.float32, torch.float64):
+        fast = D._edt_volumes(m, 3, (1.0, 2.0, 0.5), dtype, mode=mode, offset=0.75)
+        with _dispatch.use_backend("reference"):
+            slow = D._edt_volumes(m, 3, (1.0, 2.0, 0.5), dtype, mode=mode, offset=0.75)
+        torch.testing.assert_close(fast, slow)
+    if mode in ("field", "signed"):
+        assert (fast[0, 0] == 0).all() and (fast[1, 1] == 0).all()
