@@ -29,7 +29,27 @@ void bind_distance(py::module_& m) {
       "(float32/float64); mode 0: non-zero voxels get the distance to the nearest zero voxel (+inf if none), "
       "1: the same for the inverted mask, 2: MONAI distance field EDT(m) + EDT(!m), 3: signed distance "
       "m ? offset - EDT(m) : EDT(!m); modes 2 and 3 are 0 in uniform volumes.");
+  m.def(
+      "surface_edges_cpu",
+      [](py::tuple mask, py::tuple out, int spatial_dims) {
+        const TensorDesc md = to_desc(mask, "mask");
+        const TensorDesc od = to_desc(out, "out");
+        medseg::losses::surface_edges_check(md, od, spatial_dims);
+        py::gil_scoped_release release;
+        medseg::losses::surface_edges_cpu(md, od, spatial_dims);
+      },
+      py::arg("mask"), py::arg("out"), py::arg("spatial_dims"),
+      "Surface voxels (mask XOR erosion with the cross element, border = background) of uint8 volumes.");
 #ifdef MEDSEG_EXT_WITH_CUDA
+  m.def(
+      "surface_edges_cuda",
+      [](py::tuple mask, py::tuple out, int spatial_dims, intptr_t stream) {
+        const TensorDesc md = to_desc(mask, "mask");
+        const TensorDesc od = to_desc(out, "out");
+        medseg::losses::surface_edges_check(md, od, spatial_dims);
+        medseg::losses::surface_edges_cuda(md, od, spatial_dims, stream);
+      },
+      py::arg("mask"), py::arg("out"), py::arg("spatial_dims"), py::arg("stream"));
   m.def(
       "edt_cuda",
       [](py::tuple mask, py::tuple out, std::vector<double> spacing, bool squared, int mode, double offset,

@@ -220,6 +220,45 @@ EdtGeometry edt_check(const TensorDesc& mask, const TensorDesc& out, const doubl
   return g;
 }
 
+void surface_edges_check(const TensorDesc& mask, const TensorDesc& out, int spatial_dims) {
+  MEDSEG_CHECK(spatial_dims >= 1 && spatial_dims <= 3, "spatial_dims: expected 1, 2 or 3, got ", spatial_dims);
+  MEDSEG_CHECK(mask.dtype == DType::UInt8 && out.dtype == DType::UInt8, "mask/out: internal, expected uint8");
+  MEDSEG_CHECK(mask.ndim == 4 && out.ndim == 4, "mask/out: internal, expected (volumes, d0, d1, d2) views");
+  for (int i = 0; i < 4; ++i) MEDSEG_CHECK(mask.shape[i] == out.shape[i], "out: shape differs from mask at axis ", i);
+  for (int i = 1; i < 4 - spatial_dims; ++i)
+    MEDSEG_CHECK(mask.shape[i] == 1, "mask: internal, padded axis ", i, " must have size 1");
+  MEDSEG_CHECK(is_contiguous(mask) && is_contiguous(out), "mask/out: internal, expected contiguous arrays");
+}
+
+void surface_edges_cpu(const TensorDesc& mask, const TensorDesc& out, int spatial_dims) {
+  const int64_t V = mask.shape[0], d0 = mask.shape[1], d1 = mask.shape[2], d2 = mask.shape[3];
+  const auto* m = static_cast<const uint8_t*>(mask.data);
+  auto* o = static_cast<uint8_t*>(out.data);
+  const bool use0 = spatial_dims >= 3, use1 = spatial_dims >= 2;
+  const int64_t rows = V * d0 * d1;
+  if (rows == 0 || d2 == 0) return;
+  parallel_for(rows, [&](int64_t r) {
+    const int64_t i1 = r % d1, i0 = (r / d1) % d0;
+    const uint8_t* row = m + r * d2;
+    uint8_t* orow = o + r * d2;
+    const uint8_t* up1 = use1 && i1 > 0 ? row - d2 : nullptr;
+    const uint8_t* dn1 = use1 && i1 + 1 < d1 ? row + d2 : nullptr;
+    const uint8_t* up0 = use0 && i0 > 0 ? row - d1 * d2 : nullptr;
+    const uint8_t* dn0 = use0 && i0 + 1 < d0 ? row + d1 * d2 : nullptr;
+    const bool border = (use1 && (!up1 || !dn1)) || (use0 && (!up0 || !dn0));
+    for (int64_t j = 0; j < d2; ++j) {
+      if (!row[j]) {
+        orow[j] = 0;
+        continue;
+      }
+      bool interior = !border && j > 0 && j + 1 < d2 && row[j - 1] && row[j + 1];
+      if (interior && use1) interior = up1[j] && dn1[j];
+      if (interior && use0) interior = up0[j] && dn0[j];
+      orow[j] = interior ? 0 : 1;
+    }
+  });
+}
+
 void edt_cpu(const TensorDesc& mask, const TensorDesc& out, const EdtGeometry& g) {
   const auto* m = static_cast<const uint8_t*>(mask.data);
   if (out.dtype == DType::Float32) {

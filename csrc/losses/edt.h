@@ -34,7 +34,14 @@ EdtGeometry edt_check(const TensorDesc& mask, const TensorDesc& out, const doubl
                       bool squared, int mode, double offset);
 void edt_cpu(const TensorDesc& mask, const TensorDesc& out, const EdtGeometry& g);
 
+// Surface voxels (MONAI get_mask_edges: mask XOR binary_erosion with the cross element, border =
+// background): out = 1 where mask != 0 and a face neighbour along one of the last `spatial_dims` axes
+// is 0 or outside the volume. mask and out: contiguous uint8 (volumes, d0, d1, d2).
+void surface_edges_check(const TensorDesc& mask, const TensorDesc& out, int spatial_dims);
+void surface_edges_cpu(const TensorDesc& mask, const TensorDesc& out, int spatial_dims);
+
 #ifdef MEDSEG_EXT_WITH_CUDA
+void surface_edges_cuda(const TensorDesc& mask, const TensorDesc& out, int spatial_dims, intptr_t stream);
 // Same contract on device pointers; one kernel launch per axis pass for the whole batch, on `stream`.
 void edt_cuda(const TensorDesc& mask, const TensorDesc& out, const EdtGeometry& g, intptr_t stream);
 #endif

@@ -182,7 +182,32 @@ void run_cuda(const uint8_t* mask, T* out, const EdtGeometry& g, cudaStream_t st
   check_cuda(cudaFreeAsync(scratch, stream), "scratch free");
 }
 
+__global__ void surface_edges_kernel(const uint8_t* __restrict__ m, uint8_t* __restrict__ o, int64_t total,
+                                     int64_t d0, int64_t d1, int64_t d2, bool use0, bool use1) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= total) return;
+  if (!m[i]) {
+    o[i] = 0;
+    return;
+  }
+  const int64_t j = i % d2, i1 = (i / d2) % d1, i0 = (i / (d1 * d2)) % d0;
+  bool interior = j > 0 && j + 1 < d2 && m[i - 1] && m[i + 1];
+  if (interior && use1) interior = i1 > 0 && i1 + 1 < d1 && m[i - d2] && m[i + d2];
+  if (interior && use0) interior = i0 > 0 && i0 + 1 < d0 && m[i - d1 * d2] && m[i + d1 * d2];
+  o[i] = interior ? 0 : 1;
+}
+
 }  // namespace
+
+void surface_edges_cuda(const TensorDesc& mask, const TensorDesc& out, int spatial_dims, intptr_t stream) {
+  const int64_t total = mask.shape[0] * mask.shape[1] * mask.shape[2] * mask.shape[3];
+  if (total == 0) return;
+  MEDSEG_CHECK(blocks_for(total) <= 0x7fffffffu, "mask: too many voxels for one launch");
+  surface_edges_kernel<<<blocks_for(total), kThreads, 0, reinterpret_cast<cudaStream_t>(stream)>>>(
+      static_cast<const uint8_t*>(mask.data), static_cast<uint8_t*>(out.data), total, mask.shape[1], mask.shape[2],
+      mask.shape[3], spatial_dims >= 3, spatial_dims >= 2);
+  check_cuda(cudaGetLastError(), "surface edges launch");
+}
 
 void edt_cuda(const TensorDesc& mask, const TensorDesc& out, const EdtGeometry& g, intptr_t stream) {
   auto s = reinterpret_cast<cudaStream_t>(stream);

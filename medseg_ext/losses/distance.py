@@ -218,6 +218,29 @@ def surface_edges(mask, spatial_dims: Optional[int] = None) -> torch.Tensor:
 
 
 def _edges(fg: torch.Tensor, nsp: int) -> torch.Tensor:
+    if fg.numel() == 0:
+        return fg.clone()
+    backend = _dispatch.select_backend(mask=fg)
+    if backend == "reference":
+        return _edges_torch(fg, nsp)
+    shape = tuple(fg.shape)
+    vols = int(np.prod(shape[:len(shape) - nsp], dtype=np.int64)) if len(shape) > nsp else 1
+    dims = (1,) * (3 - nsp) + shape[len(shape) - nsp:]
+    m8 = fg.contiguous().view(torch.uint8).reshape((vols,) + dims)
+    out = torch.empty_like(m8)
+    C_ = _dispatch.extension()
+    if fg.device.type == "cpu":
+        C_.surface_edges_cpu(desc(m8), desc(out), nsp)
+    else:
+        if not hasattr(C_, "surface_edges_cuda") or not _dispatch.cuda_kernels_usable():
+            return _edges_torch(fg, nsp)
+        with torch.cuda.device(fg.device):
+            C_.surface_edges_cuda(desc(m8), desc(out), nsp, torch.cuda.current_stream(fg.device).cuda_stream)
+    return out.view(torch.bool).reshape(shape)
+
+
+def _edges_torch(fg: torch.Tensor, nsp: int) -> torch.Tensor:
+    """Plain-torch surface voxels (the reference backend; the kernels compute the same)."""
     pad = [1, 1] * nsp
     p = F.pad(fg.to(torch.uint8), pad).bool()
     nd = fg.dim()
@@ -306,9 +329,9 @@ def hausdorff_distance(pred, target, percentile: Optional[float] = None, spacing
     ep, eg, npred, ngt, nsp, sp = _surface_setup(pred, target, include_background, spacing)
     with torch.no_grad():
         if directed:
-            to_g = _edt_volumes(eg, nsp, sp, torch.float64, mode="inverted")
+            to_g = _edt_volumes(eg, nsp, sp, torch.float32, mode="inverted")
             return _directed(to_g, ep, npred, ngt, percentile).float()
-        both = _edt_volumes(torch.stack([eg, ep]), nsp, sp, torch.float64, mode="inverted")
+        both = _edt_volumes(torch.stack([eg, ep]), nsp, sp, torch.float32, mode="inverted")
         h_pg = _directed(both[0], ep, npred, ngt, percentile)
         h_gp = _directed(both[1], eg, ngt, npred, percentile)
         return torch.maximum(h_pg, h_gp).float()
@@ -328,12 +351,13 @@ def average_surface_distance(pred, target, symmetric: bool = False, spacing=None
     red = tuple(range(2, 2 + nsp))
     with torch.no_grad():
         if symmetric:
-            both = _edt_volumes(torch.stack([eg, ep]), nsp, sp, torch.float64, mode="inverted")
-            total = torch.where(ep, both[0], 0.0).sum(dim=red) + torch.where(eg, both[1], 0.0).sum(dim=red)
+            both = _edt_volumes(torch.stack([eg, ep]), nsp, sp, torch.float32, mode="inverted")
+            total = (torch.where(ep, both[0], 0.0).sum(dim=red, dtype=torch.float64)
+                     + torch.where(eg, both[1], 0.0).sum(dim=red, dtype=torch.float64))
             count = npred + ngt
         else:
-            to_g = _edt_volumes(eg, nsp, sp, torch.float64, mode="inverted")
-            total = torch.where(ep, to_g, 0.0).sum(dim=red)
+            to_g = _edt_volumes(eg, nsp, sp, torch.float32, mode="inverted")
+            total = torch.where(ep, to_g, 0.0).sum(dim=red, dtype=torch.float64)
             count = npred
         mean = total / count.clamp_min(1).to(total.dtype)
         mean = torch.where((npred == 0) | (ngt == 0), torch.full_like(mean, np.inf), mean)

@@ -157,3 +157,19 @@ def test_bad_input():
         D.average_surface_distance(a, a, spacing=(1.0, 1.0, 1.0))
     with pytest.raises(TypeError, match="target"):
         D.hausdorff_distance(a, [[0]])
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 7, 8, 6), (2, 2, 1, 9), (1, 2, 9, 1), (3, 1, 1, 1, 5), (2, 2, 11),
+                                   (1, 1, 1), (2, 1, 4, 1, 3)])
+def test_surface_edges_kernel_matches_torch_and_scipy(shape):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    from medseg_ext import _dispatch
+    m = torch.from_numpy(np.random.default_rng(sum(shape)).random(shape) < 0.7)
+    fast = D.surface_edges(m, spatial_dims=len(shape) - 2)
+    with _dispatch.use_backend("reference"):
+        slow = D.surface_edges(m, spatial_dims=len(shape) - 2)
+    assert torch.equal(fast, slow)
+    for b in range(shape[0]):
+        for c in range(shape[1]):
+            v = m[b, c].numpy()
+            assert np.array_equal(fast[b, c].numpy(), v ^ ndimage.binary_erosion(v))
