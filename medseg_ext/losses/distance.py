@@ -436,7 +436,7 @@ def hausdorff_dt_loss(input, target, alpha: float = 2.0, include_background: boo
         fields = _dt_fields(torch.stack([p.detach() > 0.5, y > 0.5]), nsp,
                             torch.float64 if p.dtype == torch.float64 else torch.float32)
         dist = fields[0] ** alpha + fields[1] ** alpha
-    f = (p - y) ** 2 * dist.to(p.dtype)
+    f = (p - y) ** 2 * dist  # fp16/bf16 inputs promote to float32 here (distance^alpha overflows fp16)
     red = tuple(range(2, p.dim()))
     f = f.mean(dim=(0,) + red, keepdim=False).unsqueeze(0) if batch else f.mean(dim=red)
     return _reduce(f, reduction, nsp)
@@ -468,7 +468,10 @@ def boundary_loss(input, target, spacing=None, include_background: bool = False,
                                float(inside_offset))
     elif tuple(dist_map.shape) != tuple(p.shape):
         raise ValueError(f"dist_map: expected shape {tuple(p.shape)}, got {tuple(dist_map.shape)}")
-    f = (p * dist_map.to(device=p.device, dtype=p.dtype)).mean(dim=tuple(range(2, p.dim())))
+    dist_map = dist_map.to(p.device)
+    if not dist_map.is_floating_point() or dist_map.dtype in (torch.float16, torch.bfloat16):
+        dist_map = dist_map.float()
+    f = (p * dist_map).mean(dim=tuple(range(2, p.dim())))  # half inputs promote to float32
     return _reduce(f, reduction, nsp)
 
 

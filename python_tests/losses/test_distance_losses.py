@@ -129,3 +129,20 @@ def test_bad_input():
         D.hausdorff_dt_loss(x, x, alpha=float("inf"))
     with pytest.raises(ValueError, match="NaN"):
         D.hausdorff_dt_loss(x, torch.full((1, 2, 4, 4), float("nan")))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_promote_to_float32(dtype):
+    x, y, lab = _inputs(9, (1, 2, 40, 40), empty=False)
+    y = torch.zeros_like(y)
+    y[:, 1, 0, 0] = 1      # far object: distance^2 > fp16 max would overflow in half precision
+    y[:, 0] = 1 - y[:, 1]
+    xh = x.to(dtype).requires_grad_(True)
+    v = D.hausdorff_dt_loss(xh, y, alpha=3.0, softmax=True)
+    assert v.dtype == torch.float32 and torch.isfinite(v)
+    v.backward()
+    assert xh.grad.dtype == dtype and torch.isfinite(xh.grad.float()).all()
+    ref = D.hausdorff_dt_loss(x.to(dtype).float(), y, alpha=3.0, softmax=True)
+    assert float(v.detach()) == pytest.approx(float(ref), rel=1e-2)
+    b = D.boundary_loss(x.to(dtype), y)
+    assert b.dtype == torch.float32 and torch.isfinite(b)
