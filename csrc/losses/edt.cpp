@@ -81,22 +81,29 @@ void scan_last_axis(const uint8_t* mask, T* out, int64_t lines, int64_t n, doubl
   const int64_t chunk = std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1));
   const int64_t items = (lines + chunk - 1) / chunk;
   parallel_for(items, [&](int64_t it) {
+    thread_local std::vector<int64_t> before;
+    before.resize(static_cast<size_t>(n));
     const int64_t l0 = it * chunk, l1 = std::min(lines, l0 + chunk);
+    const int64_t none = std::numeric_limits<int64_t>::max();
     for (int64_t l = l0; l < l1; ++l) {
       const uint8_t* m = mask + l * n;
       T* o = out + l * n;
-      // forward: distance (in voxels) to the last background at or before i
+      // forward: steps back to the last site (background, or foreground when inverted) at or before i
       int64_t last = -1;
       for (int64_t i = 0; i < n; ++i) {
-        if (!m[i] != invert) last = i;
-        o[i] = last < 0 ? static_cast<T>(kInf) : static_cast<T>(i - last);
+        if ((m[i] == 0) != invert) last = i;
+        before[static_cast<size_t>(i)] = last < 0 ? none : i - last;
+      }
+      if (last < 0) {  // no site on this line
+        std::fill(o, o + n, static_cast<T>(kInf));
+        continue;
       }
       int64_t next = -1;
       for (int64_t i = n - 1; i >= 0; --i) {
-        if (!m[i] != invert) next = i;
-        double steps = static_cast<double>(o[i]);
-        if (next >= 0) steps = std::min(steps, static_cast<double>(next - i));
-        const double dist = steps * h;
+        if ((m[i] == 0) != invert) next = i;
+        int64_t steps = before[static_cast<size_t>(i)];
+        if (next >= 0) steps = std::min(steps, next - i);
+        const double dist = static_cast<double>(steps) * h;
         o[i] = finish<T>(dist * dist, final_pass, squared);
       }
     }
@@ -125,6 +132,13 @@ void envelope_axis(T* out, int64_t outer, int64_t n, int64_t inner, double h, bo
     }
     for (int64_t t = 0; t < width; ++t) {
       double* f = fbuf.data() + t * n;
+      // lines with no finite site, or with every site at 0, are already their own transform
+      double lo = kInf, hi = 0.0;
+      for (int64_t i = 0; i < n; ++i) {
+        lo = std::min(lo, f[i]);
+        hi = std::max(hi, f[i]);
+      }
+      if (hi == 0.0 || lo == kInf) continue;
       envelope_line(f, dbuf.data(), n, h, vbuf.data(), zbuf.data());
       std::copy(dbuf.begin(), dbuf.begin() + n, f);
     }
