@@ -69,6 +69,19 @@ void envelope_line(const double* f, double* d, int64_t n, double h, int64_t* v, 
   }
 }
 
+// Small transforms run on the calling thread: an OpenMP region costs more than it saves there, and
+// much more on an oversubscribed machine (threads spin at the barrier while others hold the cores).
+constexpr int64_t kSerialBelow = int64_t(1) << 16;  // voxels
+
+template <typename F>
+void run_items(int64_t items, int64_t voxels, F&& f) {
+  if (voxels < kSerialBelow) {
+    for (int64_t i = 0; i < items; ++i) f(i);
+  } else {
+    parallel_for(items, f);
+  }
+}
+
 template <typename T>
 inline T finish(double sq, bool final_pass, bool squared) {
   return static_cast<T>(final_pass && !squared ? std::sqrt(sq) : sq);
@@ -80,7 +93,7 @@ void scan_last_axis(const uint8_t* mask, T* out, int64_t lines, int64_t n, doubl
                     bool squared, bool invert) {
   const int64_t chunk = std::max<int64_t>(1, 4096 / std::max<int64_t>(n, 1));
   const int64_t items = (lines + chunk - 1) / chunk;
-  parallel_for(items, [&](int64_t it) {
+  run_items(items, lines * n, [&](int64_t it) {
     thread_local std::vector<int64_t> before;
     before.resize(static_cast<size_t>(n));
     const int64_t l0 = it * chunk, l1 = std::min(lines, l0 + chunk);
@@ -115,7 +128,7 @@ template <typename T>
 void envelope_axis(T* out, int64_t outer, int64_t n, int64_t inner, double h, bool final_pass, bool squared) {
   const int64_t tiles = (inner + kTile - 1) / kTile;
   const int64_t items = outer * tiles;
-  parallel_for(items, [&](int64_t it) {
+  run_items(items, outer * n * inner, [&](int64_t it) {
     thread_local std::vector<double> fbuf, dbuf, zbuf;
     thread_local std::vector<int64_t> vbuf;
     fbuf.resize(static_cast<size_t>(kTile * n));
@@ -175,7 +188,7 @@ void run_cpu(const uint8_t* mask, T* out, const EdtGeometry& g) {
   const T offset = static_cast<T>(g.offset);
   const int64_t chunk = 1 << 15;
   const int64_t per_vol = (vol + chunk - 1) / chunk;
-  parallel_for(g.volumes * per_vol, [&](int64_t it) {
+  run_items(g.volumes * per_vol, total, [&](int64_t it) {
     const int64_t v = it / per_vol;
     const int64_t a = v * vol + (it % per_vol) * chunk, b = std::min(v * vol + vol, a + chunk);
     // a uniform volume has no site for one of the two transforms: +inf at every voxel, also the first
@@ -251,7 +264,7 @@ void surface_edges_cpu(const TensorDesc& mask, const TensorDesc& out, int spatia
   const bool use0 = spatial_dims >= 3, use1 = spatial_dims >= 2;
   const int64_t rows = V * d0 * d1;
   if (rows == 0 || d2 == 0) return;
-  parallel_for(rows, [&](int64_t r) {
+  run_items(rows, rows * d2, [&](int64_t r) {
     const int64_t i1 = r % d1, i0 = (r / d1) % d0;
     const uint8_t* row = m + r * d2;
     uint8_t* orow = o + r * d2;

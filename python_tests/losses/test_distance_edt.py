@@ -191,3 +191,18 @@ def test_kernel_modes_match_reference_backend(mode):
         torch.testing.assert_close(fast, slow)
     if mode in ("field", "signed"):
         assert (fast[0, 0] == 0).all() and (fast[1, 1] == 0).all()
+
+
+def test_threaded_path_matches_scipy():
+    """Above the serial threshold (2^16 voxels) the passes run through parallel_for."""
+    rng = np.random.default_rng(8)
+    m = rng.random((2, 2, 40, 41, 42)) < 0.9
+    m[..., 3, 5, 7] = False
+    got = D.distance_transform_edt(torch.from_numpy(m), (1.0, 0.5, 2.0), dtype=torch.float64)
+    sig = D.signed_distance(torch.from_numpy(m), (1.0, 0.5, 2.0), dtype=torch.float64)
+    for b in range(2):
+        for c in range(2):
+            want = ndimage.distance_transform_edt(m[b, c], sampling=(1.0, 0.5, 2.0))
+            np.testing.assert_allclose(got[b, c].numpy(), want, rtol=1e-12)
+            out = ndimage.distance_transform_edt(~m[b, c], sampling=(1.0, 0.5, 2.0))
+            np.testing.assert_allclose(sig[b, c].numpy(), np.where(m[b, c], 1 - want, out), rtol=1e-12, atol=1e-12)
