@@ -29,6 +29,7 @@ Conventions (pinned by python_tests/losses/test_distance*.py):
 """
 from __future__ import annotations
 
+import os
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -105,6 +106,23 @@ def _spatial_dims(t: torch.Tensor, spatial_dims: Optional[int]) -> int:
 # ---------------------------------------------------------------------------------------------- EDT
 
 
+def _backend(t: torch.Tensor) -> str:
+    """"reference", "cpu" or "cuda" (the compiled CUDA kernels; the EDT has no Triton version)."""
+    forced = getattr(_dispatch._override, "name", None)
+    if forced == "reference" or (forced is None and os.environ.get(_dispatch.FORCE_REFERENCE_ENV) == "1"):
+        return "reference"
+    if t.device.type == "cpu":
+        _dispatch.extension()
+        return "cpu"
+    if t.device.type == "cuda":
+        C_ = _dispatch.extension()
+        if not hasattr(C_, "edt_cuda") or not _dispatch.cuda_kernels_usable():
+            raise RuntimeError("mask: is a CUDA tensor but medseg_ext was built without its CUDA kernels "
+                               "(rebuild with MEDSEG_EXT_CUDA=on); the distance transform has no Triton version")
+        return "cuda"
+    raise ValueError(f"mask: device type {t.device.type!r} is not supported (cpu or cuda)")
+
+
 _MODES = {"plain": 0, "inverted": 1, "field": 2, "signed": 3}
 
 
@@ -135,7 +153,7 @@ def _edt_volumes(fg: torch.Tensor, nsp: int, spacing: Tuple[float, ...], dtype: 
     out = torch.empty(shape, dtype=dtype, device=fg.device)
     if out.numel() == 0:
         return out
-    backend = _dispatch.select_backend(mask=fg)
+    backend = _backend(fg)
     if backend == "reference":
         m = fg.reshape((vols,) + tuple(sp_shape)).cpu().numpy()
         res = np.stack([_reference_volume(v, spacing, mode, offset) for v in m])
@@ -145,12 +163,9 @@ def _edt_volumes(fg: torch.Tensor, nsp: int, spacing: Tuple[float, ...], dtype: 
     m8 = fg.contiguous().view(torch.uint8).reshape((vols,) + dims)
     o4 = out.view((vols,) + dims)
     C_ = _dispatch.extension()
-    if fg.device.type == "cpu":
+    if backend == "cpu":
         C_.edt_cpu(desc(m8), desc(o4), list(sp3), bool(squared), _MODES[mode], float(offset))
     else:
-        if not hasattr(C_, "edt_cuda") or not _dispatch.cuda_kernels_usable():
-            raise RuntimeError("mask: is a CUDA tensor but medseg_ext was built without its CUDA kernels "
-                               "(rebuild with MEDSEG_EXT_CUDA=on); the EDT has no Triton version")
         with torch.cuda.device(fg.device):
             stream = torch.cuda.current_stream(fg.device).cuda_stream
             C_.edt_cuda(desc(m8), desc(o4), list(sp3), bool(squared), _MODES[mode], float(offset), stream)
@@ -220,7 +235,7 @@ def surface_edges(mask, spatial_dims: Optional[int] = None) -> torch.Tensor:
 def _edges(fg: torch.Tensor, nsp: int) -> torch.Tensor:
     if fg.numel() == 0:
         return fg.clone()
-    backend = _dispatch.select_backend(mask=fg)
+    backend = _backend(fg)
     if backend == "reference":
         return _edges_torch(fg, nsp)
     shape = tuple(fg.shape)
@@ -229,11 +244,9 @@ def _edges(fg: torch.Tensor, nsp: int) -> torch.Tensor:
     m8 = fg.contiguous().view(torch.uint8).reshape((vols,) + dims)
     out = torch.empty_like(m8)
     C_ = _dispatch.extension()
-    if fg.device.type == "cpu":
+    if backend == "cpu":
         C_.surface_edges_cpu(desc(m8), desc(out), nsp)
     else:
-        if not hasattr(C_, "surface_edges_cuda") or not _dispatch.cuda_kernels_usable():
-            return _edges_torch(fg, nsp)
         with torch.cuda.device(fg.device):
             C_.surface_edges_cuda(desc(m8), desc(out), nsp, torch.cuda.current_stream(fg.device).cuda_stream)
     return out.view(torch.bool).reshape(shape)
