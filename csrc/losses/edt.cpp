@@ -188,13 +188,16 @@ void run_cpu(const uint8_t* mask, T* out, const EdtGeometry& g) {
   const T offset = static_cast<T>(g.offset);
   const int64_t chunk = 1 << 15;
   const int64_t per_vol = (vol + chunk - 1) / chunk;
+  // a uniform volume has no site for one of the two transforms: +inf at every voxel, also the first;
+  // read before any chunk overwrites the first voxel
+  std::vector<uint8_t> uniform(static_cast<size_t>(g.volumes));
+  for (int64_t v = 0; v < g.volumes; ++v)
+    uniform[static_cast<size_t>(v)] = std::isinf(static_cast<double>(out[v * vol])) ||
+                                      std::isinf(static_cast<double>(other[static_cast<size_t>(v * vol)]));
   run_items(g.volumes * per_vol, total, [&](int64_t it) {
     const int64_t v = it / per_vol;
     const int64_t a = v * vol + (it % per_vol) * chunk, b = std::min(v * vol + vol, a + chunk);
-    // a uniform volume has no site for one of the two transforms: +inf at every voxel, also the first
-    const bool uniform = std::isinf(static_cast<double>(out[v * vol])) ||
-                         std::isinf(static_cast<double>(other[static_cast<size_t>(v * vol)]));
-    if (uniform) {
+    if (uniform[static_cast<size_t>(v)]) {
       std::fill(out + a, out + b, T(0));
       return;
     }

@@ -105,13 +105,23 @@ __global__ void envelope_axis_kernel(T* __restrict__ out, int64_t lines, int64_t
 }
 
 // Modes Field / Signed: out = inside transform, other = outside transform; uniform volumes -> 0.
+// Per volume: uniform (one transform has no site, so it is +inf at the first voxel). Its own launch,
+// so that no thread of combine_kernel can overwrite a first voxel before another one reads it.
+template <typename T>
+__global__ void uniform_kernel(const T* __restrict__ out, const T* __restrict__ other, uint8_t* __restrict__ flags,
+                               int64_t volumes, int64_t vol) {
+  const int64_t v = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (v >= volumes) return;
+  flags[v] = isinf(static_cast<double>(out[v * vol])) || isinf(static_cast<double>(other[v * vol]));
+}
+
 template <typename T>
 __global__ void combine_kernel(const uint8_t* __restrict__ mask, T* __restrict__ out, const T* __restrict__ other,
-                               int64_t total, int64_t vol, bool field, double offset) {
+                               const uint8_t* __restrict__ flags, int64_t total, int64_t vol, bool field,
+                               double offset) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= total) return;
-  const int64_t first = (i / vol) * vol;
-  if (isinf(static_cast<double>(out[first])) || isinf(static_cast<double>(other[first]))) {
+  if (flags[i / vol]) {
     out[i] = T(0);
     return;
   }
@@ -166,7 +176,7 @@ void run_cuda(const uint8_t* mask, T* out, const EdtGeometry& g, cudaStream_t st
   const size_t bytes_env = static_cast<size_t>(total) * sizeof(double) +
                            static_cast<size_t>(total + max_lines) * sizeof(double) +
                            static_cast<size_t>(total) * sizeof(int32_t);
-  const size_t bytes_other = two ? static_cast<size_t>(total) * sizeof(T) : 0;
+  const size_t bytes_other = two ? static_cast<size_t>(total) * sizeof(T) + static_cast<size_t>(g.volumes) : 0;
   void* scratch = nullptr;
   check_cuda(cudaMallocAsync(&scratch, bytes_env + bytes_other, stream), "scratch allocation");
   if (!two) {
@@ -175,7 +185,10 @@ void run_cuda(const uint8_t* mask, T* out, const EdtGeometry& g, cudaStream_t st
     T* other = reinterpret_cast<T*>(static_cast<char*>(scratch) + bytes_env);
     edt_pass<T>(mask, out, g, false, false, scratch, stream);
     edt_pass<T>(mask, other, g, true, false, scratch, stream);
-    combine_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(mask, out, other, total, vol,
+    auto* flags = reinterpret_cast<uint8_t*>(other + total);
+    uniform_kernel<T><<<blocks_for(g.volumes), kThreads, 0, stream>>>(out, other, flags, g.volumes, vol);
+    check_cuda(cudaGetLastError(), "uniform launch");
+    combine_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(mask, out, other, flags, total, vol,
                                                                    g.mode == EdtMode::Field, g.offset);
     check_cuda(cudaGetLastError(), "combine launch");
   }

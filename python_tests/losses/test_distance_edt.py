@@ -206,3 +206,14 @@ def test_threaded_path_matches_scipy():
             np.testing.assert_allclose(got[b, c].numpy(), want, rtol=1e-12)
             out = ndimage.distance_transform_edt(~m[b, c], sampling=(1.0, 0.5, 2.0))
             np.testing.assert_allclose(sig[b, c].numpy(), np.where(m[b, c], 1 - want, out), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["field", "signed"])
+def test_large_uniform_volumes_are_zero(mode):
+    """Volumes split over several work chunks (> 2^15 voxels): every chunk sees the uniform flag."""
+    m = torch.zeros(3, 40, 40, 41, dtype=torch.bool)
+    m[0] = True
+    m[2, 10:20, 5:30, 7:9] = True
+    out = D._edt_volumes(m, 3, (1.0, 1.0, 1.0), torch.float32, mode=mode)
+    assert (out[0] == 0).all() and (out[1] == 0).all()
+    assert torch.isfinite(out[2]).all() and (out[2] != 0).any()
