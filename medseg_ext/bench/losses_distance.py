@@ -83,6 +83,12 @@ def make_case(case: str, impl: str, B: int, C: int, S: int) -> harness.Case:
 
 
 def _time(fn: Callable, repeat: int, warmup: int = 1) -> dict:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # GPU rows: time finished work
+        inner = fn
+
+        def fn():
+            inner()
+            torch.cuda.synchronize()
     for _ in range(warmup):
         fn()
     walls, cpus = [], []
