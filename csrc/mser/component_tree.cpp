@@ -86,38 +86,62 @@ void build_tree(const T* img, const uint8_t* mask, const Geometry& g, bool brigh
   }
   const Nbrs nb = make_neighbours(g);
   std::vector<int32_t> parent(static_cast<size_t>(n), -1), zpar(static_cast<size_t>(n), -1);
-  const int64_t d1 = g.d1, d2 = g.d2, d0 = g.d0, plane = d1 * d2;
-  for (int32_t i = 0; i < count; ++i) {
-    const int32_t p = order[i];
-    parent[p] = p;
-    zpar[p] = p;
-    const int64_t z = p / plane, rem = p - z * plane, y = rem / d2, x = rem - y * d2;
-    for (int k = 0; k < nb.count; ++k) {
-      const int64_t qz = z + nb.dz[k], qy = y + nb.dy[k], qx = x + nb.dx[k];
-      if (qz < 0 || qz >= d0 || qy < 0 || qy >= d1 || qx < 0 || qx >= d2) continue;
-      const int32_t q = static_cast<int32_t>(qz * plane + qy * d2 + qx);
-      if (zpar[q] < 0) continue;  // not processed yet or outside the mask
-      const int32_t r = find_root(zpar, q);
-      if (r != p) {
-        parent[r] = p;
-        zpar[r] = p;
+  auto join = [&](int32_t p, int32_t q) {
+    if (zpar[q] < 0) return;  // not processed yet or outside the mask
+    const int32_t r = find_root(zpar, q);
+    if (r != p) {
+      parent[r] = p;
+      zpar[r] = p;
+    }
+  };
+  if (g.d0 == 1 && (g.connectivity == 4 || g.connectivity == 8)) {
+    // 2-D fast path: 32-bit coordinates, unrolled neighbours
+    const int32_t W = static_cast<int32_t>(g.d2), H = static_cast<int32_t>(g.d1);
+    const bool eight = g.connectivity == 8;
+    for (int32_t i = 0; i < count; ++i) {
+      const int32_t p = order[i];
+      parent[p] = p;
+      zpar[p] = p;
+      const int32_t y = p / W, x = p - y * W;
+      const bool l = x > 0, r = x < W - 1, u = y > 0, d = y < H - 1;
+      if (l) join(p, p - 1);
+      if (r) join(p, p + 1);
+      if (u) join(p, p - W);
+      if (d) join(p, p + W);
+      if (eight) {
+        if (u && l) join(p, p - W - 1);
+        if (u && r) join(p, p - W + 1);
+        if (d && l) join(p, p + W - 1);
+        if (d && r) join(p, p + W + 1);
+      }
+    }
+  } else {
+    const int64_t d1 = g.d1, d2 = g.d2, d0 = g.d0, plane = d1 * d2;
+    for (int32_t i = 0; i < count; ++i) {
+      const int32_t p = order[i];
+      parent[p] = p;
+      zpar[p] = p;
+      const int64_t z = p / plane, rem = p - z * plane, y = rem / d2, x = rem - y * d2;
+      for (int k = 0; k < nb.count; ++k) {
+        const int64_t qz = z + nb.dz[k], qy = y + nb.dy[k], qx = x + nb.dx[k];
+        if (qz < 0 || qz >= d0 || qy < 0 || qy >= d1 || qx < 0 || qx >= d2) continue;
+        join(p, static_cast<int32_t>(qz * plane + qy * d2 + qx));
       }
     }
   }
   // level compression: every pixel points to the canonical pixel of its node
-  std::vector<int32_t> pkey(static_cast<size_t>(n), 0);
-  for (int32_t i = 0; i < count; ++i) pkey[order[i]] = keyof(order[i]);
+  auto pkey = [&](int32_t p) { return keyof(p); };
   for (int32_t i = count - 1; i >= 0; --i) {
     const int32_t p = order[i];
     const int32_t q = parent[p];
-    if (pkey[parent[q]] == pkey[q]) parent[p] = parent[q];
+    if (pkey(parent[q]) == pkey(q)) parent[p] = parent[q];
   }
   // nodes = canonical pixels, numbered in processing order (children before parents)
   std::vector<int32_t>& node = zpar;  // reuse: pixel -> node id of canonical pixels
   int32_t m = 0;
   for (int32_t i = 0; i < count; ++i) {
     const int32_t p = order[i];
-    const bool canonical = parent[p] == p || pkey[parent[p]] != pkey[p];
+    const bool canonical = parent[p] == p || pkey(parent[p]) != pkey(p);
     node[p] = canonical ? m++ : -1;
   }
   tree.parent.assign(static_cast<size_t>(m), -1);
@@ -132,7 +156,7 @@ void build_tree(const T* img, const uint8_t* mask, const Geometry& g, bool brigh
     tree.area[id] += 1;
     if (node[p] >= 0) {
       tree.level[id] = static_cast<int32_t>(img[p]);
-      tree.key[id] = pkey[p];
+      tree.key[id] = pkey(p);
       tree.parent[id] = parent[p] == p ? -1 : node[parent[p]];
     }
   }
