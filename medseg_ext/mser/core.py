@@ -298,6 +298,24 @@ class MSERResult:
         lab = np.where(best == np.iinfo(np.int64).max, 0, best % (R + 1) + 1)
         return torch.from_numpy(lab.reshape((self.batch_size,) + self.shape))
 
+    def subset(self, keep) -> "MSERResult":
+        """The regions where ``keep`` (bool (R,) or indices) is true, as a new result."""
+        R = len(self)
+        k = np.asarray(keep)
+        if k.dtype != np.bool_:
+            idx = k.astype(np.int64)
+            k = np.zeros(R, bool)
+            k[idx] = True
+        if k.shape != (R,):
+            raise ValueError(f"keep: expected {R} booleans, got shape {k.shape}")
+        counts = np.diff(self.offsets.numpy())
+        vals = self.values.numpy()[np.repeat(k, counts)]
+        off = np.concatenate([[0], np.cumsum(counts[k])]).astype(np.int64)
+        t = torch.from_numpy
+        sel = lambda x: t(np.ascontiguousarray(x.numpy()[k]))  # noqa: E731
+        return MSERResult(t(np.ascontiguousarray(vals)), t(off), sel(self.image_index), sel(self.level),
+                          sel(self.area), sel(self.variation), sel(self.polarity), self.shape, self.batch_size)
+
     def to_opencv(self, image: int = 0) -> Tuple[List[np.ndarray], np.ndarray]:
         """Regions of one 2-D image in OpenCV's format: [(k, 2) int32 (x, y)], bboxes (R, 4) (x, y, w, h)."""
         if len(self.shape) != 2:
