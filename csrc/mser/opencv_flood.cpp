@@ -27,7 +27,7 @@ namespace {
 
 struct Hist {
   std::vector<int32_t> val, size, parent, child, next;
-  std::vector<int64_t> head;
+  std::vector<int32_t> head;
   int32_t add() {
     val.push_back(0);
     size.push_back(0);
@@ -40,7 +40,7 @@ struct Hist {
 };
 
 struct Comp {
-  int64_t head = -1, tail = -1;
+  int32_t head = -1, tail = -1;
   int32_t hist = -1;
   int gray = 0;
   int32_t size = 0;
@@ -54,7 +54,7 @@ struct Comp {
 
 struct Flood {
   Hist H;
-  std::vector<int64_t> nxt;
+  std::vector<int32_t> nxt;
   int min_area;
 
   void grow(Comp& c, int new_gray) {
@@ -107,6 +107,7 @@ void opencv_pass(const uint8_t* img, int64_t rows, int64_t cols, int mask_xor, i
                  double max_variation, Regions& out) {
   MEDSEG_CHECK(rows >= 3 && cols >= 3, "image: the opencv preset needs at least 3 x 3 pixels");
   const int64_t n = rows * cols;
+  MEDSEG_CHECK(n < (int64_t(1) << 31) - 1, "image: at most 2^31 - 2 pixels per image");
   std::vector<uint8_t> dir(static_cast<size_t>(n), 0);
   int64_t level_size[256] = {0};
   for (int64_t x = 0; x < cols; ++x) dir[x] = dir[(rows - 1) * cols + x] = 5;
@@ -114,36 +115,44 @@ void opencv_pass(const uint8_t* img, int64_t rows, int64_t cols, int mask_xor, i
     dir[y * cols] = dir[y * cols + cols - 1] = 5;
     for (int64_t x = 1; x < cols - 1; ++x) ++level_size[img[y * cols + x] ^ mask_xor];
   }
-  std::vector<int64_t> heap(static_cast<size_t>((rows - 2) * (cols - 2) + 256));
-  int64_t base[256], top[256];
-  base[0] = 0;
-  for (int g = 1; g < 256; ++g) base[g] = base[g - 1] + level_size[g - 1] + 1;
-  for (int g = 0; g < 256; ++g) top[g] = 0;
-  auto push = [&](int g, int64_t p) { heap[base[g] + (top[g]++)] = p; };
-  auto key = [&](int64_t p) { return static_cast<int>(img[p] ^ mask_xor); };
+  // one LIFO stack of waiting boundary pixels per grey level, in one buffer
+  std::vector<int32_t> heap(static_cast<size_t>((rows - 2) * (cols - 2) + 256));
+  int32_t* hp[256];  // hp[g] points at the top element (one slot below the first push when empty)
+  int32_t* hbase[256];
+  {
+    int32_t* b = heap.data();
+    for (int g = 0; g < 256; ++g) {
+      hbase[g] = b;
+      hp[g] = b;  // slot 0 is a sentinel, pushes go to 1..level_size
+      b += level_size[g] + 1;
+    }
+  }
+  const uint8_t xo = static_cast<uint8_t>(mask_xor);
 
   Flood F;
   F.nxt.assign(static_cast<size_t>(n), -1);
   F.min_area = min_area;
+  F.H.val.reserve(static_cast<size_t>(n / 4 + 16));
   std::vector<Comp> stack(258);
   int ci = 0;
   stack[0].init(256);
-  int64_t ptr = cols + 1;
+  int32_t ptr = static_cast<int32_t>(cols + 1);
   ci = 1;
-  stack[1].init(key(ptr));
+  stack[1].init(img[ptr] ^ xo);
   dir[ptr] = 1;
-  const int64_t off[5] = {0, 1, cols, -1, -cols};
+  const int32_t off[5] = {0, 1, static_cast<int32_t>(cols), -1, -static_cast<int32_t>(cols)};
+  uint8_t* dr = dir.data();
   for (;;) {
-    int curr = key(ptr);
-    int k = dir[ptr];
+    int curr = img[ptr] ^ xo;
+    int k = dr[ptr];
     for (; k <= 4; ++k) {
-      const int64_t q = ptr + off[k];
-      if (dir[q] != 0) continue;
-      dir[q] = 1;
-      const int gq = key(q);
+      const int32_t q = ptr + off[k];
+      if (dr[q] != 0) continue;
+      dr[q] = 1;
+      const int gq = img[q] ^ xo;
       if (gq < curr) {
-        push(curr, ptr);
-        dir[ptr] = static_cast<uint8_t>(k + 1);
+        *(++hp[curr]) = ptr;
+        dr[ptr] = static_cast<uint8_t>(k + 1);
         ptr = q;
         ++ci;
         stack[ci].init(gq);
@@ -151,21 +160,21 @@ void opencv_pass(const uint8_t* img, int64_t rows, int64_t cols, int mask_xor, i
         k = 0;  // the loop increment makes it 1
         continue;
       }
-      push(gq, q);
+      *(++hp[gq]) = q;
     }
-    dir[ptr] = 5;
+    dr[ptr] = 5;
     Comp& c = stack[ci];
     if (c.size > 0) F.nxt[c.tail] = ptr; else c.head = ptr;
     c.tail = ptr;
     ++c.size;
-    if (top[curr] > 0) {
-      ptr = heap[base[curr] + (--top[curr])];
+    if (hp[curr] != hbase[curr]) {
+      ptr = *(hp[curr]--);
       continue;
     }
-    for (++curr; curr < 256 && top[curr] == 0; ++curr) {
+    for (++curr; curr < 256 && hp[curr] == hbase[curr]; ++curr) {
     }
     if (curr >= 256) break;
-    ptr = heap[base[curr] + (--top[curr])];
+    ptr = *(hp[curr]--);
     if (curr < stack[ci - 1].gray) {
       F.grow(stack[ci], curr);
     } else {
@@ -198,7 +207,7 @@ void opencv_pass(const uint8_t* img, int64_t rows, int64_t cols, int mask_xor, i
     const int32_t p = H.parent[h];
     if (var[h] > 0.f && p >= 0 && var[p] >= 0.f && var[h] >= var[p]) continue;
     out.offsets.push_back(static_cast<int64_t>(out.values.size()));
-    int64_t px = H.head[h];
+    int32_t px = H.head[h];
     for (int32_t j = 0; j < sz; ++j) {
       MEDSEG_CHECK(px >= 0 && px < n, "internal: broken pixel list in the opencv flood");
       out.values.push_back(px);
