@@ -4,6 +4,7 @@
 #include <pybind11/numpy.h>
 
 #include <algorithm>
+#include <exception>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -87,7 +88,7 @@ template <typename T>
 py::tuple detect_impl(carr<T> imgs, py::object mask_obj, std::vector<int64_t> shape, int connectivity,
                       const std::string& polarity, int maxval, const std::string& mode, int delta, int64_t min_area,
                       int64_t max_area, double max_variation, double min_diversity, const std::string& side,
-                      bool normalize, const std::string& rule) {
+                      bool normalize, const std::string& rule, int num_threads) {
   MEDSEG_CHECK(imgs.ndim() == 2, "image: internal, expected (B, N)");
   const ms::Geometry g = make_geometry(shape, connectivity);
   const int64_t B = imgs.shape(0), N = imgs.shape(1);
@@ -128,7 +129,7 @@ py::tuple detect_impl(carr<T> imgs, py::object mask_obj, std::vector<int64_t> sh
   {
     py::gil_scoped_release release;
     const T* base = imgs.data();
-    medseg::parallel_for(tasks, [&](int64_t t) {
+    auto work = [&](int64_t t) {
       const int64_t b = t / npol;
       const int pol = pols[t % npol];
       const T* img = base + b * N;
@@ -140,7 +141,31 @@ py::tuple detect_impl(carr<T> imgs, py::object mask_obj, std::vector<int64_t> sh
         ms::build_tree<T>(img, mask ? mask + b * N : nullptr, g, pol > 0, maxval, tree);
         ms::select_regions(tree, p, static_cast<int8_t>(pol), res[t]);
       }
-    });
+    };
+    if (num_threads <= 0) {
+      medseg::parallel_for(tasks, work);
+    } else if (num_threads == 1 || tasks == 1) {
+      for (int64_t t = 0; t < tasks; ++t) work(t);
+    } else {
+      // explicit thread count (benchmarks, callers sharing the machine); dynamic schedule, the output
+      // order does not depend on it
+      bool failed = false;
+      std::exception_ptr error;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads)
+      for (int64_t t = 0; t < tasks; ++t) {
+        try {
+          work(t);
+        } catch (...) {
+#pragma omp critical(medseg_mser_error)
+          {
+            if (!error) error = std::current_exception();
+            failed = true;
+          }
+        }
+      }
+      (void)failed;
+      if (error) std::rethrow_exception(error);
+    }
   }
   int64_t R = 0, V = 0;
   for (const auto& r : res) {
@@ -189,12 +214,12 @@ void bind_mser(py::module_& m) {
   m.def("mser_detect_cpu", &detect_impl<uint8_t>, py::arg("images"), py::arg("mask"), py::arg("shape"),
         py::arg("connectivity"), py::arg("polarity"), py::arg("maxval"), py::arg("mode"), py::arg("delta"),
         py::arg("min_area"), py::arg("max_area"), py::arg("max_variation"), py::arg("min_diversity"),
-        py::arg("side"), py::arg("normalize"), py::arg("rule"),
+        py::arg("side"), py::arg("normalize"), py::arg("rule"), py::arg("num_threads"),
         "MSER of B images (B, N): (values, offsets, image, level, area, variation, polarity).");
   m.def("mser_detect_cpu", &detect_impl<uint16_t>, py::arg("images"), py::arg("mask"), py::arg("shape"),
         py::arg("connectivity"), py::arg("polarity"), py::arg("maxval"), py::arg("mode"), py::arg("delta"),
         py::arg("min_area"), py::arg("max_area"), py::arg("max_variation"), py::arg("min_diversity"),
-        py::arg("side"), py::arg("normalize"), py::arg("rule"));
+        py::arg("side"), py::arg("normalize"), py::arg("rule"), py::arg("num_threads"));
 }
 
 }  // namespace

@@ -115,6 +115,22 @@ void build_tree(const T* img, const uint8_t* mask, const Geometry& g, bool brigh
         if (d && r) join(p, p + W + 1);
       }
     }
+  } else if (g.connectivity == 6) {
+    // 3-D face neighbours: 32-bit coordinates, unrolled
+    const int32_t W = static_cast<int32_t>(g.d2), H = static_cast<int32_t>(g.d1), D = static_cast<int32_t>(g.d0);
+    const int32_t P = W * H;
+    for (int32_t i = 0; i < count; ++i) {
+      const int32_t p = order[i];
+      parent[p] = p;
+      zpar[p] = p;
+      const int32_t z = p / P, rem = p - z * P, y = rem / W, x = rem - y * W;
+      if (x > 0) join(p, p - 1);
+      if (x < W - 1) join(p, p + 1);
+      if (y > 0) join(p, p - W);
+      if (y < H - 1) join(p, p + W);
+      if (z > 0) join(p, p - P);
+      if (z < D - 1) join(p, p + P);
+    }
   } else {
     const int64_t d1 = g.d1, d2 = g.d2, d0 = g.d0, plane = d1 * d2;
     for (int32_t i = 0; i < count; ++i) {

@@ -33,15 +33,40 @@ void node_stability(const Tree& t, const Params& p, std::vector<double>& stab) {
   }
   stab.assign(static_cast<size_t>(m), 0.0);
   const int64_t delta = p.delta;
+  // Nodes are numbered children-first, so one increasing sweep finds both ends with amortised
+  // shortcuts (as VLFeat does for the top): `sc[id]` is an ancestor-or-self of id known to lie at
+  // key <= key(id) + delta; `low[id]` is the largest-child-chain node at the largest key <= key - delta
+  // (-1: vanished), found by climbing from the child's answer; `leaf[id]` ends the chain.
+  std::vector<int32_t> sc(static_cast<size_t>(m)), low(static_cast<size_t>(m)), leaf(static_cast<size_t>(m));
+  for (int32_t id = 0; id < m; ++id) sc[id] = id;
   for (int32_t id = 0; id < m; ++id) {
     const int64_t k = t.key[id];
-    int32_t u = id;
+    int32_t u = sc[id];
     while (t.parent[u] >= 0 && t.key[t.parent[u]] <= k + delta) u = t.parent[u];
-    int32_t d = id;
-    while (t.key[d] > k - delta && big[d] >= 0) d = big[d];
+    const int32_t par = t.parent[id];
+    if (par >= 0 && u > sc[par]) sc[par] = u;
+    const int32_t b = big[id];
+    int32_t d;
+    if (delta == 0) {
+      d = id;
+      leaf[id] = b >= 0 ? leaf[b] : id;
+    } else if (b < 0) {
+      d = -1;
+      leaf[id] = id;
+    } else {
+      leaf[id] = leaf[b];
+      int32_t c = low[b] >= 0 ? low[b] : leaf[b];
+      if (t.key[c] > k - delta) {
+        d = -1;
+      } else {
+        while (t.parent[c] != id && t.key[t.parent[c]] <= k - delta) c = t.parent[c];
+        d = c;
+      }
+    }
+    low[id] = d;
     const double a = t.area[id];
     const double a_up = t.area[u];
-    const double a_down = t.key[d] <= k - delta ? static_cast<double>(t.area[d]) : 0.0;
+    const double a_down = d >= 0 ? static_cast<double>(t.area[d]) : 0.0;
     double s;
     switch (p.side) {
       case Side::Ancestor: s = a_up - a; break;

@@ -330,7 +330,7 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
          max_variation: Optional[float] = None, min_diversity: Optional[float] = None,
          polarity: Optional[str] = None, connectivity: Optional[int] = None, variation: Optional[str] = None,
          normalize: Optional[bool] = None, exclude_border: Optional[bool] = None, mask=None,
-         batch: bool = False) -> MSERResult:
+         batch: bool = False, num_threads: Optional[int] = None) -> MSERResult:
     """Maximally stable extremal regions of one image/volume, or of B of them (``batch=True``).
 
     ``preset``: ``"opencv"`` (identical regions to ``cv2.MSER_create(delta, min_area, max_area,
@@ -339,6 +339,7 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
     Any keyword overrides the preset value. Areas: ints are pixel counts, floats fractions of the
     pixel count. ``mask`` (bool, image shape) restricts the flooding itself: pixels outside it are
     not part of any component. ``exclude_border`` drops the outer 1-pixel ring the same way.
+    Work is split over images and polarities (``num_threads``: None = the OpenMP default).
     """
     name = "custom" if preset is None else preset
     if name not in PRESETS:
@@ -399,10 +400,14 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
             m = ring.copy() if m is None else (m & ring)
             m = np.ascontiguousarray(m).astype(np.uint8)
         mode = "tree"
+    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer))
+                                    or num_threads < 1):
+        raise ValueError(f"num_threads: expected a positive int or None, got {num_threads!r}")
     C = extension()
     mvf = float(mv) if math.isfinite(float(mv)) else 1e300
     v, o, im, lev, area, var, pol = C.mser_detect_cpu(
         flat, m, list(spatial), conn, cfg["polarity"], maxval, mode, int(cfg["delta"]), int(amin), int(amax), mvf,
-        float(md), cfg["variation"], bool(cfg["normalize"]), "vlfeat" if rule == "vlfeat" else "local_min")
+        float(md), cfg["variation"], bool(cfg["normalize"]), "vlfeat" if rule == "vlfeat" else "local_min",
+        0 if num_threads is None else int(num_threads))
     t = torch.from_numpy
     return MSERResult(t(v), t(o), t(im), t(lev), t(area), t(var), t(pol), spatial, B)
