@@ -57,7 +57,9 @@ py::array_t<int32_t> to_array(const std::vector<T>& v) {
 
 template <typename T>
 py::tuple tree_impl(carr<T> img, py::object mask_obj, std::vector<int64_t> shape, int connectivity, bool bright,
-                    int maxval, int delta, const std::string& side, bool normalize) {
+                    int maxval, int delta, const std::string& side, bool normalize, const std::string& algorithm) {
+  MEDSEG_CHECK(algorithm == "flood" || algorithm == "union_find", "algorithm: expected 'flood' or 'union_find', got '",
+               algorithm, "'");
   const ms::Geometry g = make_geometry(shape, connectivity);
   MEDSEG_CHECK(img.size() == g.numel(), "image: buffer size does not match the shape");
   MEDSEG_CHECK(maxval >= 1 && maxval <= 65535, "maxval: expected 1..65535");
@@ -76,7 +78,11 @@ py::tuple tree_impl(carr<T> img, py::object mask_obj, std::vector<int64_t> shape
   std::vector<double> stab;
   {
     py::gil_scoped_release release;
-    ms::build_tree<T>(img.data(), mask, g, bright, maxval, t);
+    if (algorithm == "flood") {
+      ms::build_tree_flood<T>(img.data(), mask, g, bright, maxval, t);
+    } else {
+      ms::build_tree<T>(img.data(), mask, g, bright, maxval, t);
+    }
     ms::node_stability(t, p, stab);
   }
   py::array_t<double> s(static_cast<py::ssize_t>(stab.size()));
@@ -138,7 +144,7 @@ py::tuple detect_impl(carr<T> imgs, py::object mask_obj, std::vector<int64_t> sh
                         static_cast<int>(min_area), static_cast<int>(max_area), max_variation, res[t]);
       } else {
         ms::Tree tree;
-        ms::build_tree<T>(img, mask ? mask + b * N : nullptr, g, pol > 0, maxval, tree);
+        ms::build_tree_flood<T>(img, mask ? mask + b * N : nullptr, g, pol > 0, maxval, tree);
         ms::select_regions(tree, p, static_cast<int8_t>(pol), res[t]);
       }
     };
@@ -206,11 +212,11 @@ py::tuple detect_impl(carr<T> imgs, py::object mask_obj, std::vector<int64_t> sh
 void bind_mser(py::module_& m) {
   m.def("mser_tree_cpu", &tree_impl<uint8_t>, py::arg("image"), py::arg("mask"), py::arg("shape"),
         py::arg("connectivity"), py::arg("bright"), py::arg("maxval"), py::arg("delta"), py::arg("side"),
-        py::arg("normalize"),
+        py::arg("normalize"), py::arg("algorithm"),
         "Component tree of one image: (pixel_node, parent, level, area, stability) arrays.");
   m.def("mser_tree_cpu", &tree_impl<uint16_t>, py::arg("image"), py::arg("mask"), py::arg("shape"),
         py::arg("connectivity"), py::arg("bright"), py::arg("maxval"), py::arg("delta"), py::arg("side"),
-        py::arg("normalize"));
+        py::arg("normalize"), py::arg("algorithm"));
   m.def("mser_detect_cpu", &detect_impl<uint8_t>, py::arg("images"), py::arg("mask"), py::arg("shape"),
         py::arg("connectivity"), py::arg("polarity"), py::arg("maxval"), py::arg("mode"), py::arg("delta"),
         py::arg("min_area"), py::arg("max_area"), py::arg("max_variation"), py::arg("min_diversity"),

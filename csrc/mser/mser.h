@@ -30,6 +30,10 @@ struct Tree {
 template <typename T>
 void build_tree(const T* img, const uint8_t* mask, const Geometry& g, bool bright, int maxval, Tree& tree);
 
+// The same tree by a hierarchical-queue flood (better locality); identical output arrays.
+template <typename T>
+void build_tree_flood(const T* img, const uint8_t* mask, const Geometry& g, bool bright, int maxval, Tree& tree);
+
 enum class Side { TwoSided, Ancestor, Descendant };
 enum class Rule { LocalMin, VLFeat };
 

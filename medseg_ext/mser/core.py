@@ -134,10 +134,13 @@ class ComponentTree:
 
 
 def component_tree(image, *, polarity: str = "bright", connectivity: Optional[int] = None, mask=None,
-                   delta: int = 5, variation: str = "two_sided", normalize: bool = True) -> ComponentTree:
+                   delta: int = 5, variation: str = "two_sided", normalize: bool = True,
+                   algorithm: str = "flood") -> ComponentTree:
     """Max-tree (``polarity="bright"``: components of {I >= t}) or min-tree (``"dark"``: {I <= t}) of
-    one 2-D image or 3-D volume (uint8/uint16 or integers in [0, 65535]), by union-find over
-    counting-sorted pixels. Nodes are numbered children-first (see medseg_ext.reference.mser)."""
+    one 2-D image or 3-D volume (uint8/uint16 or integers in [0, 65535]). ``algorithm="flood"``
+    (hierarchical-queue flood, the default, also used by :func:`mser`) or ``"union_find"`` (union-find
+    over counting-sorted pixels): identical arrays. Nodes are numbered children-first (see
+    medseg_ext.reference.mser)."""
     if polarity not in ("bright", "dark"):
         raise ValueError(f"polarity: expected 'bright' or 'dark', got {polarity!r}")
     flat, spatial, maxval = _prepare_image(image, batch=False)
@@ -148,7 +151,8 @@ def component_tree(image, *, polarity: str = "bright", connectivity: Optional[in
     m = _prepare_mask(mask, 1, spatial, False)
     C = extension()
     pn, par, lev, area, stab = C.mser_tree_cpu(flat[0], None if m is None else m[0], list(spatial), conn,
-                                               polarity == "bright", maxval, int(delta), variation, bool(normalize))
+                                               polarity == "bright", maxval, int(delta), variation, bool(normalize),
+                                               algorithm)
     t = torch.from_numpy
     return ComponentTree(t(pn).reshape(spatial), t(par), t(lev), t(area), t(stab), spatial, polarity)
 

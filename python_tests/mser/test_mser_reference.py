@@ -1,6 +1,7 @@
 """Compiled kernels vs the brute-force NumPy reference (medseg_ext.reference.mser)."""
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -72,6 +73,10 @@ def test_mser_mask_vs_reference(img, data):
 def test_component_tree_vs_reference(img, pol, conn, side, norm, delta):
     t = M.component_tree(img, polarity=pol, connectivity=conn, delta=delta, variation=side, normalize=norm)
     r = R.component_tree(img, conn, pol == "bright", 255)
+    u = M.component_tree(img, polarity=pol, connectivity=conn, delta=delta, variation=side, normalize=norm,
+                         algorithm="union_find")
+    for a in ("parent", "area", "level", "pixel_node", "stability"):
+        assert torch.equal(getattr(t, a), getattr(u, a))
     np.testing.assert_array_equal(t.parent.numpy(), r["parent"])
     np.testing.assert_array_equal(t.area.numpy(), r["area"])
     np.testing.assert_array_equal(t.level.numpy(), r["level"])
@@ -84,6 +89,8 @@ def test_component_tree_3d_16bit_vs_reference():
     img = rng.choice(np.array([0, 5, 1000, 65535], np.uint16), size=(3, 4, 5))
     for conn in (6, 26):
         t = M.component_tree(img, polarity="bright", connectivity=conn, delta=1000)
+        u = M.component_tree(img, polarity="bright", connectivity=conn, delta=1000, algorithm="union_find")
+        assert torch.equal(t.parent, u.parent) and torch.equal(t.pixel_node, u.pixel_node)
         r = R.component_tree(img, conn, True, 65535)
         np.testing.assert_array_equal(t.parent.numpy(), r["parent"])
         np.testing.assert_array_equal(t.area.numpy(), r["area"])
@@ -131,3 +138,19 @@ def test_batch_equals_single_calls():
             singles += [(k,) + x[1:] for x in region_set(s)]
         assert region_set(b) == sorted(singles)
         assert b.union_mask().shape == (5, 12, 14)
+
+
+@pytest.mark.parametrize("shape,conn,dtype", [((40, 50), 4, np.uint8), ((40, 50), 8, np.uint16),
+                                              ((9, 10, 11), 6, np.uint16), ((9, 10, 11), 26, np.uint8)])
+def test_flood_equals_union_find_larger(shape, conn, dtype):
+    rng = np.random.default_rng(4)
+    hi = 255 if dtype == np.uint8 else 65535
+    img = rng.integers(0, hi + 1, shape).astype(dtype)
+    img[: shape[0] // 2] //= 37  # plateaus and ties
+    mask = rng.random(shape) > 0.1
+    for pol in ("bright", "dark"):
+        for m in (None, mask):
+            t = M.component_tree(img, polarity=pol, connectivity=conn, mask=m)
+            u = M.component_tree(img, polarity=pol, connectivity=conn, mask=m, algorithm="union_find")
+            for a in ("parent", "area", "level", "pixel_node", "stability"):
+                assert torch.equal(getattr(t, a), getattr(u, a)), a
