@@ -35,8 +35,11 @@ from .rules import Epsilon, Pass, Rule
 Tensor = torch.Tensor
 
 
-class LRPUnsupportedError(TypeError):
-    """A layer or operation without an LRP rule (name it in ``module_rules`` or a composite)."""
+class LRPUnsupportedError(NotImplementedError):
+    """A layer or operation without an LRP rule (name it in ``module_rules`` or a composite).
+
+    A NotImplementedError (not a TypeError: torch turns a TypeError raised inside a tensor operator
+    into NotImplemented and loses the message)."""
 
 
 def _fname(func) -> str:
