@@ -104,21 +104,20 @@ def test_epsilon_equals_grad_times_input(variant):
 
 def test_distributivity_k_batch_equals_single_passes():
     torch.manual_seed(3)
-    m = TinyResUNet(bias=True, norm=lambda c: nn.InstanceNorm2d(c))
-    x = torch.randn(2, 2, 8, 8)
+    m = TinyResUNet(bias=True, norm=lambda c: nn.InstanceNorm2d(c)).float()
+    x = torch.randn(2, 2, 8, 8, dtype=torch.float32)
     for comp in (lrp.EpsilonComposite(), lrp.EpsilonPlus(), lrp.EpsilonAlpha2Beta1(),
                  lrp.EpsilonGammaBox(low=-3.0, high=3.0)):
         eng = lrp.LRP(m, comp)
         z = eng.forward(x)
-        seeds = torch.randn(4, *z.shape)
+        seeds = torch.randn(3, *z.shape, dtype=torch.float32)
         R = eng.relevance(seeds)
-        singles = torch.stack([eng.relevance(seeds[k]) for k in range(4)])
-        np.testing.assert_allclose(R.numpy(), singles.numpy(), rtol=1e-9, atol=1e-12)
+        singles = torch.stack([eng.relevance(seeds[k]) for k in range(3)])
+        tol = dict(rtol=1e-4, atol=1e-5 * singles.abs().max().item())
+        np.testing.assert_allclose(R.numpy(), singles.numpy(), **tol)
         # one pass over the summed seed = sum of the per-seed passes (linearity)
-        np.testing.assert_allclose(eng.relevance(seeds.sum(0)).numpy(), singles.sum(0).numpy(), rtol=1e-8,
-                                   atol=1e-10)
-        np.testing.assert_allclose(eng.relevance(-2.5 * seeds[0]).numpy(), -2.5 * singles[0].numpy(), rtol=1e-9,
-                                   atol=1e-12)
+        np.testing.assert_allclose(eng.relevance(seeds.sum(0)).numpy(), singles.sum(0).numpy(), **tol)
+        np.testing.assert_allclose(eng.relevance(-2.5 * seeds[0]).numpy(), -2.5 * singles[0].numpy(), **tol)
 
 
 def test_batch_equals_per_sample_and_float32_close_to_float64():
