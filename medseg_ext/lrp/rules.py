@@ -101,29 +101,58 @@ class Pass(Rule):
         raise TypeError("Pass: cannot be used on a weighted layer (conv/linear); use Epsilon or another rule")
 
 
+def _wx(z: Tensor, b: Optional[Tensor]) -> Tensor:
+    """W·x from the cached layer output z = W·x + b (bias along the channel dim 1, or last for linear)."""
+    if b is None:
+        return z
+    if z.dim() > 2:
+        return z - b.reshape((1, -1) + (1,) * (z.dim() - 2))
+    return z - b
+
+
+def _split_pos_neg(x, w, b, z, fwd):
+    """Positive and negative contribution sums without bias, from one extra forward:
+    Σ(x w)⁺ = W⁺x⁺ + W⁻x⁻ = ½(Wx + |W||x|),  Σ(x w)⁻ = W⁻x⁺ + W⁺x⁻ = ½(Wx − |W||x|)."""
+    wx = _wx(z, b)
+    a = fwd(x.abs(), w.abs(), None)
+    return 0.5 * (wx + a), 0.5 * (wx - a)
+
+
 class ZPlus(Rule):
-    """z⁺ rule (α1β0 for signed inputs, as Zennit): z⁺ = W⁺x⁺ + b⁺ + W⁻x⁻;
-    R_in = x⁺ ⊙ W⁺ᵀ(R/stab z⁺) + x⁻ ⊙ W⁻ᵀ(R/stab z⁺)."""
+    """z⁺ rule (α1β0 for signed inputs, as Zennit): z⁺ = W⁺x⁺ + W⁻x⁻ + b⁺;
+    R_in = x⁺ ⊙ W⁺ᵀ(R/stab z⁺) + x⁻ ⊙ W⁻ᵀ(R/stab z⁺).
+
+    Computed from the cached output with one forward (|W||x|) and two adjoints:
+    R_in = ½ x ⊙ Wᵀs + ½ |x| ⊙ |W|ᵀs (one adjoint with W⁺ for non-negative x).
+    """
 
     name = "zplus"
 
     def weighted(self, x, w, b, z, R, fwd, adj):
-        wp, wn = w.clamp(min=0), w.clamp(max=0)
-        nonneg = bool((x >= 0).all())
-        xp = x if nonneg else x.clamp(min=0)
-        zp = fwd(xp, wp, _pos(b))
-        if not nonneg:
-            xn = x.clamp(max=0)
-            zp = zp + fwd(xn, wn, None)
+        if bool((x >= 0).all()):
+            wp = w.clamp(min=0)
+            s = R / self.stab(fwd(x, wp, _pos(b)))
+            return x * adj(s, wp)
+        zp, _ = _split_pos_neg(x, w, b, z, fwd)
+        if b is not None:
+            zp = _add_bias(zp, b.clamp(min=0))
         s = R / self.stab(zp)
-        out = xp * adj(s, wp)
-        if not nonneg:
-            out = out + xn * adj(s, wn)
-        return out
+        return 0.5 * (x * adj(s, w) + x.abs() * adj(s, w.abs()))
+
+
+def _add_bias(t: Tensor, b: Tensor) -> Tensor:
+    if t.dim() > 2:
+        return t + b.reshape((1, -1) + (1,) * (t.dim() - 2))
+    return t + b
 
 
 class AlphaBeta(Rule):
-    """αβ rule, α − β = 1, α, β ≥ 0 (Zennit's signed-input form)."""
+    """αβ rule, α − β = 1, α, β ≥ 0 (Zennit's signed-input form):
+    R_in = α Σ_k (x w)⁺_jk/z⁺_k R_k − β Σ_k (x w)⁻_jk/z⁻_k R_k, z⁺ incl. b⁺, z⁻ incl. b⁻.
+
+    From the cached output with one forward and two adjoints (s⁺ = R/stab z⁺, s⁻ = R/stab z⁻):
+    R_in = ½ x ⊙ Wᵀ(α s⁺ − β s⁻) + ½ |x| ⊙ |W|ᵀ(α s⁺ + β s⁻).
+    """
 
     name = "alphabeta"
 
@@ -139,28 +168,13 @@ class AlphaBeta(Rule):
         self.alpha, self.beta = float(alpha), float(beta)
 
     def weighted(self, x, w, b, z, R, fwd, adj):
-        wp, wn = w.clamp(min=0), w.clamp(max=0)
-        nonneg = bool((x >= 0).all())
-        xp = x if nonneg else x.clamp(min=0)
-        zp = fwd(xp, wp, _pos(b))
-        zn = fwd(xp, wn, _neg(b)) if self.beta != 0 else None
-        if not nonneg:
-            xn = x.clamp(max=0)
-            zp = zp + fwd(xn, wn, None)
-            if zn is not None:
-                zn = zn + fwd(xn, wp, None)
+        zp, zn = _split_pos_neg(x, w, b, z, fwd)
+        if b is not None:
+            zp, zn = _add_bias(zp, b.clamp(min=0)), _add_bias(zn, b.clamp(max=0))
         sp = R / self.stab(zp)
-        out = xp * adj(sp, wp)
-        if not nonneg:
-            out = out + xn * adj(sp, wn)
-        out = self.alpha * out
-        if zn is not None:
-            sn = R / self.stab(zn)
-            neg = xp * adj(sn, wn)
-            if not nonneg:
-                neg = neg + xn * adj(sn, wp)
-            out = out - self.beta * neg
-        return out
+        sn = R / self.stab(zn)
+        a, bt = self.alpha, self.beta
+        return 0.5 * (x * adj(a * sp - bt * sn, w) + x.abs() * adj(a * sp + bt * sn, w.abs()))
 
 
 class Gamma(Rule):
@@ -168,6 +182,8 @@ class Gamma(Rule):
 
     Outputs with z > 0 use the positive-contribution denominator x⁺(w+γw⁺) + x⁻(w+γw⁻) + (b+γb⁺),
     outputs with z < 0 the negative one x⁺(w+γw⁻) + x⁻(w+γw⁺) + (b+γb⁻); z = 0 gets nothing.
+    One extra forward, two adjoints: z_± = z + γ(Σ(xw)^± + b^±),
+    R_in = (1 + γ/2) x ⊙ Wᵀ(s₊ + s₋) + (γ/2) |x| ⊙ |W|ᵀ(s₊ − s₋).
     """
 
     name = "gamma"
@@ -182,24 +198,13 @@ class Gamma(Rule):
 
     def weighted(self, x, w, b, z, R, fwd, adj):
         g = self.gamma
-        w1 = w + g * w.clamp(min=0)
-        w2 = w + g * w.clamp(max=0)
-        b1 = None if b is None else b + g * b.clamp(min=0)
-        b2 = None if b is None else b + g * b.clamp(max=0)
-        nonneg = bool((x >= 0).all())
-        xp = x if nonneg else x.clamp(min=0)
-        zpos = fwd(xp, w1, b1)
-        zneg = fwd(xp, w2, b2)
-        if not nonneg:
-            xn = x.clamp(max=0)
-            zpos = zpos + fwd(xn, w2, None)
-            zneg = zneg + fwd(xn, w1, None)
+        cp, cn = _split_pos_neg(x, w, b, z, fwd)
+        zpos, zneg = z + g * cp, z + g * cn
+        if b is not None:
+            zpos, zneg = _add_bias(zpos, g * b.clamp(min=0)), _add_bias(zneg, g * b.clamp(max=0))
         sp = (z > 0).to(R.dtype) * R / self.stab(zpos)
         sn = (z < 0).to(R.dtype) * R / self.stab(zneg)
-        out = xp * (adj(sp, w1) + adj(sn, w2))
-        if not nonneg:
-            out = out + xn * (adj(sp, w2) + adj(sn, w1))
-        return out
+        return (1 + 0.5 * g) * x * adj(sp + sn, w) + (0.5 * g) * x.abs() * adj(sp - sn, w.abs())
 
 
 class ZBox(Rule):
