@@ -262,8 +262,12 @@ class LRP:
         tracked_in = [leaves[i] for i in pos]
         inplace = (name.endswith("_") and not name.startswith("__")) or name.startswith("__i") \
             or kwargs.get("inplace") is True
-        if inplace:
-            # execute out-of-place on a copy of the mutated (first) tensor, keep cached values intact
+        if inplace and kwargs.get("inplace") is True:
+            # run the out-of-place variant so that cached activations stay intact
+            kwargs = dict(kwargs, inplace=False)
+            inplace = False
+        elif inplace:
+            # execute on a copy of the mutated (first) tensor, keep cached values intact
             lv = list(leaves)
             lv[pos[0]] = leaves[pos[0]].clone()
             args, kwargs = pytree.tree_unflatten(lv, spec)
@@ -643,8 +647,9 @@ class LRP:
             def fwd(xx, w, b):
                 return F.linear(xx, w, b)
 
-            def adj(s, w):
+            def adj(s, w, cin=None):
                 return s @ w
+            fwd.layout = {"groups": 1, "out_dim": 0, "ch_dim": -1}
         else:
             stride, padding, dilation, groups = p["stride"], p["padding"], p["dilation"], p["groups"]
             transposed, opad = p["transposed"], p["output_padding"]
@@ -652,13 +657,15 @@ class LRP:
             def fwd(xx, w, b):
                 return torch.ops.aten.convolution(xx, w, b, stride, padding, dilation, transposed, opad, groups)
 
-            def adj(s, w):
+            def adj(s, w, cin=None):
                 lead = s.shape[:-x.dim()]
                 sf = s.reshape((-1,) + tuple(s.shape[-(x.dim() - 1):]))
-                dummy = sf.new_empty(1).expand((sf.shape[0],) + tuple(x.shape[1:]))
+                ishape = (cin if cin is not None else x.shape[1],) + tuple(x.shape[2:])
+                dummy = sf.new_empty(1).expand((sf.shape[0],) + ishape)
                 g = torch.ops.aten.convolution_backward(sf, dummy, w, None, stride, padding, dilation, transposed,
                                                         opad, groups, [True, False, False])[0]
-                return g.reshape(tuple(lead) + tuple(x.shape))
+                return g.reshape(tuple(lead) + (x.shape[0],) + ishape)
+            fwd.layout = {"groups": groups, "out_dim": 1 if transposed else 0, "ch_dim": 1}
         return node.rule.weighted(x, p["weight"], p["bias"], z, R, fwd, adj)
 
 

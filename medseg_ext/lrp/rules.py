@@ -22,8 +22,10 @@ Tensor = torch.Tensor
 def stabilize(z: Tensor, epsilon: float, mode: str = "signed") -> Tensor:
     """``z + ε·sgn₀(z)`` (``mode="signed"``, sgn₀(0) = +1) or ``z + ε`` (``mode="paper"``)."""
     if mode == "signed":
-        sign = torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
-        return z + epsilon * sign
+        if epsilon == 0.0:
+            return z
+        t = z + 0.0                      # -0.0 -> +0.0, so that sgn0(-0.0) = +1 as for 0
+        return t.abs().add_(epsilon).copysign_(t)
     if mode == "paper":
         return z + epsilon
     raise ValueError(f"stabilizer: expected 'signed' or 'paper', got {mode!r}")
@@ -101,57 +103,82 @@ class Pass(Rule):
         raise TypeError("Pass: cannot be used on a weighted layer (conv/linear); use Epsilon or another rule")
 
 
-def _wx(z: Tensor, b: Optional[Tensor]) -> Tensor:
-    """W·x from the cached layer output z = W·x + b (bias along the channel dim 1, or last for linear)."""
-    if b is None:
-        return z
-    if z.dim() > 2:
-        return z - b.reshape((1, -1) + (1,) * (z.dim() - 2))
-    return z - b
+def _cat_bias(bs, like):
+    if all(b is None for b in bs):
+        return None
+    return torch.cat([b if b is not None else torch.zeros_like(like) for b in bs])
 
 
-def _split_pos_neg(x, w, b, z, fwd):
-    """Positive and negative contribution sums without bias, from one extra forward:
-    Σ(x w)⁺ = W⁺x⁺ + W⁻x⁻ = ½(Wx + |W||x|),  Σ(x w)⁻ = W⁻x⁺ + W⁺x⁻ = ½(Wx − |W||x|)."""
-    wx = _wx(z, b)
-    a = fwd(x.abs(), w.abs(), None)
-    return 0.5 * (wx + a), 0.5 * (wx - a)
+def _blocks(x_parts, w_rows, b_rows, fwd, adj):
+    """A block layer: output row r = Σ_c W[r][c] · x_parts[c] + b[r], evaluated as ONE forward
+    (inputs stacked along channels, weights as a block matrix) when the layer has groups == 1,
+    else block by block. Returns (outputs per row, adjoint(s_rows) -> per-column input gradients)."""
+    lay = getattr(fwd, "layout", None)
+    nr, nc = len(w_rows), len(x_parts)
+    w0 = w_rows[0][0]
+    if lay is not None and lay["groups"] == 1:
+        od, idim, cd = lay["out_dim"], 1 - lay["out_dim"], lay["ch_dim"]
+        W = torch.cat([torch.cat(row, dim=idim) for row in w_rows], dim=od)
+        X = torch.cat(x_parts, dim=cd) if nc > 1 else x_parts[0]
+        B = _cat_bias(b_rows, w0.new_zeros(w0.shape[od]))
+        outs = torch.chunk(fwd(X, W, B), nr, dim=cd) if nr > 1 else (fwd(X, W, B),)
+
+        def adjoint(s_rows):
+            scd = cd + 1 if cd >= 0 else cd
+            S = torch.cat(s_rows, dim=scd) if nr > 1 else s_rows[0]
+            G = adj(S, W, x_parts[0].shape[cd] * nc)
+            return torch.chunk(G, nc, dim=scd) if nc > 1 else (G,)
+        return outs, adjoint
+    outs = []
+    for r in range(nr):
+        o = None
+        for c in range(nc):
+            t = fwd(x_parts[c], w_rows[r][c], b_rows[r] if c == 0 else None)
+            o = t if o is None else o + t
+        outs.append(o)
+
+    def adjoint(s_rows):
+        res = []
+        for c in range(nc):
+            g = None
+            for r in range(nr):
+                t = adj(s_rows[r], w_rows[r][c])
+                g = t if g is None else g + t
+            res.append(g)
+        return res
+    return outs, adjoint
+
+
+def _nonneg(x: Tensor) -> bool:
+    return bool((x >= 0).all())
 
 
 class ZPlus(Rule):
     """z⁺ rule (α1β0 for signed inputs, as Zennit): z⁺ = W⁺x⁺ + W⁻x⁻ + b⁺;
     R_in = x⁺ ⊙ W⁺ᵀ(R/stab z⁺) + x⁻ ⊙ W⁻ᵀ(R/stab z⁺).
 
-    Computed from the cached output with one forward (|W||x|) and two adjoints:
-    R_in = ½ x ⊙ Wᵀs + ½ |x| ⊙ |W|ᵀs (one adjoint with W⁺ for non-negative x).
+    One forward and one adjoint call per layer: for signed inputs [x⁺, x⁻] are stacked along the
+    channels against [W⁺, W⁻] (every term exact, no cancellation).
     """
 
     name = "zplus"
 
     def weighted(self, x, w, b, z, R, fwd, adj):
-        if bool((x >= 0).all()):
-            wp = w.clamp(min=0)
-            s = R / self.stab(fwd(x, wp, _pos(b)))
-            return x * adj(s, wp)
-        zp, _ = _split_pos_neg(x, w, b, z, fwd)
-        if b is not None:
-            zp = _add_bias(zp, b.clamp(min=0))
-        s = R / self.stab(zp)
-        return 0.5 * (x * adj(s, w) + x.abs() * adj(s, w.abs()))
-
-
-def _add_bias(t: Tensor, b: Tensor) -> Tensor:
-    if t.dim() > 2:
-        return t + b.reshape((1, -1) + (1,) * (t.dim() - 2))
-    return t + b
+        wp = w.clamp(min=0)
+        if _nonneg(x):
+            (zp,), ad = _blocks([x], [[wp]], [_pos(b)], fwd, adj)
+            return x * ad([R / self.stab(zp)])[0]
+        xp, xn = x.clamp(min=0), x.clamp(max=0)
+        (zp,), ad = _blocks([xp, xn], [[wp, w.clamp(max=0)]], [_pos(b)], fwd, adj)
+        gp, gn = ad([R / self.stab(zp)])
+        return xp * gp + xn * gn
 
 
 class AlphaBeta(Rule):
     """αβ rule, α − β = 1, α, β ≥ 0 (Zennit's signed-input form):
     R_in = α Σ_k (x w)⁺_jk/z⁺_k R_k − β Σ_k (x w)⁻_jk/z⁻_k R_k, z⁺ incl. b⁺, z⁻ incl. b⁻.
 
-    From the cached output with one forward and two adjoints (s⁺ = R/stab z⁺, s⁻ = R/stab z⁻):
-    R_in = ½ x ⊙ Wᵀ(α s⁺ − β s⁻) + ½ |x| ⊙ |W|ᵀ(α s⁺ + β s⁻).
+    One forward (z⁺ and z⁻ as two output blocks) and one adjoint call per layer.
     """
 
     name = "alphabeta"
@@ -168,13 +195,15 @@ class AlphaBeta(Rule):
         self.alpha, self.beta = float(alpha), float(beta)
 
     def weighted(self, x, w, b, z, R, fwd, adj):
-        zp, zn = _split_pos_neg(x, w, b, z, fwd)
-        if b is not None:
-            zp, zn = _add_bias(zp, b.clamp(min=0)), _add_bias(zn, b.clamp(max=0))
-        sp = R / self.stab(zp)
-        sn = R / self.stab(zn)
-        a, bt = self.alpha, self.beta
-        return 0.5 * (x * adj(a * sp - bt * sn, w) + x.abs() * adj(a * sp + bt * sn, w.abs()))
+        wp, wn = w.clamp(min=0), w.clamp(max=0)
+        if _nonneg(x):
+            (zp, zn), ad = _blocks([x], [[wp], [wn]], [_pos(b), _neg(b)], fwd, adj)
+            (g,) = ad([self.alpha * R / self.stab(zp), -self.beta * R / self.stab(zn)])
+            return x * g
+        xp, xn = x.clamp(min=0), x.clamp(max=0)
+        (zp, zn), ad = _blocks([xp, xn], [[wp, wn], [wn, wp]], [_pos(b), _neg(b)], fwd, adj)
+        gp, gn = ad([self.alpha * R / self.stab(zp), -self.beta * R / self.stab(zn)])
+        return xp * gp + xn * gn
 
 
 class Gamma(Rule):
@@ -182,8 +211,7 @@ class Gamma(Rule):
 
     Outputs with z > 0 use the positive-contribution denominator x⁺(w+γw⁺) + x⁻(w+γw⁻) + (b+γb⁺),
     outputs with z < 0 the negative one x⁺(w+γw⁻) + x⁻(w+γw⁺) + (b+γb⁻); z = 0 gets nothing.
-    One extra forward, two adjoints: z_± = z + γ(Σ(xw)^± + b^±),
-    R_in = (1 + γ/2) x ⊙ Wᵀ(s₊ + s₋) + (γ/2) |x| ⊙ |W|ᵀ(s₊ − s₋).
+    One forward and one adjoint call per layer (block weights).
     """
 
     name = "gamma"
@@ -198,13 +226,21 @@ class Gamma(Rule):
 
     def weighted(self, x, w, b, z, R, fwd, adj):
         g = self.gamma
-        cp, cn = _split_pos_neg(x, w, b, z, fwd)
-        zpos, zneg = z + g * cp, z + g * cn
-        if b is not None:
-            zpos, zneg = _add_bias(zpos, g * b.clamp(min=0)), _add_bias(zneg, g * b.clamp(max=0))
+        w1 = w + g * w.clamp(min=0)
+        w2 = w + g * w.clamp(max=0)
+        b1 = None if b is None else b + g * b.clamp(min=0)
+        b2 = None if b is None else b + g * b.clamp(max=0)
+        if _nonneg(x):
+            (zpos, zneg), ad = _blocks([x], [[w1], [w2]], [b1, b2], fwd, adj)
+        else:
+            xp, xn = x.clamp(min=0), x.clamp(max=0)
+            (zpos, zneg), ad = _blocks([xp, xn], [[w1, w2], [w2, w1]], [b1, b2], fwd, adj)
         sp = (z > 0).to(R.dtype) * R / self.stab(zpos)
         sn = (z < 0).to(R.dtype) * R / self.stab(zneg)
-        return (1 + 0.5 * g) * x * adj(sp + sn, w) + (0.5 * g) * x.abs() * adj(sp - sn, w.abs())
+        if _nonneg(x):
+            return x * ad([sp, sn])[0]
+        gp, gn = ad([sp, sn])
+        return xp * gp + xn * gn
 
 
 class ZBox(Rule):
