@@ -124,6 +124,7 @@ def compute_cam(model: nn.Module, x: torch.Tensor, layer: LayerSpec, method: str
                 n: int = 1, procedure: str = "usv", reduction: str = "all", svd_method: str = "closed",
                 gradcampp_denominator: str = "paper", eigen_center: bool = True, eigen_sign: str = "channel_sum",
                 scorecam_softmax: bool = True, scorecam_align_corners: bool = False,
+                scorecam_normalize_first: bool = False,
                 fc: Union[None, str, nn.Module, torch.Tensor] = None,
                 smooth_samples: int = 8, smooth_sigma: float = 0.15, seed: Optional[int] = 0) -> CAMResult:
     """Class activation maps of ``model`` at ``layer`` for ``x`` (B, C, *spatial), 1-3 spatial dims.
@@ -134,6 +135,9 @@ def compute_cam(model: nn.Module, x: torch.Tensor, layer: LayerSpec, method: str
     or a callable output -> (B,). size: ``"input"`` (x's spatial size), None (layer resolution) or
     a tuple. differentiable: keep the graph (create_graph) so the maps can be back-propagated.
     batch_size: rows per chunk for Score-CAM, Ablation-CAM and Smooth-Grad-CAM (bounds memory).
+    Score-CAM: masks = min-max(upsample(A_k)) (pytorch-grad-cam: ``scorecam_align_corners=True``) or
+    upsample(min-max(A_k)) (``scorecam_normalize_first=True``: TorchCAM); softmax over channels.
+    Grad-CAM++: ``gradcampp_denominator`` "paper" (pytorch-grad-cam) or "torchcam".
     SVD-Grad-CAM: ``n``, ``procedure`` (usv|uv|u|vt), ``reduction`` (all|paper_literal), see
     :func:`svd_gradcam_weights`. Returns a :class:`CAMResult`.
     """
@@ -217,7 +221,8 @@ def compute_cam(model: nn.Module, x: torch.Tensor, layer: LayerSpec, method: str
         elif method == "eigencam":
             maps = cam_epilogue(maps=eigen_projection(A, center=eigen_center, sign=eigen_sign), **epi)
         elif method == "scorecam":
-            W = _scorecam_weights(model, x, A, tgt, batch_size, scorecam_softmax, scorecam_align_corners)
+            W = _scorecam_weights(model, x, A, tgt, batch_size, scorecam_softmax, scorecam_align_corners,
+                                  scorecam_normalize_first)
             maps = cam_epilogue(A, W, **epi)
         else:
             W = _ablation_weights(model, x, layer, A, s, tgt, batch_size)
@@ -235,18 +240,25 @@ class _RowTarget:
         return _t.score(self.tgt, output, self.rows)
 
 
-def _scorecam_weights(model, x, A, tgt, batch_size, softmax, align_corners):
+def _minmax_rows(m, eps=1e-8):
+    flat = m.flatten(1)
+    lo, hi = flat.amin(1), flat.amax(1)
+    view = (-1,) + (1,) * (m.dim() - 1)
+    return (m - lo.view(view)) / (hi - lo + eps).view(view)
+
+
+def _scorecam_weights(model, x, A, tgt, batch_size, softmax, align_corners, normalize_first=False):
     B, K = A.shape[:2]
     Af = A.flatten(0, 1)                                        # (B·K, *S)
+    if normalize_first:                                         # TorchCAM: normalise, then upsample
+        Af = _minmax_rows(Af)
     sample = torch.arange(B, device=x.device).repeat_interleave(K)
     size = tuple(x.shape[2:])
 
     def rows(s0, s1):
         m = resize_maps(Af[s0:s1].to(x.dtype), size, align_corners)
-        flat = m.flatten(1)
-        lo, hi = flat.amin(1), flat.amax(1)
-        view = (-1,) + (1,) * (m.dim() - 1)
-        m = (m - lo.view(view)) / (hi - lo + 1e-8).view(view)
+        if not normalize_first:                                 # pytorch-grad-cam: upsample, then normalise
+            m = _minmax_rows(m)
         return x[sample[s0:s1]] * m[:, None]
 
     sc = _chunked_scores(model, rows, B * K, sample, tgt, batch_size, x.device, x.dtype).view(B, K)
