@@ -105,8 +105,35 @@ def eigen_projection(X: torch.Tensor, *, center: bool = True, sign: str = "chann
     return proj.reshape(B, *S).to(_acc(X).dtype)
 
 
+def _kernel():
+    from .._dispatch import _load_extension
+    mod, _ = _load_extension()
+    return getattr(mod, "cam_svd_rank1_weights_cpu", None) if mod is not None else None
+
+
+def _rank1_cpu(G: torch.Tensor, procedure: str, reduction: str):
+    """The C++ closed form for n = 1 (CPU, no autograd); None when the kernel is not built."""
+    fn = _kernel()
+    if fn is None:
+        return None
+    from .._tensor import desc
+    P, Q = G.shape[-2:]
+    g = G.reshape(-1, P, Q)
+    if g.dtype not in (torch.float32, torch.float64):
+        g = g.float()
+    g = g.contiguous()
+    w = torch.empty(g.shape[0], dtype=torch.float64)
+    st = torch.zeros(g.shape[0], dtype=torch.uint8)
+    fn(desc(g), desc(w), desc(st), 0 if procedure == "usv" else 1, 0 if reduction == "all" else 1)
+    bad = st.nonzero().flatten()
+    if bad.numel():  # (nearly) tied top eigenvalue: dense eigensolver for those slices
+        w[bad] = svd_gradcam_weights(g[bad].double(), 1, procedure, reduction, backend="torch")
+    return w.reshape(G.shape[:-2])
+
+
 def svd_gradcam_weights(G: torch.Tensor, n: int = 1, procedure: str = "usv", reduction: str = "all",
-                        *, method: str = "closed", compute_dtype: torch.dtype = torch.float64) -> torch.Tensor:
+                        *, method: str = "closed", compute_dtype: torch.dtype = torch.float64,
+                        backend: str = "auto") -> torch.Tensor:
     """SVD-Grad-CAM channel weights (seeds §8.3) of per-channel gradient slices G (..., P, Q).
 
     procedure: ``"usv"`` Eq. 10 (rank-n reconstruction, default), ``"uv"`` Eq. 9, ``"u"`` Eq. 7,
@@ -115,6 +142,9 @@ def svd_gradcam_weights(G: torch.Tensor, n: int = 1, procedure: str = "usv", red
     ``"paper_literal"`` (rows 1..P, first n columns, / (n·P)).
     method: ``"closed"`` (closed forms; usv/uv from the eigen-decomposition of the smaller Gram
     matrix, no reconstruction) or ``"explicit"`` (SVD, materialised product; the test oracle).
+    backend: ``"auto"`` uses the C++ kernel (csrc/cam/svd_weights.cpp: Gram matrix, repeated
+    squaring to the top eigenvector, OpenMP over slices) for n = 1, usv/uv, CPU tensors without
+    autograd, Q ≤ 64; ``"torch"`` always uses batched ``torch.linalg.eigh``.
     Returns (...) weights in G's (accumulation) dtype.
     """
     if procedure not in PROCEDURES:
@@ -133,7 +163,14 @@ def svd_gradcam_weights(G: torch.Tensor, n: int = 1, procedure: str = "usv", red
         raise TypeError(f"n must be an int, got {type(n).__name__}")
     if not 1 <= n <= r:
         raise ValueError(f"n must be in [1, min(P, Q)] = [1, {r}], got {n}")
+    if backend not in ("auto", "torch"):
+        raise ValueError(f"backend must be 'auto' or 'torch', got {backend!r}")
     out_dtype = _acc(G).dtype
+    if (backend == "auto" and method == "closed" and n == 1 and procedure in ("usv", "uv") and G.device.type == "cpu"
+            and not (G.requires_grad and torch.is_grad_enabled()) and Q <= 64 and G.numel() > 0):
+        w = _rank1_cpu(G, procedure, reduction)
+        if w is not None:
+            return w.to(out_dtype)
     Gc = G.to(compute_dtype)
     if method == "explicit" or procedure in ("u", "vt"):
         U, s, Vh = torch.linalg.svd(Gc, full_matrices=False)

@@ -198,11 +198,11 @@ def test_hooks_do_not_leak():
     gc.collect()
     assert not layer._forward_hooks and not layer._backward_hooks and not model._forward_hooks
     assert sum(w() is not None for w in refs) == 0
-    base = sum(1 for o in gc.get_objects() if torch.is_tensor(o))
+    base = sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor))
     for _ in range(1500):
         cam.compute_cam(model, x, "conv2", "gradcam", size=None)
     gc.collect()
-    assert sum(1 for o in gc.get_objects() if torch.is_tensor(o)) <= base + 2
+    assert sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor)) <= base + 2
     # an error inside the forward still removes the hook
     with pytest.raises(ValueError):
         cam.compute_cam(model, x, "conv2", "gradcam", target=99)
@@ -263,3 +263,52 @@ def test_bad_input():
         M.summarize({"drop": torch.zeros(1)}, "some")
     with pytest.raises(TypeError, match="target"):
         cam.compute_cam(model, x, "conv2", target=1.5)
+
+
+def _kernel_or_skip():
+    from medseg_ext.cam.weights import _kernel
+    if _kernel() is None:
+        pytest.skip("medseg_ext._C has no cam kernel (not built)")
+
+
+@settings(max_examples=30)
+@given(st.integers(1, 12), st.integers(1, 12), st.integers(0, 10_000), st.sampled_from(["usv", "uv"]),
+       st.sampled_from(["all", "paper_literal"]), st.sampled_from([torch.float32, torch.float64]))
+def test_cpp_rank1_kernel_vs_torch_and_reference(P, Q, seed, procedure, reduction, dtype):
+    _kernel_or_skip()
+    G = torch.from_numpy(_gen(P, Q, seed, batch=16)).to(dtype)
+    s = np.linalg.svd(G.double().numpy(), compute_uv=False)
+    if min(P, Q) > 1 and np.min(s[:, 0] - s[:, 1]) < 1e-3 * np.max(s[:, 0]):
+        return  # near-tied top singular value: rank-1 factor ill-conditioned (fallback tested below)
+    k = cam.svd_gradcam_weights(G, 1, procedure, reduction)
+    t = cam.svd_gradcam_weights(G, 1, procedure, reduction, backend="torch")
+    o = ref.svd_gradcam_weights(G.double().numpy(), 1, procedure, reduction)
+    assert k.dtype == (torch.float32 if dtype == torch.float32 else torch.float64)
+    tol = dict(rtol=1e-8, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-5, atol=1e-7)
+    np.testing.assert_allclose(k.double().numpy(), o, **tol)
+    np.testing.assert_allclose(k.double().numpy(), t.double().numpy(), **tol)
+
+
+def test_cpp_rank1_kernel_edge_cases():
+    _kernel_or_skip()
+    G = torch.from_numpy(_gen(7, 7, 5, batch=6))
+    G[0] = 0                                   # zero slice → 0
+    G[1] = torch.eye(7, dtype=torch.float64)   # all singular values tied → flagged, dense fallback
+    G[2, 3, 4] = float("nan")                  # NaN propagates
+    G[3] = 2.5                                 # constant → the constant (rank 1)
+    G[4] = 1e-150 * G[5]                       # tiny values
+    w = cam.svd_gradcam_weights(G, 1)
+    assert w[0] == 0 and torch.isnan(w[2]) and abs(float(w[3]) - 2.5) < 1e-12
+    torch.testing.assert_close(w[4], 1e-150 * w[5], rtol=1e-9, atol=0)
+    torch.testing.assert_close(w[1], cam.svd_gradcam_weights(G[1:2], 1, backend="torch")[0])
+    # non-contiguous input and 3-D activations' matricisation
+    Gt = torch.from_numpy(_gen(6, 5, 7, batch=8)).transpose(-2, -1)
+    torch.testing.assert_close(cam.svd_gradcam_weights(Gt, 1), cam.svd_gradcam_weights(Gt.contiguous(), 1,
+                                                                                          backend="torch"))
+    G5 = torch.from_numpy(np.random.default_rng(1).standard_normal((2, 3, 4, 5, 6)))
+    np.testing.assert_allclose(cam.svd_gradcam_channel_weights(G5).numpy(),
+                               ref.svd_gradcam_channel_weights(G5.numpy()), rtol=1e-8)
+    # autograd: the kernel is bypassed and the weights stay differentiable
+    Gr = torch.from_numpy(_gen(7, 7, 9, batch=3)).requires_grad_(True)
+    cam.svd_gradcam_weights(Gr, 1).sum().backward()
+    assert Gr.grad is not None and torch.isfinite(Gr.grad).all()
