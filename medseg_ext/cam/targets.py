@@ -42,6 +42,18 @@ class ClassTarget:
         self.index = index
         self.activation = activation
 
+    def _host_index_ok(self, C: int):
+        """Range check of user-given indices without a device sync where possible (ints / lists on the
+        host; a device tensor is checked once, on the host copy the user gave)."""
+        idx = self.index
+        if isinstance(idx, int):
+            return 0 <= idx < C
+        if isinstance(idx, (list, tuple)):
+            return all(0 <= i < C for i in idx)
+        if isinstance(idx, torch.Tensor) and idx.numel():
+            return bool(((idx >= 0) & (idx < C)).all())
+        return True
+
     def _logits(self, output: torch.Tensor) -> torch.Tensor:
         if not torch.is_tensor(output):
             raise TypeError(f"ClassTarget needs a tensor model output, got {type(output).__name__}")
@@ -64,8 +76,8 @@ class ClassTarget:
                 idx = idx.expand(B)
             if idx.numel() != B:
                 raise ValueError(f"index: {idx.numel()} class indices for a batch of {B}")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= C):
-            raise ValueError(f"index: class index out of range for {C} classes")
+            if self._host_index_ok(C) is False:  # user-given indices only: argmax needs no check
+                raise ValueError(f"index: class index out of range for {C} classes")
         return ClassTarget(idx, self.activation)
 
     def __call__(self, output: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:

@@ -2,7 +2,8 @@
 generated radiograph-like binary data set with a small DenseNet-style classifier trained for a few
 steps (no weights can be downloaded), scored with the paper's Table 2 columns.
 
-    medseg-ext pipeline cam_quality [--train 256] [--val 48] [--steps 60] [--size 64] [--out maps.npz]
+    medseg-ext pipeline cam_quality [--train 256] [--val 48] [--steps 80] [--size 64] [--methods gradcam,...]
+                                    [--out maps.npz]
 
 Images: a smooth, bone-like bright band on a dark background with noise; "abnormal" images
 (label 1) carry a small bright elliptical blob. The classifier (``medseg_ext.models.cam_cnn``, two
@@ -99,6 +100,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cam-batch", type=int, default=64, help="rows per chunk for Score-/Ablation-CAM")
     ap.add_argument("--out", default=None, help="save the maps of every method (npz)")
+    ap.add_argument("--methods", default=None,
+                    help="comma-separated method keys to run (e.g. gradcam,svdgradcam; default: all rows)")
     args = ap.parse_args(argv)
     for k in ("train", "val", "size", "steps", "batch", "cam_batch"):
         if getattr(args, k) < 1:
@@ -131,9 +134,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     log(f"GAP-head check at final_relu: max|SVD-Grad-CAM − Grad-CAM| = {float((s - g).abs().max()):.2e}; "
         f"with a logit target max|CAM − Grad-CAM| = {float((c - gl).abs().max()):.2e}")
 
+    todo = METHODS
+    if args.methods:
+        keys = {k.strip() for k in args.methods.split(",") if k.strip()}
+        unknown = keys - {m[2] for m in METHODS}
+        if unknown:
+            ap.error(f"--methods: unknown {sorted(unknown)}; choose from {sorted({m[2] for m in METHODS})}")
+        todo = [m for m in METHODS if m[2] in keys]
     rows, saved = [], {}
     batches = [xva[i:i + 16] for i in range(0, xva.shape[0], 16)]
-    for i, (name, layer, method, opts) in enumerate(METHODS):
+    for i, (name, layer, method, opts) in enumerate(todo):
         tm = time.perf_counter()
         row = M.evaluate(model, batches, layer, method, target, batch_size=args.cam_batch, **opts)
         # pointing game on abnormal images: the CAM's arg-max inside the lesion
@@ -143,7 +153,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         row.update(name=name, pointing=100 * float(hit), seconds=time.perf_counter() - tm)
         rows.append(row)
         saved[name] = maps.numpy()
-        log(f"[{i + 1}/{len(METHODS)}] {name}: ADCC {row['ADCC']:.2f} ({row['seconds']:.1f} s)")
+        log(f"[{i + 1}/{len(todo)}] {name}: ADCC {row['ADCC']:.2f} ({row['seconds']:.1f} s)")
     cols = ["AverageDrop", "AverageIncrease", "Coherency", "Complexity", "ADCC", "ADCC_per_image", "pointing"]
     log("\n| Method | Avg Drop ↓ | Avg Increase ↑ | Coherency ↑ | Complexity ↓ | ADCC ↑ | ADCC/img ↑ | Pointing ↑ |")
     log("|---|" + "---|" * len(cols))
