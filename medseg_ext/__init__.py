@@ -19,3 +19,9 @@ from .topology import (RaggedDiagrams, bottleneck, diagram_distance_matrix, rips
 
 __all__ += ["topology", "vietoris_rips", "vietoris_rips_batch", "RaggedDiagrams", "rips_memory_estimate",
             "wasserstein", "bottleneck", "diagram_distance_matrix", "sliding_window"]
+
+# lrp, cam and mser families: used through their namespaces (medseg_ext.lrp.explain,
+# medseg_ext.cam.compute_cam, medseg_ext.mser.mser)
+from . import cam, lrp, mser  # noqa: E402
+
+__all__ += ["cam", "lrp", "mser"]

@@ -25,3 +25,11 @@ settings.register_profile("dev", max_examples=25, deadline=None,
 settings.register_profile("thorough", max_examples=500, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+def pytest_collection_finish(session):
+    # a module that changes torch's default dtype at import changes it for every test collected after
+    # it (other families then fail with dtype mismatches); such state belongs in a fixture
+    if torch.get_default_dtype() != torch.float32:
+        raise RuntimeError(f"a test module set torch's default dtype to {torch.get_default_dtype()} at import; "
+                           "use a fixture that restores it")

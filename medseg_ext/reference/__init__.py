@@ -14,3 +14,7 @@ __all__ += ["detection"]
 from . import distance  # noqa: E402
 
 __all__ += ["distance"]
+
+from . import cam, lrp, mser  # noqa: E402
+
+__all__ += ["cam", "lrp", "mser"]

@@ -7,7 +7,15 @@ from torch import nn
 
 from medseg_ext import lrp
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64_default():
+    """These tests build float64 nets; the default dtype is restored so no other family sees it."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 class TinyResUNet(nn.Module):
