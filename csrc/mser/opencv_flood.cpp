@@ -28,6 +28,14 @@ namespace {
 struct Hist {
   std::vector<int32_t> val, size, parent, child, next;
   std::vector<int32_t> head;
+  void clear() {
+    val.clear();
+    size.clear();
+    parent.clear();
+    child.clear();
+    next.clear();
+    head.clear();
+  }
   int32_t add() {
     val.push_back(0);
     size.push_back(0);
@@ -103,12 +111,20 @@ struct Flood {
 
 }  // namespace
 
-void opencv_pass(const uint8_t* img, int64_t rows, int64_t cols, int mask_xor, int delta, int min_area, int max_area,
-                 double max_variation, Regions& out) {
+namespace {
+
+template <int XO>
+void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta, int min_area, int max_area,
+                      double max_variation, Regions& out) {
+  constexpr int mask_xor = XO;
   MEDSEG_CHECK(rows >= 3 && cols >= 3, "image: the opencv preset needs at least 3 x 3 pixels");
   const int64_t n = rows * cols;
   MEDSEG_CHECK(n < (int64_t(1) << 31) - 1, "image: at most 2^31 - 2 pixels per image");
-  std::vector<uint8_t> dir(static_cast<size_t>(n), 0);
+  // per-thread buffers reused across calls (the batch and both polarities reuse them)
+  thread_local std::vector<uint8_t> dir;
+  thread_local std::vector<int32_t> heap;
+  thread_local Flood F;
+  dir.assign(static_cast<size_t>(n), 0);
   int64_t level_size[256] = {0};
   for (int64_t x = 0; x < cols; ++x) dir[x] = dir[(rows - 1) * cols + x] = 5;
   for (int64_t y = 1; y < rows - 1; ++y) {
@@ -116,7 +132,7 @@ void opencv_pass(const uint8_t* img, int64_t rows, int64_t cols, int mask_xor, i
     for (int64_t x = 1; x < cols - 1; ++x) ++level_size[img[y * cols + x] ^ mask_xor];
   }
   // one LIFO stack of waiting boundary pixels per grey level, in one buffer
-  std::vector<int32_t> heap(static_cast<size_t>((rows - 2) * (cols - 2) + 256));
+  heap.resize(static_cast<size_t>((rows - 2) * (cols - 2) + 256));
   int32_t* hp[256];  // hp[g] points at the top element (one slot below the first push when empty)
   int32_t* hbase[256];
   {
@@ -127,12 +143,11 @@ void opencv_pass(const uint8_t* img, int64_t rows, int64_t cols, int mask_xor, i
       b += level_size[g] + 1;
     }
   }
-  const uint8_t xo = static_cast<uint8_t>(mask_xor);
+  constexpr uint8_t xo = static_cast<uint8_t>(XO);
 
-  Flood F;
-  F.nxt.assign(static_cast<size_t>(n), -1);
+  F.nxt.resize(static_cast<size_t>(n));  // only linked entries are ever read
   F.min_area = min_area;
-  F.H.val.reserve(static_cast<size_t>(n / 4 + 16));
+  F.H.clear();
   std::vector<Comp> stack(258);
   int ci = 0;
   stack[0].init(256);
@@ -206,17 +221,32 @@ void opencv_pass(const uint8_t* img, int64_t rows, int64_t cols, int mask_xor, i
     if (!ok) continue;
     const int32_t p = H.parent[h];
     if (var[h] > 0.f && p >= 0 && var[p] >= 0.f && var[h] >= var[p]) continue;
-    out.offsets.push_back(static_cast<int64_t>(out.values.size()));
+    const size_t o = out.values.size();
+    out.offsets.push_back(static_cast<int64_t>(o));
+    out.values.resize(o + static_cast<size_t>(sz));
+    int64_t* dst = out.values.data() + o;
     int32_t px = H.head[h];
     for (int32_t j = 0; j < sz; ++j) {
       MEDSEG_CHECK(px >= 0 && px < n, "internal: broken pixel list in the opencv flood");
-      out.values.push_back(px);
+      dst[j] = px;
       px = F.nxt[px];
     }
     out.level.push_back(mask_xor ? 255 - H.val[h] : H.val[h]);
     out.area.push_back(sz);
     out.variation.push_back(var[h]);
     out.polarity.push_back(mask_xor ? int8_t(1) : int8_t(-1));
+  }
+}
+
+}  // namespace
+
+void opencv_pass(const uint8_t* img, int64_t rows, int64_t cols, int mask_xor, int delta, int min_area, int max_area,
+                 double max_variation, Regions& out) {
+  if (mask_xor == 255) {
+    opencv_pass_impl<255>(img, rows, cols, delta, min_area, max_area, max_variation, out);
+  } else {
+    MEDSEG_CHECK(mask_xor == 0, "internal: mask_xor must be 0 or 255");
+    opencv_pass_impl<0>(img, rows, cols, delta, min_area, max_area, max_variation, out);
   }
 }
 
