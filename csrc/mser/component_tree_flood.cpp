@@ -189,11 +189,17 @@ void build_tree_flood(const T* img, const uint8_t* mask, const Geometry& g, bool
   }
   // renumber by (key, largest own-level pixel index)
   const int32_t m = static_cast<int32_t>(nkey.size());
+  // two stable passes: by largest own pixel index (unique per node), then counting sort by key
+  std::vector<int32_t> by_pixel(static_cast<size_t>(n), -1);
+  for (int32_t i = 0; i < m; ++i) by_pixel[nmax[i]] = i;
+  std::vector<int32_t> kstart(static_cast<size_t>(nlev) + 1, 0);
+  for (int32_t i = 0; i < m; ++i) ++kstart[nkey[i] + 1];
+  for (int k = 0; k < nlev; ++k) kstart[k + 1] += kstart[k];
   std::vector<int32_t> order(static_cast<size_t>(m));
-  for (int32_t i = 0; i < m; ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
-    return nkey[a] != nkey[b] ? nkey[a] < nkey[b] : nmax[a] < nmax[b];
-  });
+  for (int32_t p = 0; p < n; ++p) {
+    const int32_t i = by_pixel[p];
+    if (i >= 0) order[kstart[nkey[i]]++] = i;
+  }
   std::vector<int32_t> rank(static_cast<size_t>(m));
   for (int32_t i = 0; i < m; ++i) rank[order[i]] = i;
   tree.parent.assign(static_cast<size_t>(m), -1);

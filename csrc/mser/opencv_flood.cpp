@@ -25,19 +25,15 @@ namespace mser {
 
 namespace {
 
-struct Hist {
-  std::vector<int32_t> val, size, parent, child, next;
-  std::vector<int32_t> head;
-  int32_t add() {
-    val.push_back(0);
-    size.push_back(0);
-    parent.push_back(-1);
-    child.push_back(-1);
-    next.push_back(-1);
-    head.push_back(-1);
-    return static_cast<int32_t>(val.size()) - 1;
-  }
+struct HNode {
+  int32_t val, size, parent, child, next, head;
 };
+using Hist = std::vector<HNode>;
+
+inline int32_t add_node(Hist& H) {
+  H.push_back(HNode{0, 0, -1, -1, -1, -1});
+  return static_cast<int32_t>(H.size()) - 1;
+}
 
 struct Comp {
   int32_t head = -1, tail = -1;
@@ -60,16 +56,16 @@ struct Flood {
   void grow(Comp& c, int new_gray) {
     if (new_gray < c.gray) new_gray = c.gray;
     int32_t h;
-    if (c.hist >= 0 && H.val[c.hist] == c.gray) {
+    if (c.hist >= 0 && H[c.hist].val == c.gray) {
       h = c.hist;
     } else {
-      h = H.add();
-      H.child[h] = c.hist;
-      if (c.hist >= 0) H.parent[c.hist] = h;
+      h = add_node(H);
+      H[h].child = c.hist;
+      if (c.hist >= 0) H[c.hist].parent = h;
     }
-    H.val[h] = c.gray;
-    H.size[h] = c.size;
-    H.head[h] = c.head;
+    H[h].val = c.gray;
+    H[h].size = c.size;
+    H[h].head = c.head;
     c.gray = new_gray;
     c.hist = h;
   }
@@ -86,29 +82,37 @@ struct Flood {
       c1.tail = c2.tail;
     }
     c1.size += c2.size;
-    const int32_t h = c1.hist, h1 = H.child[h], h2 = c2.hist;
-    if (h1 >= 0 && H.size[h1] > H.size[h2]) {
-      if (H.size[h2] >= min_area) {
-        H.next[h2] = H.next[h1];
-        H.next[h1] = h2;
-        H.parent[h2] = h;
+    const int32_t h = c1.hist, h1 = H[h].child, h2 = c2.hist;
+    if (h1 >= 0 && H[h1].size > H[h2].size) {
+      if (H[h2].size >= min_area) {
+        H[h2].next = H[h1].next;
+        H[h1].next = h2;
+        H[h2].parent = h;
       }
     } else {
-      H.child[h] = h2;
-      H.parent[h2] = h;
-      if (h1 >= 0 && H.size[h1] >= min_area) H.next[h2] = h1;
+      H[h].child = h2;
+      H[h2].parent = h;
+      if (h1 >= 0 && H[h1].size >= min_area) H[h2].next = h1;
     }
   }
 };
 
 }  // namespace
 
-void opencv_pass(const uint8_t* img, int64_t rows, int64_t cols, int mask_xor, int delta, int min_area, int max_area,
-                 double max_variation, Regions& out) {
+namespace {
+
+template <int XO>
+void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta, int min_area, int max_area,
+                      double max_variation, Regions& out) {
+  constexpr int mask_xor = XO;
   MEDSEG_CHECK(rows >= 3 && cols >= 3, "image: the opencv preset needs at least 3 x 3 pixels");
   const int64_t n = rows * cols;
   MEDSEG_CHECK(n < (int64_t(1) << 31) - 1, "image: at most 2^31 - 2 pixels per image");
-  std::vector<uint8_t> dir(static_cast<size_t>(n), 0);
+  // per-thread buffers reused across calls (the batch and both polarities reuse them)
+  thread_local std::vector<uint8_t> dir;
+  thread_local std::vector<int32_t> heap;
+  thread_local Flood F;
+  dir.assign(static_cast<size_t>(n), 0);
   int64_t level_size[256] = {0};
   for (int64_t x = 0; x < cols; ++x) dir[x] = dir[(rows - 1) * cols + x] = 5;
   for (int64_t y = 1; y < rows - 1; ++y) {
@@ -116,7 +120,7 @@ void opencv_pass(const uint8_t* img, int64_t rows, int64_t cols, int mask_xor, i
     for (int64_t x = 1; x < cols - 1; ++x) ++level_size[img[y * cols + x] ^ mask_xor];
   }
   // one LIFO stack of waiting boundary pixels per grey level, in one buffer
-  std::vector<int32_t> heap(static_cast<size_t>((rows - 2) * (cols - 2) + 256));
+  heap.resize(static_cast<size_t>((rows - 2) * (cols - 2) + 256));
   int32_t* hp[256];  // hp[g] points at the top element (one slot below the first push when empty)
   int32_t* hbase[256];
   {
@@ -127,12 +131,11 @@ void opencv_pass(const uint8_t* img, int64_t rows, int64_t cols, int mask_xor, i
       b += level_size[g] + 1;
     }
   }
-  const uint8_t xo = static_cast<uint8_t>(mask_xor);
+  constexpr uint8_t xo = static_cast<uint8_t>(XO);
 
-  Flood F;
-  F.nxt.assign(static_cast<size_t>(n), -1);
+  F.nxt.resize(static_cast<size_t>(n));  // only linked entries are ever read
   F.min_area = min_area;
-  F.H.val.reserve(static_cast<size_t>(n / 4 + 16));
+  F.H.clear();
   std::vector<Comp> stack(258);
   int ci = 0;
   stack[0].init(256);
@@ -186,37 +189,52 @@ void opencv_pass(const uint8_t* img, int64_t rows, int64_t cols, int mask_xor, i
 
   // stability on the finished history tree, then OpenCV's capture rule
   const Hist& H = F.H;
-  const int32_t m = static_cast<int32_t>(H.val.size());
+  const int32_t m = static_cast<int32_t>(H.size());
   std::vector<float> var(static_cast<size_t>(m), FLT_MAX);
   for (int32_t h = 0; h < m; ++h) {
-    if (H.size[h] < min_area) continue;
-    const int v = H.val[h];
+    if (H[h].size < min_area) continue;
+    const int v = H[h].val;
     int32_t d = h;
-    while (H.child[d] >= 0 && H.val[H.child[d]] >= v - delta) d = H.child[d];
+    while (H[d].child >= 0 && H[H[d].child].val >= v - delta) d = H[d].child;
     int32_t u = h;
-    while (H.parent[u] >= 0 && H.val[H.parent[u]] <= v + delta) u = H.parent[u];
-    var[h] = static_cast<float>(H.size[u] - H.size[d]) / static_cast<float>(H.size[h]);
+    while (H[u].parent >= 0 && H[H[u].parent].val <= v + delta) u = H[u].parent;
+    var[h] = static_cast<float>(H[u].size - H[d].size) / static_cast<float>(H[h].size);
   }
   for (int32_t h = 0; h < m; ++h) {
-    const int32_t sz = H.size[h];
+    const int32_t sz = H[h].size;
     if (sz < min_area || sz > max_area || var[h] < 0.f || var[h] > max_variation) continue;
     bool ok = true;
-    for (int32_t c = H.child[h]; c >= 0 && ok; c = H.next[c])
+    for (int32_t c = H[h].child; c >= 0 && ok; c = H[c].next)
       if (var[c] >= 0.f && var[h] > var[c]) ok = false;
     if (!ok) continue;
-    const int32_t p = H.parent[h];
+    const int32_t p = H[h].parent;
     if (var[h] > 0.f && p >= 0 && var[p] >= 0.f && var[h] >= var[p]) continue;
-    out.offsets.push_back(static_cast<int64_t>(out.values.size()));
-    int32_t px = H.head[h];
+    const size_t o = out.values.size();
+    out.offsets.push_back(static_cast<int64_t>(o));
+    out.values.resize(o + static_cast<size_t>(sz));
+    int64_t* dst = out.values.data() + o;
+    int32_t px = H[h].head;
     for (int32_t j = 0; j < sz; ++j) {
       MEDSEG_CHECK(px >= 0 && px < n, "internal: broken pixel list in the opencv flood");
-      out.values.push_back(px);
+      dst[j] = px;
       px = F.nxt[px];
     }
-    out.level.push_back(mask_xor ? 255 - H.val[h] : H.val[h]);
+    out.level.push_back(mask_xor ? 255 - H[h].val : H[h].val);
     out.area.push_back(sz);
     out.variation.push_back(var[h]);
     out.polarity.push_back(mask_xor ? int8_t(1) : int8_t(-1));
+  }
+}
+
+}  // namespace
+
+void opencv_pass(const uint8_t* img, int64_t rows, int64_t cols, int mask_xor, int delta, int min_area, int max_area,
+                 double max_variation, Regions& out) {
+  if (mask_xor == 255) {
+    opencv_pass_impl<255>(img, rows, cols, delta, min_area, max_area, max_variation, out);
+  } else {
+    MEDSEG_CHECK(mask_xor == 0, "internal: mask_xor must be 0 or 255");
+    opencv_pass_impl<0>(img, rows, cols, delta, min_area, max_area, max_variation, out);
   }
 }
 

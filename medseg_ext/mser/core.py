@@ -77,7 +77,7 @@ def _prepare_image(image, batch: bool) -> Tuple[np.ndarray, Tuple[int, ...], int
         lo, hi = int(a.min()), int(a.max())
         if lo < 0 or hi > 65535:
             raise ValueError(f"image: integer values must lie in [0, 65535] (got [{lo}, {hi}]); rescale first")
-        a = a.astype(np.uint8 if hi <= 255 and a.dtype.itemsize == 1 else np.uint16)
+        a = a.astype(np.uint8 if hi <= 255 else np.uint16)  # the smallest type that holds the values
         maxval = 255 if a.dtype == np.uint8 else 65535
     spatial = tuple(int(s) for s in a.shape[1:])
     return np.ascontiguousarray(a.reshape(a.shape[0], -1)), spatial, maxval

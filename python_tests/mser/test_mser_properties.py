@@ -146,3 +146,20 @@ def test_threads_deterministic():
         torch.set_num_threads(old)
     assert np.array_equal(a.values.numpy(), b.values.numpy())
     assert np.array_equal(a.offsets.numpy(), b.offsets.numpy())
+
+
+def test_batched_volumes_with_masks_equal_single_calls():
+    rng = np.random.default_rng(2)
+    vols = rng.integers(0, 4000, (3, 5, 6, 7)).astype(np.uint16)
+    masks = rng.random((3, 5, 6, 7)) > 0.2
+    kw = dict(min_area=2, max_area=80, max_variation=5.0, delta=300, connectivity=26)
+    b = M.mser(vols, None, batch=True, mask=masks, **kw)
+    singles = []
+    for k in range(3):
+        s = M.mser(vols[k], None, mask=masks[k], **kw)
+        singles += [(k,) + x[1:] for x in region_set(s)]
+        assert all(not set(r) - set(np.nonzero(masks[k].ravel())[0]) for _, _, r in region_set(s))
+    assert region_set(b) == sorted(singles)
+    assert b.union_mask().shape == (3, 5, 6, 7) and b.label_image().shape == (3, 5, 6, 7)
+    with pytest.raises(ValueError, match="ellipses"):
+        b.ellipses

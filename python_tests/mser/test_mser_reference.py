@@ -154,3 +154,44 @@ def test_flood_equals_union_find_larger(shape, conn, dtype):
             u = M.component_tree(img, polarity=pol, connectivity=conn, mask=m, algorithm="union_find")
             for a in ("parent", "area", "level", "pixel_node", "stability"):
                 assert torch.equal(getattr(t, a), getattr(u, a)), a
+
+
+def _concentric():
+    img = np.full((7, 7), 10, np.uint8)
+    img[1:6, 1:6] = 2
+    img[2:5, 2:5] = 1
+    img[3, 3] = 0
+    return img
+
+
+def test_vlfeat_rule_hand_built_tree():
+    # dark tree: keys 0, 1, 2, 10 with areas 1, 9, 25, 49; ancestor variations (delta 1): 8, 16/9, 0, 0.
+    # n0 loses to n1 (8 >= 16/9), n1 loses to n2 (16/9 >= 0); n2 vs the root: no comparison
+    # (key 10 != 3); the root is above max_area = 0.75·49; n2 differs from the root by 24/49 >= 0.2.
+    img = _concentric()
+    t = M.component_tree(img, polarity="dark", delta=1, variation="ancestor")
+    assert t.area.tolist() == [1, 9, 25, 49] and t.level.tolist() == [0, 1, 2, 10]
+    np.testing.assert_allclose(t.stability.numpy(), [8.0, 16 / 9, 0.0, 0.0])
+    res = M.mser(img, "vlfeat", polarity="dark", delta=1)
+    assert res.area.tolist() == [25] and res.level.tolist() == [2]
+    assert len(M.mser(img, "vlfeat", polarity="dark", delta=1, min_diversity=0.6)) == 0
+    # the root comes back when max_area allows it (variation 0, no parent)
+    assert sorted(M.mser(img, "vlfeat", polarity="dark", delta=1, max_area=1.0).area.tolist()) == [25, 49]
+
+
+def test_paper_and_vlfeat_scores_on_unique_branch():
+    # §11.2.7: on a unique branch S_paper = |R| - |R_{t+delta}| (bright: t+delta is brighter) and
+    # S_vlfeat·|R| = |R_{t-delta}| - |R| (the bigger region delta levels darker)
+    img = 255 - _concentric() * 20  # bright tree: 255 (1 px), 235 (9), 215 (25), 55 (49)
+    for delta in (1, 20, 40):
+        tp = M.component_tree(img, polarity="bright", delta=delta, variation="descendant", normalize=False)
+        tv = M.component_tree(img, polarity="bright", delta=delta, variation="ancestor", normalize=True)
+        lev = tp.level.numpy()
+        area = tp.area.numpy()
+
+        def area_at(t):  # |component of {I >= t}| containing the centre, 0 if empty
+            return int(R.label(img >= t, 8)[3, 3] and (R.label(img >= t, 8) == R.label(img >= t, 8)[3, 3]).sum())
+        for i in range(len(lev)):
+            assert tp.stability[i] == area[i] - area_at(lev[i] + delta)
+            up = area_at(max(lev[i] - delta, int(img.min())))
+            assert abs(float(tv.stability[i]) * area[i] - (up - area[i])) < 1e-9
