@@ -40,7 +40,8 @@ from .. import _dispatch
 from .._tensor import desc
 
 __all__ = ["distance_transform_edt", "signed_distance", "surface_edges", "hausdorff_distance", "hd95",
-           "average_surface_distance", "hausdorff_dt_loss", "boundary_loss", "HausdorffDTLoss", "BoundaryLoss"]
+           "average_surface_distance", "hausdorff_dt_loss", "log_hausdorff_dt_loss", "boundary_loss", "HausdorffDTLoss",
+           "LogHausdorffDTLoss", "BoundaryLoss"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -455,6 +456,14 @@ def hausdorff_dt_loss(input, target, alpha: float = 2.0, include_background: boo
     return _reduce(f, reduction, nsp)
 
 
+def log_hausdorff_dt_loss(input, target, alpha: float = 2.0, include_background: bool = False,
+                          sigmoid: bool = False, softmax: bool = False, batch: bool = False,
+                          reduction: str = "mean") -> torch.Tensor:
+    """log(1 + hausdorff_dt_loss(...)), MONAI ``LogHausdorffDTLoss``."""
+    return torch.log1p(hausdorff_dt_loss(input, target, alpha, include_background, sigmoid, softmax, batch,
+                                         reduction))
+
+
 def _dt_fields(fg: torch.Tensor, nsp: int, dtype) -> torch.Tensor:
     return _edt_volumes(fg, nsp, (1.0,) * nsp, dtype, mode="field")
 
@@ -503,6 +512,13 @@ class HausdorffDTLoss(torch.nn.Module):
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return hausdorff_dt_loss(input, target, self.alpha, self.include_background, self.sigmoid, self.softmax,
                                  self.batch, self.reduction)
+
+
+class LogHausdorffDTLoss(HausdorffDTLoss):
+    """nn.Module form of :func:`log_hausdorff_dt_loss` (MONAI's LogHausdorffDTLoss)."""
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.log1p(super().forward(input, target))
 
 
 class BoundaryLoss(torch.nn.Module):
