@@ -30,7 +30,7 @@ Conventions (pinned by python_tests/losses/test_distance*.py):
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -113,9 +113,12 @@ def _backend(t: torch.Tensor) -> str:
     if forced == "reference" or (forced is None and os.environ.get(_dispatch.FORCE_REFERENCE_ENV) == "1"):
         return "reference"
     if t.device.type == "cpu":
-        _dispatch.extension()
+        if not torch.compiler.is_compiling():  # the op itself loads the module; fail early and clearly here
+            _dispatch.extension()
         return "cpu"
     if t.device.type == "cuda":
+        if torch.compiler.is_compiling():
+            return "cuda"
         C_ = _dispatch.extension()
         if not hasattr(C_, "edt_cuda") or not _dispatch.cuda_kernels_usable():
             raise RuntimeError("mask: is a CUDA tensor but medseg_ext was built without its CUDA kernels "
@@ -147,13 +150,10 @@ def _edt_volumes(fg: torch.Tensor, nsp: int, spacing: Tuple[float, ...], dtype: 
     fg ? offset - EDT(fg) : EDT(~fg) (Kervadec); field and signed are 0 in uniform volumes.
     """
     shape = tuple(fg.shape)
+    if fg.numel() == 0:
+        return torch.empty(shape, dtype=dtype, device=fg.device)
     sp_shape = shape[len(shape) - nsp:]
     vols = int(np.prod(shape[:len(shape) - nsp], dtype=np.int64)) if len(shape) > nsp else 1
-    dims = (1,) * (3 - nsp) + tuple(sp_shape)
-    sp3 = (1.0,) * (3 - nsp) + tuple(spacing)
-    out = torch.empty(shape, dtype=dtype, device=fg.device)
-    if out.numel() == 0:
-        return out
     backend = _backend(fg)
     if backend == "reference":
         m = fg.reshape((vols,) + tuple(sp_shape)).cpu().numpy()
@@ -161,16 +161,35 @@ def _edt_volumes(fg: torch.Tensor, nsp: int, spacing: Tuple[float, ...], dtype: 
         if squared:
             res = res ** 2
         return torch.from_numpy(res).to(device=fg.device, dtype=dtype).reshape(shape)
+    return _edt_op(fg, nsp, list(spacing), dtype == torch.float64, bool(squared), _MODES[mode], float(offset))
+
+
+@torch.library.custom_op("medseg_ext::distance_transform", mutates_args=())
+def _edt_op(fg: torch.Tensor, nsp: int, spacing: List[float], double: bool, squared: bool, mode: int,
+            offset: float) -> torch.Tensor:
+    """The compiled transform as a torch custom op (opaque to torch.compile, no graph break)."""
+    shape = tuple(fg.shape)
+    vols = int(np.prod(shape[:len(shape) - nsp], dtype=np.int64)) if len(shape) > nsp else 1
+    dims = (1,) * (3 - nsp) + shape[len(shape) - nsp:]
+    sp3 = [1.0] * (3 - nsp) + list(spacing)
+    out = torch.empty(shape, dtype=torch.float64 if double else torch.float32, device=fg.device)
+    if out.numel() == 0:
+        return out
     m8 = fg.contiguous().view(torch.uint8).reshape((vols,) + dims)
     o4 = out.view((vols,) + dims)
     C_ = _dispatch.extension()
-    if backend == "cpu":
-        C_.edt_cpu(desc(m8), desc(o4), list(sp3), bool(squared), _MODES[mode], float(offset))
+    if fg.device.type == "cpu":
+        C_.edt_cpu(desc(m8), desc(o4), sp3, squared, mode, offset)
     else:
         with torch.cuda.device(fg.device):
             stream = torch.cuda.current_stream(fg.device).cuda_stream
-            C_.edt_cuda(desc(m8), desc(o4), list(sp3), bool(squared), _MODES[mode], float(offset), stream)
+            C_.edt_cuda(desc(m8), desc(o4), sp3, squared, mode, offset, stream)
     return out
+
+
+@_edt_op.register_fake
+def _(fg, nsp, spacing, double, squared, mode, offset):
+    return torch.empty(fg.shape, dtype=torch.float64 if double else torch.float32, device=fg.device)
 
 
 def _out_dtype(t: torch.Tensor, dtype) -> torch.dtype:
