@@ -173,3 +173,14 @@ def test_surface_edges_kernel_matches_torch_and_scipy(shape):
         for c in range(shape[1]):
             v = m[b, c].numpy()
             assert np.array_equal(fast[b, c].numpy(), v ^ ndimage.binary_erosion(v))
+
+
+def test_non_contiguous_and_dtype_inputs_give_the_same_metrics():
+    rng = np.random.default_rng(13)
+    p = torch.from_numpy(rng.random((2, 3, 9, 8, 7)) < 0.5)
+    g = torch.from_numpy(rng.random((2, 3, 9, 8, 7)) < 0.5)
+    base = D.hausdorff_distance(p, g, percentile=90, spacing=(1.0, 2.0, 3.0))
+    pt, gt = p.transpose(2, 4).contiguous().transpose(2, 4), g.permute(1, 0, 2, 3, 4).contiguous().permute(1, 0, 2, 3, 4)
+    assert not pt.is_contiguous() and not gt.is_contiguous()
+    close(D.hausdorff_distance(pt.to(torch.uint8), gt.double(), percentile=90, spacing=(1.0, 2.0, 3.0)), base)
+    close(D.average_surface_distance(pt, gt, symmetric=True), D.average_surface_distance(p, g, symmetric=True))
