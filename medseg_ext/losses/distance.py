@@ -55,7 +55,9 @@ def _to_tensor(x, name: str) -> Tuple[torch.Tensor, bool]:
     if isinstance(x, np.ndarray):
         if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
             raise TypeError(f"{name}: expected a numeric or bool array, got dtype {x.dtype}")
-        return torch.from_numpy(np.ascontiguousarray(x) if x.dtype.byteorder == ">" else x), True
+        if x.dtype.byteorder == ">" or any(st < 0 for st in x.strides):  # torch.from_numpy refuses these
+            x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("=") if x.dtype.byteorder == ">" else x.dtype)
+        return torch.from_numpy(x), True
     raise TypeError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
 
 

@@ -229,3 +229,15 @@ def test_custom_op_opcheck_and_compile():
     onehot = torch.nn.functional.one_hot(lab[:, 0], 3).movedim(-1, 1).float()
     compiled = torch.compile(lambda a, b: D.hausdorff_dt_loss(a, b, softmax=True), backend="aot_eager")
     torch.testing.assert_close(compiled(x, onehot), D.hausdorff_dt_loss(x, onehot, softmax=True))
+
+
+def test_numpy_negative_strides_big_endian_and_expanded_tensors():
+    m = np.random.default_rng(2).random((9, 8)) < 0.6
+    m[0, 0] = m[-1, -1] = False
+    np.testing.assert_allclose(D.distance_transform_edt(m[::-1, ::-2], dtype=torch.float64),
+                               ndimage.distance_transform_edt(m[::-1, ::-2]))
+    big = m.astype(">f8")
+    np.testing.assert_allclose(D.distance_transform_edt(big, dtype=torch.float64), ndimage.distance_transform_edt(m))
+    e = torch.from_numpy(m)[None, None].expand(2, 3, 9, 8)
+    out = D.distance_transform_edt(e)
+    np.testing.assert_allclose(out[1, 2].numpy(), ndimage.distance_transform_edt(m), rtol=2e-7)
