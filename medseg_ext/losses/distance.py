@@ -19,7 +19,8 @@ Conventions (pinned by python_tests/losses/test_distance*.py):
   ``compute_hausdorff_distance`` / ``compute_average_surface_distance`` value for value, including
   empty masks: both pred and target empty -> NaN; exactly one of them empty -> ``inf`` (but NaN for
   a percentile Hausdorff such as HD95: MONAI's torch.quantile over an all-inf set gives NaN).
-  ``include_background=False`` (MONAI's default) drops channel 0. Masks are binarised with
+  ``include_background=False`` (MONAI's default) drops channel 0. ``distance_metric`` "taxicab" /
+  "chessboard" (unit grid, as MONAI's ``distance_transform_cdt`` path; CPU only) is also offered. Masks are binarised with
   ``!= 0`` (pass one-hot / thresholded masks, as for MONAI).
 * ``hausdorff_dt_loss`` equals MONAI ``HausdorffDTLoss`` (the distance fields of both prediction
   and target are thresholded at 0.5 and are 0 for uniform volumes, as in MONAI).
@@ -194,6 +195,34 @@ def _(fg, nsp, spacing, double, squared, mode, offset):
     return torch.empty(fg.shape, dtype=torch.float64 if double else torch.float32, device=fg.device)
 
 
+_CDT_METRICS = {"taxicab": 0, "chessboard": 1}
+
+
+def _cdt_volumes(fg: torch.Tensor, nsp: int, metric: str, invert: bool) -> torch.Tensor:
+    """Exact taxicab / chessboard transform (unit grid) of bool volumes, float32; CPU kernel only."""
+    shape = tuple(fg.shape)
+    if fg.numel() == 0:
+        return torch.empty(shape, dtype=torch.float32, device=fg.device)
+    if _backend(fg) == "reference":
+        from ..reference import distance as ref
+        sp_shape = shape[len(shape) - nsp:]
+        vols = fg.reshape((-1,) + sp_shape).cpu().numpy()
+        res = []
+        for v in vols:
+            sites, pts = (v if invert else ~v), np.ones(v.shape, bool)
+            d = ref._min_dist(np.argwhere(pts).astype(float), np.argwhere(sites).astype(float), metric=metric)
+            res.append(d.reshape(v.shape))
+        return torch.from_numpy(np.stack(res)).float().reshape(shape).to(fg.device)
+    if fg.device.type != "cpu":
+        raise ValueError(f"distance_metric: {metric!r} runs on CPU tensors only (the CUDA kernels are Euclidean)")
+    vols = int(np.prod(shape[:len(shape) - nsp], dtype=np.int64)) if len(shape) > nsp else 1
+    dims = (1,) * (3 - nsp) + shape[len(shape) - nsp:]
+    m8 = fg.contiguous().view(torch.uint8).reshape((vols,) + dims)
+    out = torch.empty(shape, dtype=torch.float32)
+    _dispatch.extension().cdt_cpu(desc(m8), desc(out.view((vols,) + dims)), _CDT_METRICS[metric], bool(invert))
+    return out
+
+
 def _out_dtype(t: torch.Tensor, dtype) -> torch.dtype:
     if dtype is None:
         return torch.float64 if t.dtype == torch.float64 else torch.float32
@@ -341,7 +370,12 @@ def _directed(dist_to_b: torch.Tensor, ea: torch.Tensor, na: torch.Tensor, nb: t
     return stat.reshape(ea.shape[:2])
 
 
-def _surface_setup(pred, target, include_background, spacing):
+def _surface_setup(pred, target, include_background, spacing, distance_metric="euclidean"):
+    if distance_metric not in ("euclidean", "taxicab", "chessboard"):
+        raise ValueError(f"distance_metric: expected 'euclidean', 'taxicab' or 'chessboard', got {distance_metric!r}")
+    if distance_metric != "euclidean" and spacing is not None:
+        raise ValueError(f"spacing: only with distance_metric='euclidean' (MONAI ignores it for {distance_metric!r}); "
+                         "pass spacing=None")
     p, g, nsp = _pair_inputs(pred, target, include_background)
     sp = _spacing(spacing, nsp)
     ep, eg = _edges(p, nsp), _edges(g, nsp)
@@ -350,8 +384,16 @@ def _surface_setup(pred, target, include_background, spacing):
     return ep, eg, npred, ngt, nsp, sp
 
 
+def _to_surface(edges: torch.Tensor, nsp: int, sp, distance_metric: str) -> torch.Tensor:
+    """Distance of every voxel to the nearest voxel of ``edges`` (inf when there is none)."""
+    if distance_metric == "euclidean":
+        return _edt_volumes(edges, nsp, sp, torch.float32, mode="inverted")
+    return _cdt_volumes(edges, nsp, distance_metric, invert=True)
+
+
 def hausdorff_distance(pred, target, percentile: Optional[float] = None, spacing=None,
-                       include_background: bool = False, directed: bool = False) -> torch.Tensor:
+                       include_background: bool = False, directed: bool = False,
+                       distance_metric: str = "euclidean") -> torch.Tensor:
     """(B, C) Hausdorff distance between the surfaces of binarised ``pred`` and ``target`` (B, C, *spatial).
 
     MONAI ``compute_hausdorff_distance`` conventions: ``percentile`` (0-100, linear interpolation)
@@ -361,37 +403,38 @@ def hausdorff_distance(pred, target, percentile: Optional[float] = None, spacing
     if percentile is not None:
         if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 <= percentile <= 100:
             raise ValueError(f"percentile: expected a number in [0, 100] or None, got {percentile!r}")
-    ep, eg, npred, ngt, nsp, sp = _surface_setup(pred, target, include_background, spacing)
+    ep, eg, npred, ngt, nsp, sp = _surface_setup(pred, target, include_background, spacing, distance_metric)
     with torch.no_grad():
         if directed:
-            to_g = _edt_volumes(eg, nsp, sp, torch.float32, mode="inverted")
+            to_g = _to_surface(eg, nsp, sp, distance_metric)
             return _directed(to_g, ep, npred, ngt, percentile).float()
-        both = _edt_volumes(torch.stack([eg, ep]), nsp, sp, torch.float32, mode="inverted")
+        both = _to_surface(torch.stack([eg, ep]), nsp, sp, distance_metric)
         h_pg = _directed(both[0], ep, npred, ngt, percentile)
         h_gp = _directed(both[1], eg, ngt, npred, percentile)
         return torch.maximum(h_pg, h_gp).float()
 
 
-def hd95(pred, target, spacing=None, include_background: bool = False, directed: bool = False) -> torch.Tensor:
+def hd95(pred, target, spacing=None, include_background: bool = False, directed: bool = False,
+         distance_metric: str = "euclidean") -> torch.Tensor:
     """95th-percentile Hausdorff distance, ``hausdorff_distance(..., percentile=95)``."""
     return hausdorff_distance(pred, target, percentile=95, spacing=spacing, include_background=include_background,
-                              directed=directed)
+                              directed=directed, distance_metric=distance_metric)
 
 
 def average_surface_distance(pred, target, symmetric: bool = False, spacing=None,
-                             include_background: bool = False) -> torch.Tensor:
+                             include_background: bool = False, distance_metric: str = "euclidean") -> torch.Tensor:
     """(B, C) average surface distance (MONAI ``compute_average_surface_distance``); ``symmetric=True``
     averages over the surface voxels of both masks (ASSD). Both empty -> NaN, one empty -> inf."""
-    ep, eg, npred, ngt, nsp, sp = _surface_setup(pred, target, include_background, spacing)
+    ep, eg, npred, ngt, nsp, sp = _surface_setup(pred, target, include_background, spacing, distance_metric)
     red = tuple(range(2, 2 + nsp))
     with torch.no_grad():
         if symmetric:
-            both = _edt_volumes(torch.stack([eg, ep]), nsp, sp, torch.float32, mode="inverted")
+            both = _to_surface(torch.stack([eg, ep]), nsp, sp, distance_metric)
             total = (torch.where(ep, both[0], 0.0).sum(dim=red, dtype=torch.float64)
                      + torch.where(eg, both[1], 0.0).sum(dim=red, dtype=torch.float64))
             count = npred + ngt
         else:
-            to_g = _edt_volumes(eg, nsp, sp, torch.float32, mode="inverted")
+            to_g = _to_surface(eg, nsp, sp, distance_metric)
             total = torch.where(ep, to_g, 0.0).sum(dim=red, dtype=torch.float64)
             count = npred
         mean = total / count.clamp_min(1).to(total.dtype)
