@@ -132,3 +132,23 @@ def dist_rank_region_loss(rank, world, port, logits, labels, kind, out):
         out[rank] = (loss.detach().clone(), z.grad.clone())
     finally:
         dist.destroy_process_group()
+
+
+def dist_rank_losses(rank, world, port, logits, labels, calls, out):
+    """One gloo rank: each (function name, kwargs) of ``calls`` on its slice of the batch with
+    dist_sync=True; [(loss, grad)] into out[rank]."""
+    import medseg_ext
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        half = logits.shape[0] // world
+        results = []
+        for name, kwargs in calls:
+            z = logits[rank * half:(rank + 1) * half].clone().requires_grad_(True)
+            loss = getattr(medseg_ext, name)(z, labels[rank * half:(rank + 1) * half], dist_sync=True, **kwargs)
+            loss.backward()
+            results.append((loss.detach().clone(), z.grad.clone()))
+        out[rank] = results
+    finally:
+        dist.destroy_process_group()

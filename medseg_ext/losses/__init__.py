@@ -1,10 +1,12 @@
 """Fused segmentation losses and metrics (family 1). Spec: shared/reference/seeds-losses.md."""
-from . import affinity, detection, label_aware, metrics, pointwise
+from . import affinity, detection, distance, label_aware, metrics, pointwise
 from .detection import (DistributionFocalLoss, GIoULoss, SigmoidFocalLoss, centerness_loss, centerness_target,
                         distribution_focal_loss, giou_loss, sigmoid_focal_loss)
 from .label_aware import LabelAwareModulation, confuse_labels, distance_bins, dual_energy_to_rgb, la_modulate
 from .affinity import (BalancedAffinityLoss, ClassCounter, ClusteringAffinity, balanced_affinity_loss,
                        class_balanced_weights, gaussian_affinity, label_histogram)
+from .distance import (BoundaryLoss, HausdorffDTLoss, average_surface_distance, boundary_loss, distance_transform_edt,
+                       hausdorff_distance, hausdorff_dt_loss, hd95, signed_distance, surface_edges)
 from .fused import FusedStats, fused_stats
 from .metrics import (accuracy, cohen_kappa, confusion_counts, confusion_from_labels, dice_score, iou, oii,
                       oii_guided_alpha, precision, recall, segmentation_metrics, specificity)
@@ -25,3 +27,4 @@ __all__ += ["sigmoid_focal_loss", "giou_loss", "centerness_target", "centerness_
             "SigmoidFocalLoss", "GIoULoss", "DistributionFocalLoss", "dual_energy_to_rgb", "confuse_labels",
             "la_modulate", "LabelAwareModulation", "distance_bins"]
 __all__ += pointwise.__all__ + metrics.__all__ + [n for n in affinity.__all__ if n != "centre_spread_regulariser"]
+__all__ += distance.__all__

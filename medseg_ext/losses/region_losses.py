@@ -214,6 +214,14 @@ def _check_number(name, value, low=0.0, high=float("inf"), low_open=False):
     return float(value)
 
 
+def check_dist_sync(inp) -> None:
+    """dist_sync=True needs an initialised process group and batch statistics (one unit)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        raise ValueError("dist_sync: torch.distributed is not initialised (call init_process_group first)")
+    if inp.per_sample:
+        raise ValueError("dist_sync: needs reduction_unit='batch' (per-sample statistics are already local)")
+
+
 def region_loss(logits, labels, *, kind: str = "dice", activation: str = "softmax",
                 ignore_index: Optional[int] = None, reduction_unit: str = "sample", include_background: bool = True,
                 smooth_nr: float = 1e-5, smooth_dr: float = 1e-5, alpha: float = 0.5, beta: float = 0.5,
@@ -254,10 +262,7 @@ def region_loss(logits, labels, *, kind: str = "dice", activation: str = "softma
         if len(class_weight) != n_loss:
             raise ValueError(f"class_weight: expected {n_loss} weights (one per class in the loss), got {len(class_weight)}")
     if dist_sync:
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            raise ValueError("dist_sync: torch.distributed is not initialised (call init_process_group first)")
-        if inp.per_sample:
-            raise ValueError("dist_sync: needs reduction_unit='batch' (per-sample statistics are already local)")
+        check_dist_sync(inp)
     if not include_background and inp.logits.shape[1] == 1:
         warnings.warn("include_background=False ignored: a single-channel output has no background channel",
                       stacklevel=3)

@@ -10,3 +10,7 @@ __all__ += ["topology"]
 from . import detection  # noqa: E402
 
 __all__ += ["detection"]
+
+from . import distance  # noqa: E402
+
+__all__ += ["distance"]

@@ -241,3 +241,52 @@ def test_kappa_readme_variant_matches_its_formula():
                                     (z.clone().requires_grad_(True),))
     with pytest.raises(ValueError, match="zhang_readme"):
         medseg_ext.kappa_loss(z, y, variant="zhang_readme", empty="zero")
+
+
+# ---------------------------------------------------------------- dist_sync over 2 CPU ranks (gloo)
+
+
+DIST_CALLS = [
+    ("dice_ce_loss", {"reduction_unit": "batch"}),
+    ("dice_focal_loss", {"activation": "softmax", "reduction_unit": "batch"}),
+    ("cross_entropy_loss", {}),
+    ("dibe_loss", {"reduction_unit": "batch"}),
+    ("focal_loss", {}),
+]
+
+
+def test_compound_dist_sync_equals_single_process_global_batch():
+    import torch.multiprocessing as mp
+    from helpers import dist_rank_losses, free_port
+
+    g = torch.Generator().manual_seed(11)
+    logits = torch.randn(4, 3, 5, 6, generator=g, dtype=torch.float64)
+    labels = torch.randint(0, 3, (4, 5, 6), generator=g)
+    ctx = mp.get_context("spawn")
+    out = ctx.Manager().dict()
+    # the sigmoid DIBE/focal losses take one channel with 0/1 labels; one pair of rank processes per layout
+    binary = {"dibe_loss", "focal_loss"}
+    layouts = [(logits, labels, [c for c in DIST_CALLS if c[0] not in binary]),
+               (logits[:, :1].contiguous(), labels.clamp_max(1), [c for c in DIST_CALLS if c[0] in binary])]
+    for z_all, y_all, group in layouts:
+        port = free_port()
+        ps = [ctx.Process(target=dist_rank_losses, args=(r, 2, port, z_all, y_all, group, out)) for r in range(2)]
+        for p in ps:
+            p.start()
+        for p in ps:
+            p.join(timeout=120)
+        assert all(p.exitcode == 0 for p in ps), [p.exitcode for p in ps]
+        for i, (name, kwargs) in enumerate(group):
+            z = z_all.clone().requires_grad_(True)
+            full = getattr(medseg_ext, name)(z, y_all, **kwargs)
+            full.backward()
+            for r in range(2):
+                loss_r, grad_r = out[r][i]
+                torch.testing.assert_close(loss_r, full.detach(), rtol=1e-12, atol=1e-12, msg=name)
+                torch.testing.assert_close(grad_r, z.grad[r * 2:(r + 1) * 2], rtol=1e-10, atol=1e-14, msg=name)
+
+
+def test_dist_sync_needs_process_group_and_batch_unit():
+    logits, labels = torch.randn(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4))
+    with pytest.raises(ValueError, match="dist_sync"):
+        medseg_ext.dice_ce_loss(logits, labels, reduction_unit="batch", dist_sync=True)

@@ -1,0 +1,417 @@
+"""MSER / MMSER / component trees on 2-D images and 3-D volumes, 8- and 16-bit, batched.
+
+Spec: shared/reference/seeds-part2.md §5.4 (paper text, OpenCV 4.x and VLFeat definitions,
+the implementable MMSER of §5.4.2). The NumPy oracle is medseg_ext/reference/mser.py; its
+docstring states the conventions (keys, nodes, up/down, stability sides, selection rules).
+
+CPU only: the compiled kernels run one image (and one polarity) per thread. There is no GPU
+path yet (CUDA tensors are copied to the host).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .._dispatch import extension
+
+__all__ = ["component_tree", "mser", "ComponentTree", "MSERResult", "PRESETS"]
+
+PRESETS: Dict[str, Dict[str, Any]] = {
+    # cv2.MSER_create defaults; regions identical to detectRegions (8-bit 2-D). minDiversity is not
+    # used by OpenCV 4.x's grey path and is ignored here too.
+    "opencv": dict(delta=5, min_area=60, max_area=14400, max_variation=0.25, min_diversity=0.2, polarity="both",
+                   connectivity=4, variation="two_sided", normalize=True, exclude_border=True, rule="opencv"),
+    # vl_mser defaults (areas as fractions of the pixel count when given as floats)
+    "vlfeat": dict(delta=5, min_area=3, max_area=0.75, max_variation=0.25, min_diversity=0.2, polarity="both",
+                   connectivity=None, variation="ancestor", normalize=True, exclude_border=False, rule="vlfeat"),
+    # the paper's modified MSER (§5.4.2): bright, unnormalised descendant-side area difference,
+    # strict local minimum, area cap A_max (inclusive here: max_area = A_max - 1 for A < A_max)
+    "mmser": dict(delta=5, min_area=1, max_area=0.01, max_variation=math.inf, min_diversity=0.0, polarity="bright",
+                  connectivity=None, variation="descendant", normalize=False, exclude_border=False, rule="local_min"),
+    # no preset: the standard (Matas) two-sided normalised variation with the strict local-minimum rule
+    "custom": dict(delta=5, min_area=60, max_area=14400, max_variation=0.25, min_diversity=0.0, polarity="both",
+                   connectivity=None, variation="two_sided", normalize=True, exclude_border=False, rule="local_min"),
+}
+
+_SIDES = ("two_sided", "ancestor", "descendant")
+
+
+def _to_numpy(x, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach()
+        if x.device.type != "cpu":
+            x = x.cpu()
+        if x.dtype == getattr(torch, "uint16", None):
+            return x.view(torch.int16).numpy().view(np.uint16)
+        return x.numpy()
+    if isinstance(x, np.ndarray):
+        return x
+    raise TypeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
+
+
+def _prepare_image(image, batch: bool) -> Tuple[np.ndarray, Tuple[int, ...], int]:
+    a = _to_numpy(image, "image")
+    if a.dtype == np.bool_:
+        a = a.astype(np.uint8)
+    if a.dtype.kind == "f" or a.dtype.kind == "c":
+        raise TypeError("image: expected an integer image (uint8/uint16 or integers in [0, 65535]); quantise "
+                        f"floating-point data first, got {a.dtype}")
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"image: unsupported dtype {a.dtype}")
+    if not batch:
+        a = a[None]
+    if a.ndim not in (3, 4):
+        raise ValueError(f"image: expected {'(B, H, W) or (B, D, H, W)' if batch else '(H, W) or (D, H, W)'}, "
+                         f"got shape {tuple(a.shape) if batch else tuple(a.shape[1:])}")
+    if a.size == 0 or a.shape[0] == 0:
+        raise ValueError(f"image: empty array of shape {a.shape}")
+    if a.dtype == np.uint8:
+        maxval = 255
+    elif a.dtype == np.uint16:
+        maxval = 65535
+    else:
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > 65535:
+            raise ValueError(f"image: integer values must lie in [0, 65535] (got [{lo}, {hi}]); rescale first")
+        a = a.astype(np.uint8 if hi <= 255 and a.dtype.itemsize == 1 else np.uint16)
+        maxval = 255 if a.dtype == np.uint8 else 65535
+    spatial = tuple(int(s) for s in a.shape[1:])
+    return np.ascontiguousarray(a.reshape(a.shape[0], -1)), spatial, maxval
+
+
+def _prepare_mask(mask, B: int, spatial: Tuple[int, ...], batch: bool) -> Optional[np.ndarray]:
+    if mask is None:
+        return None
+    m = _to_numpy(mask, "mask")
+    if not batch or m.shape == spatial:
+        if m.shape != spatial:
+            raise ValueError(f"mask: expected shape {spatial}, got {tuple(m.shape)}")
+        m = np.broadcast_to(m, (B,) + spatial)
+    elif m.shape != (B,) + spatial:
+        raise ValueError(f"mask: expected shape {spatial} or {(B,) + spatial}, got {tuple(m.shape)}")
+    return np.ascontiguousarray(m.reshape(B, -1) != 0).view(np.uint8)
+
+
+def _border_mask(spatial: Tuple[int, ...]) -> np.ndarray:
+    m = np.zeros(spatial, np.uint8)
+    inner = tuple(slice(1, s - 1) for s in spatial)
+    m[inner] = 1
+    return m
+
+
+def _area(value, n: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected an int (pixels) or a float (fraction of the pixel count)")
+    if isinstance(value, (float, np.floating)):
+        if math.isinf(value) and value > 0:
+            return n
+        if not (value >= 0):
+            raise ValueError(f"{name}: expected >= 0, got {value}")
+        return int(math.floor(value * n + 1e-9)) if name == "max_area" else int(math.ceil(value * n - 1e-9))
+    if value < 0:
+        raise ValueError(f"{name}: expected >= 0, got {value}")
+    return int(value)
+
+
+@dataclass
+class ComponentTree:
+    """Component tree of one image: per pixel its node (-1 outside the mask); per node its parent
+    (-1 for roots), grey level, area and MSER stability (for the delta/variation asked)."""
+    pixel_node: torch.Tensor
+    parent: torch.Tensor
+    level: torch.Tensor
+    area: torch.Tensor
+    stability: torch.Tensor
+    shape: Tuple[int, ...]
+    polarity: str
+
+    def __len__(self) -> int:
+        return int(self.parent.numel())
+
+
+def component_tree(image, *, polarity: str = "bright", connectivity: Optional[int] = None, mask=None,
+                   delta: int = 5, variation: str = "two_sided", normalize: bool = True,
+                   algorithm: str = "flood") -> ComponentTree:
+    """Max-tree (``polarity="bright"``: components of {I >= t}) or min-tree (``"dark"``: {I <= t}) of
+    one 2-D image or 3-D volume (uint8/uint16 or integers in [0, 65535]). ``algorithm="flood"``
+    (hierarchical-queue flood, the default, also used by :func:`mser`) or ``"union_find"`` (union-find
+    over counting-sorted pixels): identical arrays. Nodes are numbered children-first (see
+    medseg_ext.reference.mser)."""
+    if polarity not in ("bright", "dark"):
+        raise ValueError(f"polarity: expected 'bright' or 'dark', got {polarity!r}")
+    flat, spatial, maxval = _prepare_image(image, batch=False)
+    conn = _connectivity(connectivity, len(spatial), default_full=False)
+    _check_delta(delta)
+    if variation not in _SIDES:
+        raise ValueError(f"variation: expected one of {_SIDES}, got {variation!r}")
+    m = _prepare_mask(mask, 1, spatial, False)
+    C = extension()
+    pn, par, lev, area, stab = C.mser_tree_cpu(flat[0], None if m is None else m[0], list(spatial), conn,
+                                               polarity == "bright", maxval, int(delta), variation, bool(normalize),
+                                               algorithm)
+    t = torch.from_numpy
+    return ComponentTree(t(pn).reshape(spatial), t(par), t(lev), t(area), t(stab), spatial, polarity)
+
+
+def _connectivity(connectivity, ndim: int, default_full: bool) -> int:
+    if connectivity is None:
+        return (8 if default_full else 4) if ndim == 2 else (26 if default_full else 6)
+    allowed = (4, 8) if ndim == 2 else (6, 26)
+    if isinstance(connectivity, bool) or connectivity not in allowed:
+        raise ValueError(f"connectivity: expected one of {allowed} for {ndim}-D images, got {connectivity!r}")
+    return int(connectivity)
+
+
+def _check_delta(delta) -> None:
+    if isinstance(delta, bool) or not isinstance(delta, (int, np.integer)) or delta < 0:
+        raise ValueError(f"delta: expected an int >= 0, got {delta!r}")
+
+
+@dataclass
+class MSERResult:
+    """Regions of B images as ragged tensors.
+
+    ``values[offsets[r]:offsets[r+1]]`` are the flat pixel indices (C order, within image
+    ``image_index[r]``) of region r; ``polarity`` is +1 (bright) or -1 (dark); ``level`` the
+    threshold grey level; ``variation`` the stability score of the chosen definition. Regions
+    are ordered by image, then dark before bright, then children before parents.
+    """
+    values: torch.Tensor
+    offsets: torch.Tensor
+    image_index: torch.Tensor
+    level: torch.Tensor
+    area: torch.Tensor
+    variation: torch.Tensor
+    polarity: torch.Tensor
+    shape: Tuple[int, ...]
+    batch_size: int
+    _cache: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.level.numel())
+
+    def pixels(self, r: int) -> np.ndarray:
+        """Coordinates (k, ndim) of region r, in array axis order."""
+        o = self.offsets.numpy()
+        v = self.values.numpy()[o[r]:o[r + 1]]
+        return np.stack(np.unravel_index(v, self.shape), axis=1)
+
+    def _coords(self) -> List[np.ndarray]:
+        if "coords" not in self._cache:
+            self._cache["coords"] = [c.astype(np.float64) for c in np.unravel_index(self.values.numpy(), self.shape)]
+        return self._cache["coords"]
+
+    @property
+    def bboxes(self) -> torch.Tensor:
+        """(R, 2·ndim): per axis the first index, then per axis the extent (OpenCV's (y, x, h, w) order in 2-D)."""
+        R, nd = len(self), len(self.shape)
+        if R == 0:
+            return torch.zeros((0, 2 * nd), dtype=torch.int64)
+        starts = self.offsets.numpy()[:-1]
+        lo = [np.minimum.reduceat(c, starts) for c in self._coords()]
+        hi = [np.maximum.reduceat(c, starts) for c in self._coords()]
+        out = np.stack(lo + [h - l + 1 for h, l in zip(hi, lo)], axis=1).astype(np.int64)
+        return torch.from_numpy(out)
+
+    @property
+    def centroids(self) -> torch.Tensor:
+        R, nd = len(self), len(self.shape)
+        if R == 0:
+            return torch.zeros((0, nd), dtype=torch.float64)
+        starts = self.offsets.numpy()[:-1]
+        a = self.area.numpy().astype(np.float64)
+        return torch.from_numpy(np.stack([np.add.reduceat(c, starts) / a for c in self._coords()], axis=1))
+
+    @property
+    def covariances(self) -> torch.Tensor:
+        """(R, ndim, ndim) second central moments (population covariance of the pixel coordinates)."""
+        R, nd = len(self), len(self.shape)
+        if R == 0:
+            return torch.zeros((0, nd, nd), dtype=torch.float64)
+        starts = self.offsets.numpy()[:-1]
+        a = self.area.numpy().astype(np.float64)
+        c = self._coords()
+        mean = self.centroids.numpy()
+        cov = np.empty((R, nd, nd))
+        for i in range(nd):
+            for j in range(i, nd):
+                m = np.add.reduceat(c[i] * c[j], starts) / a - mean[:, i] * mean[:, j]
+                cov[:, i, j] = cov[:, j, i] = m
+        return torch.from_numpy(cov)
+
+    @property
+    def ellipses(self) -> torch.Tensor:
+        """2-D: (R, 5) = (cx, cy, semi-major, semi-minor, angle in degrees from +x towards +y), axes =
+        2·sqrt(eigenvalues of the covariance). 3-D volumes: use ``ellipsoids``."""
+        if len(self.shape) != 2:
+            raise ValueError("ellipses: defined for 2-D images; use ellipsoids for volumes")
+        cov = self.covariances.numpy()
+        mean = self.centroids.numpy()
+        # axis order (y, x) -> (x, y)
+        cxy = cov[:, ::-1, ::-1]
+        w, v = np.linalg.eigh(cxy) if len(self) else (np.zeros((0, 2)), np.zeros((0, 2, 2)))
+        w = np.clip(w, 0, None)
+        major = v[:, :, 1]
+        ang = np.degrees(np.arctan2(major[:, 1], major[:, 0])) % 180.0 if len(self) else np.zeros(0)
+        out = np.stack([mean[:, 1], mean[:, 0], 2 * np.sqrt(w[:, 1]), 2 * np.sqrt(w[:, 0]), ang], axis=1) \
+            if len(self) else np.zeros((0, 5))
+        return torch.from_numpy(out)
+
+    @property
+    def ellipsoids(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(centroids (R, nd), semi-axes (R, nd) = 2·sqrt(eigenvalues, ascending), axes (R, nd, nd) as columns)."""
+        cov = self.covariances.numpy()
+        if len(self) == 0:
+            nd = len(self.shape)
+            return self.centroids, torch.zeros((0, nd)), torch.zeros((0, nd, nd))
+        w, v = np.linalg.eigh(cov)
+        return self.centroids, torch.from_numpy(2 * np.sqrt(np.clip(w, 0, None))), torch.from_numpy(v)
+
+    def _global_values(self) -> np.ndarray:
+        n = int(np.prod(self.shape))
+        counts = np.diff(self.offsets.numpy())
+        return self.values.numpy() + np.repeat(self.image_index.numpy() * n, counts)
+
+    def union_mask(self, polarity: Optional[str] = None) -> torch.Tensor:
+        """(B, *shape) bool: pixels inside any region (of the given polarity, or of both)."""
+        n = int(np.prod(self.shape))
+        out = np.zeros(self.batch_size * n, bool)
+        gv = self._global_values()
+        if polarity is not None:
+            if polarity not in ("bright", "dark"):
+                raise ValueError(f"polarity: expected 'bright', 'dark' or None, got {polarity!r}")
+            keep = np.repeat(self.polarity.numpy() == (1 if polarity == "bright" else -1),
+                             np.diff(self.offsets.numpy()))
+            gv = gv[keep]
+        out[gv] = True
+        return torch.from_numpy(out.reshape((self.batch_size,) + self.shape))
+
+    def label_image(self) -> torch.Tensor:
+        """(B, *shape) int64: 1 + index of the smallest region containing the pixel, 0 outside all regions."""
+        n = int(np.prod(self.shape))
+        R = len(self)
+        best = np.full(self.batch_size * n, np.iinfo(np.int64).max, np.int64)
+        if R:
+            counts = np.diff(self.offsets.numpy())
+            keyv = np.repeat(self.area.numpy().astype(np.int64) * (R + 1) + np.arange(R), counts)
+            np.minimum.at(best, self._global_values(), keyv)
+        lab = np.where(best == np.iinfo(np.int64).max, 0, best % (R + 1) + 1)
+        return torch.from_numpy(lab.reshape((self.batch_size,) + self.shape))
+
+    def subset(self, keep) -> "MSERResult":
+        """The regions where ``keep`` (bool (R,) or indices) is true, as a new result."""
+        R = len(self)
+        k = np.asarray(keep)
+        if k.dtype != np.bool_:
+            idx = k.astype(np.int64)
+            k = np.zeros(R, bool)
+            k[idx] = True
+        if k.shape != (R,):
+            raise ValueError(f"keep: expected {R} booleans, got shape {k.shape}")
+        counts = np.diff(self.offsets.numpy())
+        vals = self.values.numpy()[np.repeat(k, counts)]
+        off = np.concatenate([[0], np.cumsum(counts[k])]).astype(np.int64)
+        t = torch.from_numpy
+        sel = lambda x: t(np.ascontiguousarray(x.numpy()[k]))  # noqa: E731
+        return MSERResult(t(np.ascontiguousarray(vals)), t(off), sel(self.image_index), sel(self.level),
+                          sel(self.area), sel(self.variation), sel(self.polarity), self.shape, self.batch_size)
+
+    def to_opencv(self, image: int = 0) -> Tuple[List[np.ndarray], np.ndarray]:
+        """Regions of one 2-D image in OpenCV's format: [(k, 2) int32 (x, y)], bboxes (R, 4) (x, y, w, h)."""
+        if len(self.shape) != 2:
+            raise ValueError("to_opencv: 2-D images only")
+        sel = np.nonzero(self.image_index.numpy() == image)[0]
+        regs = [self.pixels(int(r))[:, ::-1].astype(np.int32) for r in sel]
+        bb = self.bboxes.numpy()[sel][:, [1, 0, 3, 2]] if len(sel) else np.zeros((0, 4), np.int64)
+        return regs, bb
+
+
+def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None, min_area=None, max_area=None,
+         max_variation: Optional[float] = None, min_diversity: Optional[float] = None,
+         polarity: Optional[str] = None, connectivity: Optional[int] = None, variation: Optional[str] = None,
+         normalize: Optional[bool] = None, exclude_border: Optional[bool] = None, mask=None,
+         batch: bool = False, num_threads: Optional[int] = None) -> MSERResult:
+    """Maximally stable extremal regions of one image/volume, or of B of them (``batch=True``).
+
+    ``preset``: ``"opencv"`` (identical regions to ``cv2.MSER_create(delta, min_area, max_area,
+    max_variation).detectRegions`` on 8-bit 2-D images; ``polarity="bright"`` = ``setPass2Only(True)``),
+    ``"vlfeat"``, ``"mmser"`` (the specular paper), or ``None``/``"custom"`` (standard definition).
+    Any keyword overrides the preset value. Areas: ints are pixel counts, floats fractions of the
+    pixel count. ``mask`` (bool, image shape) restricts the flooding itself: pixels outside it are
+    not part of any component. ``exclude_border`` drops the outer 1-pixel ring the same way.
+    Work is split over images and polarities (``num_threads``: None = the OpenMP default).
+    """
+    name = "custom" if preset is None else preset
+    if name not in PRESETS:
+        raise ValueError(f"preset: expected one of {tuple(PRESETS)} or None, got {preset!r}")
+    cfg = dict(PRESETS[name])
+    given = dict(delta=delta, min_area=min_area, max_area=max_area, max_variation=max_variation,
+                 min_diversity=min_diversity, polarity=polarity, connectivity=connectivity, variation=variation,
+                 normalize=normalize, exclude_border=exclude_border)
+    for k, v in given.items():
+        if v is not None:
+            cfg[k] = v
+    flat, spatial, maxval = _prepare_image(image, batch)
+    B, N = flat.shape
+    nd = len(spatial)
+    _check_delta(cfg["delta"])
+    if cfg["polarity"] not in ("bright", "dark", "both"):
+        raise ValueError(f"polarity: expected 'bright', 'dark' or 'both', got {cfg['polarity']!r}")
+    if cfg["variation"] not in _SIDES:
+        raise ValueError(f"variation: expected one of {_SIDES}, got {cfg['variation']!r}")
+    mv = cfg["max_variation"]
+    if isinstance(mv, bool) or not isinstance(mv, (int, float, np.integer, np.floating)) or math.isnan(mv):
+        raise ValueError(f"max_variation: expected a number, got {mv!r}")
+    md = cfg["min_diversity"]
+    if isinstance(md, bool) or not isinstance(md, (int, float, np.integer, np.floating)) or not (0 <= md <= 1):
+        raise ValueError(f"min_diversity: expected a number in [0, 1], got {md!r}")
+    amin = _area(cfg["min_area"], N, "min_area")
+    amax = _area(cfg["max_area"], N, "max_area")
+    rule = cfg["rule"]
+    if rule == "opencv":
+        conn = _connectivity(cfg["connectivity"], nd, default_full=False)
+        problems = []
+        if nd != 2:
+            problems.append("2-D images")
+        if maxval != 255:
+            problems.append("8-bit images")
+        if conn != 4:
+            problems.append("connectivity 4")
+        if mask is not None:
+            problems.append("no mask (OpenCV has none)")
+        if not cfg["exclude_border"]:
+            problems.append("exclude_border=True")
+        if cfg["variation"] != "two_sided" or not cfg["normalize"]:
+            problems.append("variation='two_sided', normalize=True")
+        if problems:
+            raise ValueError("preset 'opencv' reproduces cv2.MSER exactly and needs " + ", ".join(problems) +
+                             "; use preset=None (the standard definition) for other settings")
+        if spatial[0] < 3 or spatial[1] < 3:
+            raise ValueError(f"image: preset 'opencv' needs at least 3 x 3 pixels (as OpenCV), got {spatial}")
+        m = None
+        mode = "opencv"
+        if amin > 2**31 - 1 or amax > 2**31 - 1:
+            amin, amax = min(amin, 2**31 - 1), min(amax, 2**31 - 1)
+    else:
+        conn = _connectivity(cfg["connectivity"], nd, default_full=(name in ("vlfeat", "mmser")))
+        m = _prepare_mask(mask, B, spatial, batch)
+        if cfg["exclude_border"]:
+            ring = np.broadcast_to(_border_mask(spatial).reshape(1, -1), (B, N))
+            m = ring.copy() if m is None else (m & ring)
+            m = np.ascontiguousarray(m).astype(np.uint8)
+        mode = "tree"
+    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer))
+                                    or num_threads < 1):
+        raise ValueError(f"num_threads: expected a positive int or None, got {num_threads!r}")
+    C = extension()
+    mvf = float(mv) if math.isfinite(float(mv)) else 1e300
+    v, o, im, lev, area, var, pol = C.mser_detect_cpu(
+        flat, m, list(spatial), conn, cfg["polarity"], maxval, mode, int(cfg["delta"]), int(amin), int(amax), mvf,
+        float(md), cfg["variation"], bool(cfg["normalize"]), "vlfeat" if rule == "vlfeat" else "local_min",
+        0 if num_threads is None else int(num_threads))
+    t = torch.from_numpy
+    return MSERResult(t(v), t(o), t(im), t(lev), t(area), t(var), t(pol), spatial, B)
