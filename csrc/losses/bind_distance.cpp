@@ -40,6 +40,16 @@ void bind_distance(py::module_& m) {
       },
       py::arg("mask"), py::arg("out"), py::arg("spatial_dims"),
       "Surface voxels (mask XOR erosion with the cross element, border = background) of uint8 volumes.");
+  m.def(
+      "cdt_cpu",
+      [](py::tuple mask, py::tuple out, int metric, bool invert) {
+        const TensorDesc md = to_desc(mask, "mask");
+        const TensorDesc od = to_desc(out, "out");
+        py::gil_scoped_release release;
+        medseg::losses::cdt_cpu(md, od, metric, invert);
+      },
+      py::arg("mask"), py::arg("out"), py::arg("metric"), py::arg("invert"),
+      "Exact taxicab (metric 0) or chessboard (1) distance transform of uint8 volumes, unit grid.");
 #ifdef MEDSEG_EXT_WITH_CUDA
   m.def(
       "surface_edges_cuda",

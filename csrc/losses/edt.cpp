@@ -289,6 +289,73 @@ void surface_edges_cpu(const TensorDesc& mask, const TensorDesc& out, int spatia
   });
 }
 
+namespace {
+
+template <typename T>
+void cdt_volume(const uint8_t* m, T* o, int64_t d0, int64_t d1, int64_t d2, bool chessboard, bool invert) {
+  // neighbours before the voxel in raster order; the backward pass uses their mirror images
+  int nb[13][3];
+  int count = 0;
+  for (int a = -1; a <= 0; ++a)
+    for (int b = -1; b <= 1; ++b)
+      for (int c = -1; c <= 1; ++c) {
+        const bool before = a < 0 || (a == 0 && b < 0) || (a == 0 && b == 0 && c < 0);
+        const int nonzero = (a != 0) + (b != 0) + (c != 0);
+        if (before && (chessboard || nonzero == 1)) {
+          nb[count][0] = a;
+          nb[count][1] = b;
+          nb[count][2] = c;
+          ++count;
+        }
+      }
+  const int64_t vol = d0 * d1 * d2;
+  bool any_site = false;
+  for (int64_t i = 0; i < vol; ++i) {
+    const bool site = (m[i] == 0) != invert;
+    any_site = any_site || site;
+    o[i] = site ? T(0) : static_cast<T>(kInf);
+  }
+  if (!any_site) return;
+  for (int pass = 0; pass < 2; ++pass) {
+    const int sgn = pass == 0 ? 1 : -1;
+    for (int64_t s = 0; s < vol; ++s) {
+      const int64_t i = pass == 0 ? s : vol - 1 - s;
+      if (o[i] == T(0)) continue;
+      const int64_t z = i / (d1 * d2), y = (i / d2) % d1, x = i % d2;
+      T best = o[i];
+      for (int k = 0; k < count; ++k) {
+        const int64_t zz = z + sgn * nb[k][0], yy = y + sgn * nb[k][1], xx = x + sgn * nb[k][2];
+        if (zz < 0 || zz >= d0 || yy < 0 || yy >= d1 || xx < 0 || xx >= d2) continue;
+        const T cand = o[(zz * d1 + yy) * d2 + xx] + T(1);
+        if (cand < best) best = cand;
+      }
+      o[i] = best;
+    }
+  }
+}
+
+}  // namespace
+
+void cdt_cpu(const TensorDesc& mask, const TensorDesc& out, int metric, bool invert) {
+  MEDSEG_CHECK(metric == 0 || metric == 1, "distance_metric: internal, expected 0 (taxicab) or 1 (chessboard)");
+  MEDSEG_CHECK(mask.dtype == DType::UInt8, "mask: internal, expected uint8 bytes");
+  MEDSEG_CHECK(out.dtype == DType::Float32 || out.dtype == DType::Float64, "out: expected float32 or float64");
+  MEDSEG_CHECK(mask.ndim == 4 && out.ndim == 4, "mask/out: internal, expected (volumes, d0, d1, d2) views");
+  for (int i = 0; i < 4; ++i) MEDSEG_CHECK(mask.shape[i] == out.shape[i], "out: shape differs from mask at axis ", i);
+  MEDSEG_CHECK(is_contiguous(mask) && is_contiguous(out), "mask/out: expected contiguous arrays");
+  const int64_t V = mask.shape[0], d0 = mask.shape[1], d1 = mask.shape[2], d2 = mask.shape[3];
+  const int64_t vol = d0 * d1 * d2;
+  if (V * vol == 0) return;
+  const auto* m = static_cast<const uint8_t*>(mask.data);
+  run_items(V, V * vol, [&](int64_t v) {
+    if (out.dtype == DType::Float32) {
+      cdt_volume<float>(m + v * vol, static_cast<float*>(out.data) + v * vol, d0, d1, d2, metric == 1, invert);
+    } else {
+      cdt_volume<double>(m + v * vol, static_cast<double*>(out.data) + v * vol, d0, d1, d2, metric == 1, invert);
+    }
+  });
+}
+
 void edt_cpu(const TensorDesc& mask, const TensorDesc& out, const EdtGeometry& g) {
   const auto* m = static_cast<const uint8_t*>(mask.data);
   if (out.dtype == DType::Float32) {

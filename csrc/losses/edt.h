@@ -40,6 +40,12 @@ void edt_cpu(const TensorDesc& mask, const TensorDesc& out, const EdtGeometry& g
 void surface_edges_check(const TensorDesc& mask, const TensorDesc& out, int spatial_dims);
 void surface_edges_cpu(const TensorDesc& mask, const TensorDesc& out, int spatial_dims);
 
+// Chamfer distance transforms that are exact for their metric (two raster passes with unit weights):
+// metric 0 = taxicab (face neighbours, L1), 1 = chessboard (all 3^d - 1 neighbours, L-inf); the
+// voxel grid is unit-spaced (scipy distance_transform_cdt). Sites are the zero voxels of mask
+// (or the non-zero ones when invert); a volume without sites is +inf. Parallel over volumes.
+void cdt_cpu(const TensorDesc& mask, const TensorDesc& out, int metric, bool invert);
+
 #ifdef MEDSEG_EXT_WITH_CUDA
 void surface_edges_cuda(const TensorDesc& mask, const TensorDesc& out, int spatial_dims, intptr_t stream);
 // Same contract on device pointers; one kernel launch per axis pass for the whole batch, on `stream`.

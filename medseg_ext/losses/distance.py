@@ -19,7 +19,8 @@ Conventions (pinned by python_tests/losses/test_distance*.py):
   ``compute_hausdorff_distance`` / ``compute_average_surface_distance`` value for value, including
   empty masks: both pred and target empty -> NaN; exactly one of them empty -> ``inf`` (but NaN for
   a percentile Hausdorff such as HD95: MONAI's torch.quantile over an all-inf set gives NaN).
-  ``include_background=False`` (MONAI's default) drops channel 0. Masks are binarised with
+  ``include_background=False`` (MONAI's default) drops channel 0. ``distance_metric`` "taxicab" /
+  "chessboard" (unit grid, as MONAI's ``distance_transform_cdt`` path; CPU only) is also offered. Masks are binarised with
   ``!= 0`` (pass one-hot / thresholded masks, as for MONAI).
 * ``hausdorff_dt_loss`` equals MONAI ``HausdorffDTLoss`` (the distance fields of both prediction
   and target are thresholded at 0.5 and are 0 for uniform volumes, as in MONAI).
@@ -30,7 +31,7 @@ Conventions (pinned by python_tests/losses/test_distance*.py):
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -39,6 +40,9 @@ import torch.nn.functional as F
 from .. import _dispatch
 from .._tensor import desc
 
+# medseg_ext.losses re-exports __all__ (and medseg_ext does `from .losses import *`): every name listed
+# here must also be imported there. log_hausdorff_dt_loss / LogHausdorffDTLoss are added once the
+# package __init__ imports them.
 __all__ = ["distance_transform_edt", "signed_distance", "surface_edges", "hausdorff_distance", "hd95",
            "average_surface_distance", "hausdorff_dt_loss", "boundary_loss", "HausdorffDTLoss", "BoundaryLoss"]
 
@@ -54,7 +58,9 @@ def _to_tensor(x, name: str) -> Tuple[torch.Tensor, bool]:
     if isinstance(x, np.ndarray):
         if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
             raise TypeError(f"{name}: expected a numeric or bool array, got dtype {x.dtype}")
-        return torch.from_numpy(np.ascontiguousarray(x) if x.dtype.byteorder == ">" else x), True
+        if x.dtype.byteorder == ">" or any(st < 0 for st in x.strides):  # torch.from_numpy refuses these
+            x = np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("=") if x.dtype.byteorder == ">" else x.dtype)
+        return torch.from_numpy(x), True
     raise TypeError(f"{name}: expected a torch.Tensor or numpy.ndarray, got {type(x).__name__}")
 
 
@@ -112,9 +118,12 @@ def _backend(t: torch.Tensor) -> str:
     if forced == "reference" or (forced is None and os.environ.get(_dispatch.FORCE_REFERENCE_ENV) == "1"):
         return "reference"
     if t.device.type == "cpu":
-        _dispatch.extension()
+        if not torch.compiler.is_compiling():  # the op itself loads the module; fail early and clearly here
+            _dispatch.extension()
         return "cpu"
     if t.device.type == "cuda":
+        if torch.compiler.is_compiling():
+            return "cuda"
         C_ = _dispatch.extension()
         if not hasattr(C_, "edt_cuda") or not _dispatch.cuda_kernels_usable():
             raise RuntimeError("mask: is a CUDA tensor but medseg_ext was built without its CUDA kernels "
@@ -146,13 +155,10 @@ def _edt_volumes(fg: torch.Tensor, nsp: int, spacing: Tuple[float, ...], dtype: 
     fg ? offset - EDT(fg) : EDT(~fg) (Kervadec); field and signed are 0 in uniform volumes.
     """
     shape = tuple(fg.shape)
+    if fg.numel() == 0:
+        return torch.empty(shape, dtype=dtype, device=fg.device)
     sp_shape = shape[len(shape) - nsp:]
     vols = int(np.prod(shape[:len(shape) - nsp], dtype=np.int64)) if len(shape) > nsp else 1
-    dims = (1,) * (3 - nsp) + tuple(sp_shape)
-    sp3 = (1.0,) * (3 - nsp) + tuple(spacing)
-    out = torch.empty(shape, dtype=dtype, device=fg.device)
-    if out.numel() == 0:
-        return out
     backend = _backend(fg)
     if backend == "reference":
         m = fg.reshape((vols,) + tuple(sp_shape)).cpu().numpy()
@@ -160,15 +166,62 @@ def _edt_volumes(fg: torch.Tensor, nsp: int, spacing: Tuple[float, ...], dtype: 
         if squared:
             res = res ** 2
         return torch.from_numpy(res).to(device=fg.device, dtype=dtype).reshape(shape)
+    return _edt_op(fg, nsp, list(spacing), dtype == torch.float64, bool(squared), _MODES[mode], float(offset))
+
+
+@torch.library.custom_op("medseg_ext::distance_transform", mutates_args=())
+def _edt_op(fg: torch.Tensor, nsp: int, spacing: List[float], double: bool, squared: bool, mode: int,
+            offset: float) -> torch.Tensor:
+    """The compiled transform as a torch custom op (opaque to torch.compile, no graph break)."""
+    shape = tuple(fg.shape)
+    vols = int(np.prod(shape[:len(shape) - nsp], dtype=np.int64)) if len(shape) > nsp else 1
+    dims = (1,) * (3 - nsp) + shape[len(shape) - nsp:]
+    sp3 = [1.0] * (3 - nsp) + list(spacing)
+    out = torch.empty(shape, dtype=torch.float64 if double else torch.float32, device=fg.device)
+    if out.numel() == 0:
+        return out
     m8 = fg.contiguous().view(torch.uint8).reshape((vols,) + dims)
     o4 = out.view((vols,) + dims)
     C_ = _dispatch.extension()
-    if backend == "cpu":
-        C_.edt_cpu(desc(m8), desc(o4), list(sp3), bool(squared), _MODES[mode], float(offset))
+    if fg.device.type == "cpu":
+        C_.edt_cpu(desc(m8), desc(o4), sp3, squared, mode, offset)
     else:
         with torch.cuda.device(fg.device):
             stream = torch.cuda.current_stream(fg.device).cuda_stream
-            C_.edt_cuda(desc(m8), desc(o4), list(sp3), bool(squared), _MODES[mode], float(offset), stream)
+            C_.edt_cuda(desc(m8), desc(o4), sp3, squared, mode, offset, stream)
+    return out
+
+
+@_edt_op.register_fake
+def _(fg, nsp, spacing, double, squared, mode, offset):
+    return torch.empty(fg.shape, dtype=torch.float64 if double else torch.float32, device=fg.device)
+
+
+_CDT_METRICS = {"taxicab": 0, "chessboard": 1}
+
+
+def _cdt_volumes(fg: torch.Tensor, nsp: int, metric: str, invert: bool) -> torch.Tensor:
+    """Exact taxicab / chessboard transform (unit grid) of bool volumes, float32; CPU kernel only."""
+    shape = tuple(fg.shape)
+    if fg.numel() == 0:
+        return torch.empty(shape, dtype=torch.float32, device=fg.device)
+    if _backend(fg) == "reference":
+        from ..reference import distance as ref
+        sp_shape = shape[len(shape) - nsp:]
+        vols = fg.reshape((-1,) + sp_shape).cpu().numpy()
+        res = []
+        for v in vols:
+            sites, pts = (v if invert else ~v), np.ones(v.shape, bool)
+            d = ref._min_dist(np.argwhere(pts).astype(float), np.argwhere(sites).astype(float), metric=metric)
+            res.append(d.reshape(v.shape))
+        return torch.from_numpy(np.stack(res)).float().reshape(shape).to(fg.device)
+    if fg.device.type != "cpu":
+        raise ValueError(f"distance_metric: {metric!r} runs on CPU tensors only (the CUDA kernels are Euclidean)")
+    vols = int(np.prod(shape[:len(shape) - nsp], dtype=np.int64)) if len(shape) > nsp else 1
+    dims = (1,) * (3 - nsp) + shape[len(shape) - nsp:]
+    m8 = fg.contiguous().view(torch.uint8).reshape((vols,) + dims)
+    out = torch.empty(shape, dtype=torch.float32)
+    _dispatch.extension().cdt_cpu(desc(m8), desc(out.view((vols,) + dims)), _CDT_METRICS[metric], bool(invert))
     return out
 
 
@@ -319,7 +372,12 @@ def _directed(dist_to_b: torch.Tensor, ea: torch.Tensor, na: torch.Tensor, nb: t
     return stat.reshape(ea.shape[:2])
 
 
-def _surface_setup(pred, target, include_background, spacing):
+def _surface_setup(pred, target, include_background, spacing, distance_metric="euclidean"):
+    if distance_metric not in ("euclidean", "taxicab", "chessboard"):
+        raise ValueError(f"distance_metric: expected 'euclidean', 'taxicab' or 'chessboard', got {distance_metric!r}")
+    if distance_metric != "euclidean" and spacing is not None:
+        raise ValueError(f"spacing: only with distance_metric='euclidean' (MONAI ignores it for {distance_metric!r}); "
+                         "pass spacing=None")
     p, g, nsp = _pair_inputs(pred, target, include_background)
     sp = _spacing(spacing, nsp)
     ep, eg = _edges(p, nsp), _edges(g, nsp)
@@ -328,8 +386,16 @@ def _surface_setup(pred, target, include_background, spacing):
     return ep, eg, npred, ngt, nsp, sp
 
 
+def _to_surface(edges: torch.Tensor, nsp: int, sp, distance_metric: str) -> torch.Tensor:
+    """Distance of every voxel to the nearest voxel of ``edges`` (inf when there is none)."""
+    if distance_metric == "euclidean":
+        return _edt_volumes(edges, nsp, sp, torch.float32, mode="inverted")
+    return _cdt_volumes(edges, nsp, distance_metric, invert=True)
+
+
 def hausdorff_distance(pred, target, percentile: Optional[float] = None, spacing=None,
-                       include_background: bool = False, directed: bool = False) -> torch.Tensor:
+                       include_background: bool = False, directed: bool = False,
+                       distance_metric: str = "euclidean") -> torch.Tensor:
     """(B, C) Hausdorff distance between the surfaces of binarised ``pred`` and ``target`` (B, C, *spatial).
 
     MONAI ``compute_hausdorff_distance`` conventions: ``percentile`` (0-100, linear interpolation)
@@ -339,37 +405,38 @@ def hausdorff_distance(pred, target, percentile: Optional[float] = None, spacing
     if percentile is not None:
         if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not 0 <= percentile <= 100:
             raise ValueError(f"percentile: expected a number in [0, 100] or None, got {percentile!r}")
-    ep, eg, npred, ngt, nsp, sp = _surface_setup(pred, target, include_background, spacing)
+    ep, eg, npred, ngt, nsp, sp = _surface_setup(pred, target, include_background, spacing, distance_metric)
     with torch.no_grad():
         if directed:
-            to_g = _edt_volumes(eg, nsp, sp, torch.float32, mode="inverted")
+            to_g = _to_surface(eg, nsp, sp, distance_metric)
             return _directed(to_g, ep, npred, ngt, percentile).float()
-        both = _edt_volumes(torch.stack([eg, ep]), nsp, sp, torch.float32, mode="inverted")
+        both = _to_surface(torch.stack([eg, ep]), nsp, sp, distance_metric)
         h_pg = _directed(both[0], ep, npred, ngt, percentile)
         h_gp = _directed(both[1], eg, ngt, npred, percentile)
         return torch.maximum(h_pg, h_gp).float()
 
 
-def hd95(pred, target, spacing=None, include_background: bool = False, directed: bool = False) -> torch.Tensor:
+def hd95(pred, target, spacing=None, include_background: bool = False, directed: bool = False,
+         distance_metric: str = "euclidean") -> torch.Tensor:
     """95th-percentile Hausdorff distance, ``hausdorff_distance(..., percentile=95)``."""
     return hausdorff_distance(pred, target, percentile=95, spacing=spacing, include_background=include_background,
-                              directed=directed)
+                              directed=directed, distance_metric=distance_metric)
 
 
 def average_surface_distance(pred, target, symmetric: bool = False, spacing=None,
-                             include_background: bool = False) -> torch.Tensor:
+                             include_background: bool = False, distance_metric: str = "euclidean") -> torch.Tensor:
     """(B, C) average surface distance (MONAI ``compute_average_surface_distance``); ``symmetric=True``
     averages over the surface voxels of both masks (ASSD). Both empty -> NaN, one empty -> inf."""
-    ep, eg, npred, ngt, nsp, sp = _surface_setup(pred, target, include_background, spacing)
+    ep, eg, npred, ngt, nsp, sp = _surface_setup(pred, target, include_background, spacing, distance_metric)
     red = tuple(range(2, 2 + nsp))
     with torch.no_grad():
         if symmetric:
-            both = _edt_volumes(torch.stack([eg, ep]), nsp, sp, torch.float32, mode="inverted")
+            both = _to_surface(torch.stack([eg, ep]), nsp, sp, distance_metric)
             total = (torch.where(ep, both[0], 0.0).sum(dim=red, dtype=torch.float64)
                      + torch.where(eg, both[1], 0.0).sum(dim=red, dtype=torch.float64))
             count = npred + ngt
         else:
-            to_g = _edt_volumes(eg, nsp, sp, torch.float32, mode="inverted")
+            to_g = _to_surface(eg, nsp, sp, distance_metric)
             total = torch.where(ep, to_g, 0.0).sum(dim=red, dtype=torch.float64)
             count = npred
         mean = total / count.clamp_min(1).to(total.dtype)
@@ -455,6 +522,14 @@ def hausdorff_dt_loss(input, target, alpha: float = 2.0, include_background: boo
     return _reduce(f, reduction, nsp)
 
 
+def log_hausdorff_dt_loss(input, target, alpha: float = 2.0, include_background: bool = False,
+                          sigmoid: bool = False, softmax: bool = False, batch: bool = False,
+                          reduction: str = "mean") -> torch.Tensor:
+    """log(1 + hausdorff_dt_loss(...)), MONAI ``LogHausdorffDTLoss``."""
+    return torch.log1p(hausdorff_dt_loss(input, target, alpha, include_background, sigmoid, softmax, batch,
+                                         reduction))
+
+
 def _dt_fields(fg: torch.Tensor, nsp: int, dtype) -> torch.Tensor:
     return _edt_volumes(fg, nsp, (1.0,) * nsp, dtype, mode="field")
 
@@ -503,6 +578,13 @@ class HausdorffDTLoss(torch.nn.Module):
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return hausdorff_dt_loss(input, target, self.alpha, self.include_background, self.sigmoid, self.softmax,
                                  self.batch, self.reduction)
+
+
+class LogHausdorffDTLoss(HausdorffDTLoss):
+    """nn.Module form of :func:`log_hausdorff_dt_loss` (MONAI's LogHausdorffDTLoss)."""
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.log1p(super().forward(input, target))
 
 
 class BoundaryLoss(torch.nn.Module):

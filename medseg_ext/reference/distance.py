@@ -51,15 +51,21 @@ def _coords(mask: np.ndarray, sp: np.ndarray) -> np.ndarray:
     return np.argwhere(mask).astype(np.float64) * sp
 
 
-def _min_dist(points: np.ndarray, sites: np.ndarray, chunk: int = 2048) -> np.ndarray:
-    """For each point the Euclidean distance to the nearest site (inf when there is no site)."""
+def _min_dist(points: np.ndarray, sites: np.ndarray, chunk: int = 2048, metric: str = "euclidean") -> np.ndarray:
+    """For each point the distance (euclidean, taxicab or chessboard) to the nearest site (inf if none)."""
     out = np.full(len(points), np.inf)
     if len(sites) == 0 or len(points) == 0:
         return out
     for s in range(0, len(points), chunk):
-        p = points[s:s + chunk]
-        d2 = ((p[:, None, :] - sites[None, :, :]) ** 2).sum(-1)
-        out[s:s + chunk] = np.sqrt(d2.min(axis=1))
+        diff = np.abs(points[s:s + chunk][:, None, :] - sites[None, :, :])
+        if metric == "euclidean":
+            out[s:s + chunk] = np.sqrt((diff ** 2).sum(-1).min(axis=1))
+        elif metric == "taxicab":
+            out[s:s + chunk] = diff.sum(-1).min(axis=1)
+        elif metric == "chessboard":
+            out[s:s + chunk] = diff.max(-1).min(axis=1)
+        else:
+            raise ValueError(f"distance_metric: unknown {metric!r}")
     return out
 
 
@@ -97,15 +103,15 @@ def surface_edges(mask) -> np.ndarray:
     return m & ~interior
 
 
-def directed_surface_distances(pred, gt, spacing=None) -> np.ndarray:
-    """MONAI get_surface_distance(edges(pred), edges(gt)) for one volume."""
+def directed_surface_distances(pred, gt, spacing=None, distance_metric="euclidean") -> np.ndarray:
+    """MONAI get_surface_distance(edges(pred), edges(gt)) for one volume (taxicab/chessboard: unit grid)."""
     ep, eg = surface_edges(pred), surface_edges(gt)
     sp = _spacing(spacing, ep.ndim)
     if not eg.any():
         return np.full(int(ep.sum()), np.inf)
     if not ep.any():
         return np.full(int(eg.sum()), np.inf)
-    return _min_dist(_coords(ep, sp), _coords(eg, sp))
+    return _min_dist(_coords(ep, sp), _coords(eg, sp), metric=distance_metric)
 
 
 def _stat(d: np.ndarray, percentile: Optional[float]) -> float:
@@ -131,22 +137,24 @@ def _per_bc(pred, gt, include_background, fn):
     return out
 
 
-def hausdorff_distance(pred, gt, percentile=None, spacing=None, include_background=False, directed=False):
+def hausdorff_distance(pred, gt, percentile=None, spacing=None, include_background=False, directed=False,
+                       distance_metric="euclidean"):
     """(B, C') Hausdorff (or percentile Hausdorff) distances, MONAI compute_hausdorff_distance."""
     def one(p, g):
-        vals = [_stat(directed_surface_distances(p, g, spacing), percentile)]
+        vals = [_stat(directed_surface_distances(p, g, spacing, distance_metric), percentile)]
         if not directed:
-            vals.append(_stat(directed_surface_distances(g, p, spacing), percentile))
+            vals.append(_stat(directed_surface_distances(g, p, spacing, distance_metric), percentile))
         return max(vals) if not any(np.isnan(vals)) else float("nan")
     return _per_bc(pred, gt, include_background, one)
 
 
-def average_surface_distance(pred, gt, symmetric=False, spacing=None, include_background=False):
+def average_surface_distance(pred, gt, symmetric=False, spacing=None, include_background=False,
+                             distance_metric="euclidean"):
     """(B, C') average surface distance, MONAI compute_average_surface_distance (symmetric: ASSD)."""
     def one(p, g):
-        d = directed_surface_distances(p, g, spacing)
+        d = directed_surface_distances(p, g, spacing, distance_metric)
         if symmetric:
-            d = np.concatenate([d, directed_surface_distances(g, p, spacing)])
+            d = np.concatenate([d, directed_surface_distances(g, p, spacing, distance_metric)])
         return float("nan") if d.size == 0 else float(d.mean())
     return _per_bc(pred, gt, include_background, one)
 

@@ -217,3 +217,27 @@ def test_large_uniform_volumes_are_zero(mode):
     out = D._edt_volumes(m, 3, (1.0, 1.0, 1.0), torch.float32, mode=mode)
     assert (out[0] == 0).all() and (out[1] == 0).all()
     assert torch.isfinite(out[2]).all() and (out[2] != 0).any()
+
+
+def test_custom_op_opcheck_and_compile():
+    m = torch.rand(2, 1, 6, 7) < 0.6
+    m[..., 0, 0] = False
+    torch.library.opcheck(D._edt_op, (m, 2, [1.0, 2.0], False, False, 0, 1.0),
+                          test_utils=("test_schema", "test_faketensor"))
+    x = torch.randn(2, 3, 8, 9, requires_grad=True)
+    lab = torch.randint(0, 3, (2, 1, 8, 9))
+    onehot = torch.nn.functional.one_hot(lab[:, 0], 3).movedim(-1, 1).float()
+    compiled = torch.compile(lambda a, b: D.hausdorff_dt_loss(a, b, softmax=True), backend="aot_eager")
+    torch.testing.assert_close(compiled(x, onehot), D.hausdorff_dt_loss(x, onehot, softmax=True))
+
+
+def test_numpy_negative_strides_big_endian_and_expanded_tensors():
+    m = np.random.default_rng(2).random((9, 8)) < 0.6
+    m[0, 0] = m[-1, -1] = False
+    np.testing.assert_allclose(D.distance_transform_edt(m[::-1, ::-2], dtype=torch.float64),
+                               ndimage.distance_transform_edt(m[::-1, ::-2]))
+    big = m.astype(">f8")
+    np.testing.assert_allclose(D.distance_transform_edt(big, dtype=torch.float64), ndimage.distance_transform_edt(m))
+    e = torch.from_numpy(m)[None, None].expand(2, 3, 9, 8)
+    out = D.distance_transform_edt(e)
+    np.testing.assert_allclose(out[1, 2].numpy(), ndimage.distance_transform_edt(m), rtol=2e-7)

@@ -146,3 +146,14 @@ def test_half_inputs_promote_to_float32(dtype):
     assert float(v.detach()) == pytest.approx(float(ref), rel=1e-2)
     b = D.boundary_loss(x.to(dtype), y)
     assert b.dtype == torch.float32 and torch.isfinite(b)
+
+
+@pytest.mark.parametrize("kw", [dict(softmax=True), dict(sigmoid=True, reduction="none")])
+def test_log_hausdorff_dt_loss_matches_monai(kw):
+    losses = pytest.importorskip("monai.losses")
+    x, y, _ = _inputs(21, (2, 3, 9, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = losses.LogHausdorffDTLoss(**kw)(x, y)
+    torch.testing.assert_close(D.LogHausdorffDTLoss(**kw)(x, y), want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(D.log_hausdorff_dt_loss(x, y, **kw), want, rtol=1e-5, atol=1e-6)

@@ -173,3 +173,53 @@ def test_surface_edges_kernel_matches_torch_and_scipy(shape):
         for c in range(shape[1]):
             v = m[b, c].numpy()
             assert np.array_equal(fast[b, c].numpy(), v ^ ndimage.binary_erosion(v))
+
+
+def test_non_contiguous_and_dtype_inputs_give_the_same_metrics():
+    rng = np.random.default_rng(13)
+    p = torch.from_numpy(rng.random((2, 3, 9, 8, 7)) < 0.5)
+    g = torch.from_numpy(rng.random((2, 3, 9, 8, 7)) < 0.5)
+    base = D.hausdorff_distance(p, g, percentile=90, spacing=(1.0, 2.0, 3.0))
+    pt, gt = p.transpose(2, 4).contiguous().transpose(2, 4), g.permute(1, 0, 2, 3, 4).contiguous().permute(1, 0, 2, 3, 4)
+    assert not pt.is_contiguous() and not gt.is_contiguous()
+    close(D.hausdorff_distance(pt.to(torch.uint8), gt.double(), percentile=90, spacing=(1.0, 2.0, 3.0)), base)
+    close(D.average_surface_distance(pt, gt, symmetric=True), D.average_surface_distance(p, g, symmetric=True))
+
+
+@pytest.mark.parametrize("metric", ["taxicab", "chessboard"])
+def test_cdt_kernel_matches_scipy_and_reference(metric):
+    ndimage = pytest.importorskip("scipy.ndimage")
+    from medseg_ext import _dispatch
+    rng = np.random.default_rng(17)
+    for shape in [(2, 3, 9, 11), (1, 2, 6, 7, 5), (1, 1, 1, 13)]:
+        m = torch.from_numpy(rng.random(shape) < 0.8)
+        m.reshape(-1, shape[-1])[:, 0] = False
+        nsp = len(shape) - 2
+        got = D._cdt_volumes(m, nsp, metric, invert=False)
+        with _dispatch.use_backend("reference"):
+            slow = D._cdt_volumes(m, nsp, metric, invert=False)
+        torch.testing.assert_close(got, slow)
+        for b in range(shape[0]):
+            for c in range(shape[1]):
+                want = ndimage.distance_transform_cdt(m[b, c].numpy(), metric=metric)
+                np.testing.assert_array_equal(got[b, c].numpy(), want)
+    full = D._cdt_volumes(torch.ones(1, 1, 4, 4, dtype=torch.bool), 2, metric, invert=False)
+    assert torch.isinf(full).all()
+
+
+@pytest.mark.parametrize("metric", ["taxicab", "chessboard"])
+def test_non_euclidean_metrics_match_monai_and_reference(metric):
+    metrics = pytest.importorskip("monai.metrics")
+    for p, g in _monai_cases():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hd = metrics.compute_hausdorff_distance(p, g, distance_metric=metric, percentile=90)
+            asd = metrics.compute_average_surface_distance(p, g, distance_metric=metric, symmetric=True)
+        close(D.hausdorff_distance(p, g, distance_metric=metric, percentile=90), hd)
+        close(D.average_surface_distance(p, g, distance_metric=metric, symmetric=True), asd)
+        close(D.hausdorff_distance(p, g, distance_metric=metric),
+              R.hausdorff_distance(p.numpy(), g.numpy(), distance_metric=metric))
+    with pytest.raises(ValueError, match="spacing"):
+        D.hausdorff_distance(p, g, distance_metric=metric, spacing=(1.0, 2.0, 1.0))
+    with pytest.raises(ValueError, match="distance_metric"):
+        D.hausdorff_distance(p, g, distance_metric="cosine")
