@@ -5,8 +5,9 @@ from .detection import (DistributionFocalLoss, GIoULoss, SigmoidFocalLoss, cente
 from .label_aware import LabelAwareModulation, confuse_labels, distance_bins, dual_energy_to_rgb, la_modulate
 from .affinity import (BalancedAffinityLoss, ClassCounter, ClusteringAffinity, balanced_affinity_loss,
                        class_balanced_weights, gaussian_affinity, label_histogram)
-from .distance import (BoundaryLoss, HausdorffDTLoss, average_surface_distance, boundary_loss, distance_transform_edt,
-                       hausdorff_distance, hausdorff_dt_loss, hd95, signed_distance, surface_edges)
+from .distance import (BoundaryLoss, HausdorffDTLoss, LogHausdorffDTLoss, average_surface_distance, boundary_loss,
+                       distance_transform_edt, hausdorff_distance, hausdorff_dt_loss, hd95, log_hausdorff_dt_loss,
+                       signed_distance, surface_edges)
 from .fused import FusedStats, fused_stats
 from .metrics import (accuracy, cohen_kappa, confusion_counts, confusion_from_labels, dice_score, iou, oii,
                       oii_guided_alpha, precision, recall, segmentation_metrics, specificity)

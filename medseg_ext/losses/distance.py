@@ -41,10 +41,10 @@ from .. import _dispatch
 from .._tensor import desc
 
 # medseg_ext.losses re-exports __all__ (and medseg_ext does `from .losses import *`): every name listed
-# here must also be imported there. log_hausdorff_dt_loss / LogHausdorffDTLoss are added once the
-# package __init__ imports them.
+# here must also be imported there.
 __all__ = ["distance_transform_edt", "signed_distance", "surface_edges", "hausdorff_distance", "hd95",
-           "average_surface_distance", "hausdorff_dt_loss", "boundary_loss", "HausdorffDTLoss", "BoundaryLoss"]
+           "average_surface_distance", "hausdorff_dt_loss", "boundary_loss", "HausdorffDTLoss", "BoundaryLoss",
+           "log_hausdorff_dt_loss", "LogHausdorffDTLoss"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
