@@ -22,9 +22,13 @@ namespace cam {
 
 namespace {
 
-template <typename T>
-void one_slice(const T* g, int64_t P, int64_t Q, int procedure, int reduction, double* w, uint8_t* status,
+// PC / QC > 0: the slice shape known at compile time (7 x 7: DenseNet/ResNet last layers at 224²),
+// so every loop has a constant trip count and is unrolled; 0: run-time shape.
+template <typename T, int PC, int QC>
+void one_slice(const T* g, int64_t P_, int64_t Q_, int procedure, int reduction, double* w, uint8_t* status,
                double* C, double* A, double* B, double* v, double* t) {
+  const int64_t P = PC > 0 ? PC : P_;
+  const int64_t Q = QC > 0 ? QC : Q_;
   // Gram C = G^T G
   for (int64_t i = 0; i < Q; ++i)
     for (int64_t j = 0; j <= i; ++j) {
@@ -116,15 +120,22 @@ void one_slice(const T* g, int64_t P, int64_t Q, int procedure, int reduction, d
   }
 }
 
-template <typename T>
-void run(const T* g, int64_t M, int64_t P, int64_t Q, int procedure, int reduction, double* w, uint8_t* status) {
+template <typename T, int PC, int QC>
+void run_shape(const T* g, int64_t M, int64_t P, int64_t Q, int procedure, int reduction, double* w,
+               uint8_t* status) {
   parallel_for(M, [&](int64_t k) {
     thread_local std::vector<double> buf;
     if (static_cast<int64_t>(buf.size()) < 3 * Q * Q + 2 * Q) buf.assign(static_cast<size_t>(3 * Q * Q + 2 * Q), 0.0);
     double* C = buf.data();
-    one_slice(g + k * P * Q, P, Q, procedure, reduction, w + k, status + k, C, C + Q * Q, C + 2 * Q * Q,
-              C + 3 * Q * Q, C + 3 * Q * Q + Q);
+    one_slice<T, PC, QC>(g + k * P * Q, P, Q, procedure, reduction, w + k, status + k, C, C + Q * Q, C + 2 * Q * Q,
+                         C + 3 * Q * Q, C + 3 * Q * Q + Q);
   });
+}
+
+template <typename T>
+void run(const T* g, int64_t M, int64_t P, int64_t Q, int procedure, int reduction, double* w, uint8_t* status) {
+  if (P == 7 && Q == 7) return run_shape<T, 7, 7>(g, M, P, Q, procedure, reduction, w, status);
+  run_shape<T, 0, 0>(g, M, P, Q, procedure, reduction, w, status);
 }
 
 }  // namespace
