@@ -44,7 +44,8 @@ void one_slice(const T* g, int64_t P_, int64_t Q_, int procedure, int reduction,
     *w = tr == 0.0 ? 0.0 : std::nan("");
     return;
   }
-  for (int64_t i = 0; i < Q * Q; ++i) A[i] = C[i] / tr;
+  const double inv_tr = 1.0 / tr;  // multiply by reciprocals: divisions dominated the inner loops
+  for (int64_t i = 0; i < Q * Q; ++i) A[i] = C[i] * inv_tr;
   bool converged = false;
   for (int k = 0; k < 24 && !converged; ++k) {
     // B = A * A (symmetric), then normalise to trace 1
@@ -59,8 +60,9 @@ void one_slice(const T* g, int64_t P_, int64_t Q_, int procedure, int reduction,
     for (int64_t i = 0; i < Q; ++i) trb += B[i * Q + i];
     if (!(trb > 0.0)) break;
     double fro = 0.0;
+    const double inv = 1.0 / trb;
     for (int64_t i = 0; i < Q * Q; ++i) {
-      A[i] = B[i] / trb;
+      A[i] = B[i] * inv;
       fro += A[i] * A[i];
     }
     // A = sum mu_i v_i v_i^T with sum mu_i = 1: ||A||_F^2 = sum mu_i^2 -> 1 when rank one
@@ -79,8 +81,8 @@ void one_slice(const T* g, int64_t P_, int64_t Q_, int procedure, int reduction,
     v[i] = A[i * Q + jmax];
     nv += v[i] * v[i];
   }
-  nv = std::sqrt(nv);
-  for (int64_t i = 0; i < Q; ++i) v[i] /= nv;
+  nv = 1.0 / std::sqrt(nv);
+  for (int64_t i = 0; i < Q; ++i) v[i] *= nv;
   for (int it = 0; it < 2; ++it) {  // power refinement on C
     double n2 = 0.0;
     for (int64_t i = 0; i < Q; ++i) {
@@ -89,9 +91,9 @@ void one_slice(const T* g, int64_t P_, int64_t Q_, int procedure, int reduction,
       t[i] = s;
       n2 += s * s;
     }
-    n2 = std::sqrt(n2);
     if (!(n2 > 0.0)) break;
-    for (int64_t i = 0; i < Q; ++i) v[i] = t[i] / n2;
+    n2 = 1.0 / std::sqrt(n2);
+    for (int64_t i = 0; i < Q; ++i) v[i] = t[i] * n2;
   }
   // lambda1 = v^T C v, a = 1^T G v
   double lam = 0.0;
