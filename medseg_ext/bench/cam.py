@@ -8,6 +8,11 @@ Cases:
 * ``scorecam``: Score-CAM needs one forward per channel; on CPU it is run on ResNet-18 ``layer4``
   (512 channels) at a small input (64² small / 96² paper), batch 1, next to its floor (the masked
   inputs forwarded in chunks, scores only).
+* ``unet3d``: a random-weight two-level 3-D U-Net at 32³ (small) / 96³ (paper) with a segmentation
+  target (class-1 logits summed over a box): Grad-CAM at the bottleneck (ours / pytorch-grad-cam),
+  Score-CAM (ours; the peers' Score-CAM is 2-D only), floor = one forward.
+* ``peak memory`` (unless --no-memory): one ResNet-50 Grad-CAM call per implementation in a fresh
+  process (harness.peak_memory), next to a plain no-grad forward.
 * ``svd-weights``: SVD-Grad-CAM weights of 1664 gradient slices 7×7 (DenseNet-169's last layer):
   ours (closed form) vs a NumPy per-channel ``np.linalg.svd`` loop (the reference / notebook way).
 
@@ -25,7 +30,8 @@ import torch
 from . import harness
 
 PEERS = ("grad-cam", "torchcam")
-SIZES = {"small": {"batch": 2, "res": 224, "score_res": 64}, "paper": {"batch": 4, "res": 224, "score_res": 96}}
+SIZES = {"small": {"batch": 2, "res": 224, "score_res": 64, "vol": 32},
+         "paper": {"batch": 4, "res": 224, "score_res": 96, "vol": 96}}
 
 
 def _pgc():
@@ -192,6 +198,100 @@ def _scorecam_rows(device, cfg, repeat, out):
     return rows
 
 
+def _unet3d_rows(device, cfg, repeat, out):
+    """3-D U-Net (random weights) with a segmentation target: Σ of class-1 logits over a box mask."""
+    from .. import cam
+    from ..models.cam_cnn import TinyUNet3d
+    torch.manual_seed(0)
+    model = TinyUNet3d().eval().to(device)
+    V = cfg["vol"]
+    case = f"unet3d {V}³ seg target"
+    x = torch.randn(1, 1, V, V, V, generator=torch.Generator().manual_seed(4)).to(device)
+    mask = torch.zeros(V, V, V, dtype=torch.bool, device=device)
+    mask[V // 4: 3 * V // 4, V // 4: 3 * V // 4, V // 4: 3 * V // 4] = True
+    tgt = cam.SegmentationTarget(1, mask)
+    rows = []
+
+    def fwd():
+        with torch.no_grad():
+            return model(x)
+    floor = _row(rows, _time(fwd, device, repeat), case=case, method="forward (floor)", impl="torch")
+    res = {}
+
+    def ours():
+        res["m"] = cam.compute_cam(model, x, "bottleneck", "gradcam", target=tgt).maps
+    mine = _row(rows, _time(ours, device, repeat), floor, case=case, method="gradcam", impl="medseg_ext")
+    out(f"  3-D gradcam medseg_ext: {rows[-1]['best_ms']:.1f} ms")
+    pgc, _ = _pgc()
+    if pgc is not None:
+        from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+        c = pgc.GradCAM(model=model, target_layers=[model.bottleneck])
+        theirs = {}
+        m_np = mask.float().cpu().numpy()
+
+        def peer():
+            theirs["m"] = c(input_tensor=x, targets=[SemanticSegmentationTarget(1, m_np)])
+        try:
+            t = _time(peer, device, repeat)
+            # pytorch-grad-cam resizes 3-D maps with scipy.ndimage.zoom (spline order 1, its own
+            # grid): compare at the layer resolution instead -> no maxdiff here
+            _row(rows, t, floor, mine, case=case, method="gradcam", impl="pytorch-grad-cam")
+            out(f"  3-D gradcam pytorch-grad-cam: {rows[-1]['best_ms']:.1f} ms")
+        except Exception as exc:  # noqa: BLE001
+            out(f"  3-D gradcam pytorch-grad-cam failed: {type(exc).__name__}: {exc}")
+        finally:
+            c.activations_and_grads.release()
+
+    def ours_sc():
+        cam.compute_cam(model, x, "bottleneck", "scorecam", target=tgt, batch_size=8)
+    _row(rows, _time(ours_sc, device, 1, warmup=0), floor, case=case, method="scorecam (32 channels)",
+         impl="medseg_ext")
+    out(f"  3-D scorecam medseg_ext: {rows[-1]['best_ms']:.1f} ms (pytorch-grad-cam / TorchCAM: 2-D only)")
+    return rows
+
+
+def make_case(impl: str, method: str = "gradcam", batch: int = 2, res: int = 224, device: str = "cpu") -> harness.Case:
+    """Factory for the peak-memory subprocess: ResNet-50 ``layer4``, one call of ``method`` by ``impl``
+    (``medseg_ext``, ``pytorch-grad-cam``, ``torchcam``) or the plain forward (``impl="forward"``)."""
+    from .. import cam
+    model = _model("resnet50", device)
+    x = torch.randn(batch, 3, res, res, generator=torch.Generator().manual_seed(1)).to(device)
+    with torch.no_grad():
+        classes = model(x).argmax(1).tolist()
+    if impl == "forward":
+        def run():
+            with torch.no_grad():
+                model(x)
+        return harness.Case(run=run)
+    if impl == "medseg_ext":
+        return harness.Case(run=lambda: cam.compute_cam(model, x, "layer4", method, target=classes))
+    names = {"gradcam": ("GradCAM", "GradCAM"), "gradcam++": ("GradCAMPlusPlus", "GradCAMpp")}[method]
+    if impl == "pytorch-grad-cam":
+        pgc, COT = _pgc()
+        c = getattr(pgc, names[0])(model=model, target_layers=[model.layer4])
+        return harness.Case(run=lambda: c(input_tensor=x, targets=[COT(k) for k in classes]))
+    if impl == "torchcam":
+        ext = getattr(_tc(), names[1])(model, "layer4", input_shape=(3, res, res))
+        return harness.Case(run=lambda: ext(class_idx=classes, scores=model(x)))
+    raise ValueError(impl)
+
+
+def _memory_rows(device, cfg, out):
+    rows = []
+    impls = ["forward", "medseg_ext"] + (["pytorch-grad-cam"] if _pgc()[0] is not None else []) + (
+        ["torchcam"] if _tc() is not None else [])
+    for impl in impls:
+        spec = harness.CaseSpec("medseg_ext.bench.cam", "make_case",
+                                dict(impl=impl, method="gradcam", batch=cfg["batch"], res=cfg["res"], device=device))
+        r = harness.peak_memory(spec, device)
+        mib = r["peak_bytes"] / harness.MiB if "peak_bytes" in r else None
+        rows.append({"case": f"resnet50 {cfg['res']}² b{cfg['batch']} peak memory",
+                     "method": "forward" if impl == "forward" else "gradcam", "impl": impl if impl != "forward"
+                     else "torch (no_grad)", "peak_MiB": mib, "note": r.get("error")})
+        out(f"  peak memory {impl}: {mib if mib is None else round(mib, 1)} MiB")
+    return rows
+
+
 def numpy_svd_loop(G: np.ndarray, n: int = 1) -> np.ndarray:
     """The per-channel NumPy loop (as the paper's notebook, on correctly laid-out slices)."""
     out = np.empty(G.shape[0])
@@ -232,14 +332,15 @@ def run(device: str = "cpu", size: str = "small", repeat: int = 3, measure_memor
         out("note: pytorch-grad-cam (grad-cam) is not importable; its rows are skipped")
     if _tc() is None:
         out("note: torchcam is not importable; its rows are skipped")
-    if measure_memory:
-        out("note: peak memory is not measured by this benchmark yet")
     t0 = time.perf_counter()
     rows = _svd_rows(device, repeat, out)
     rows += _resnet_rows(device, cfg, repeat, out)
     rows += _scorecam_rows(device, cfg, repeat, out)
+    rows += _unet3d_rows(device, cfg, repeat, out)
+    if measure_memory:
+        rows += _memory_rows(device, cfg, out)
     cols = ["case", "method", "impl", "best_ms", "cpu_ms", "x_floor", "cpu_x_floor", "x_ours", "cpu_x_ours",
-            "maxdiff"]
+            "maxdiff"] + (["peak_MiB"] if measure_memory else [])
     for r in rows:
         r.pop("_t", None)
         r.pop("_c", None)
@@ -247,6 +348,7 @@ def run(device: str = "cpu", size: str = "small", repeat: int = 3, measure_memor
     out(table)
     out("best_ms: best of --repeat calls after a warm-up. x_floor: time / floor (plain no-grad forward; for Score-CAM "
         "the masked forwards). x_ours: that row's time / medseg_ext's; cpu_*: the same in process CPU time "
-        "(robust to load with OMP_NUM_THREADS=1) (> 1: medseg_ext is faster). maxdiff: max |ours - peer| of the normalised maps. "
+        "(robust to load with OMP_NUM_THREADS=1) (> 1: medseg_ext is faster). maxdiff: max |ours - peer| of the normalised maps. peak_MiB: VmHWM growth of one Grad-CAM call in a "
+        "fresh process (CPU) / max_memory_allocated (CUDA). "
         f"Total {time.perf_counter() - t0:.0f} s, torch threads {torch.get_num_threads()}.")
     return {"rows": rows, "table": table, "size": size}

@@ -25,15 +25,17 @@ def resize_maps(maps: torch.Tensor, size: Sequence[int], align_corners: bool = F
 
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
-    """Per-sample min-max to [0, 1]; a constant map becomes 0 (never NaN)."""
+    """Per-sample min-max to [0, 1]; a constant map becomes 0; a map holding NaN stays NaN."""
     flat = maps.flatten(1)
     lo = flat.amin(1)
     hi = flat.amax(1)
     rng = hi - lo
     ok = rng > 0
-    scale = torch.where(ok, 1.0 / torch.where(ok, rng, torch.ones_like(rng)), torch.zeros_like(rng))
     view = (-1,) + (1,) * (maps.dim() - 1)
-    return (maps - lo.view(view)) * scale.view(view)
+    # divide (not multiply by 1/rng): a subnormal range would make 1/rng overflow to inf and 0·inf = NaN
+    out = (maps - lo.view(view)) / torch.where(ok, rng, torch.ones_like(rng)).view(view)
+    keep = (ok | torch.isnan(rng)).view(view)   # a map with NaN stays NaN (visible), a constant map -> 0
+    return torch.where(keep, out, torch.zeros_like(out))
 
 
 def cam_epilogue(activations: Optional[torch.Tensor] = None, weights: Optional[torch.Tensor] = None, *,

@@ -46,3 +46,34 @@ class TinyDenseNet(nn.Module):
     def forward(self, x):
         x = self.block2(self.transition(self.block1(self.stem(x))))
         return self.fc(self.pool(self.final_relu(self.final_bn(x))).flatten(1))
+
+
+class TinyUNet3d(nn.Module):
+    """A two-level 3-D U-Net (conv blocks, max-pool, trilinear up-sampling, skip concatenation) for
+    the 3-D CAM benchmark with a segmentation target. ``bottleneck`` is the usual CAM layer."""
+
+    def __init__(self, in_channels: int = 1, classes: int = 3, width: int = 8):
+        super().__init__()
+
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv3d(cin, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.ReLU(),
+                                 nn.Conv3d(cout, cout, 3, padding=1), nn.BatchNorm3d(cout), nn.ReLU())
+        self.enc1 = block(in_channels, width)
+        self.enc2 = block(width, 2 * width)
+        self.bottleneck = block(2 * width, 4 * width)
+        self.dec2 = block(6 * width, 2 * width)
+        self.dec1 = block(3 * width, width)
+        self.head = nn.Conv3d(width, classes, 1)
+        self.pool = nn.MaxPool3d(2)
+
+    @staticmethod
+    def _up(x, like):
+        return nn.functional.interpolate(x, size=like.shape[2:], mode="trilinear", align_corners=False)
+
+    def forward(self, x):
+        e1 = self.enc1(x)
+        e2 = self.enc2(self.pool(e1))
+        b = self.bottleneck(self.pool(e2))
+        d2 = self.dec2(torch.cat([self._up(b, e2), e2], 1))
+        d1 = self.dec1(torch.cat([self._up(d2, e1), e1], 1))
+        return self.head(d1)

@@ -245,3 +245,16 @@ def test_only_head_is_backpropagated():
         h.remove()
     assert not called
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_normalize_tiny_and_huge_ranges():
+    """Subnormal ranges must not give NaN (1/range overflows); huge values stay finite."""
+    m = torch.zeros(3, 4, 4)
+    m[0, 1, 1] = 1e-44            # float32 subnormal range
+    m[1] = torch.rand(4, 4, generator=torch.Generator().manual_seed(0)) * 3e38
+    m[2, 0, 0] = float("nan")    # NaN propagates into that map only
+    out = cam.normalize_maps(m)
+    assert torch.isfinite(out[:2]).all()
+    assert float(out[0].max()) == 1.0 and float(out[1].max()) == 1.0 and float(out[1].min()) == 0.0
+    np.testing.assert_allclose(out[:2].numpy(), ref.normalize(m[:2].numpy()), rtol=1e-6)
+    assert torch.isnan(out[2]).all()

@@ -312,3 +312,53 @@ def test_cpp_rank1_kernel_edge_cases():
     Gr = torch.from_numpy(_gen(7, 7, 9, batch=3)).requires_grad_(True)
     cam.svd_gradcam_weights(Gr, 1).sum().backward()
     assert Gr.grad is not None and torch.isfinite(Gr.grad).all()
+
+
+@settings(max_examples=15)
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 3), st.sampled_from(
+    ["gradcam", "svdgradcam", "eigencam", "eigengradcam", "scorecam", "gradcam++", "layercam"]))
+def test_odd_shapes_single_pixel_and_channels_last(H, W, B, method):
+    model = make()
+    x = torch.randn(B, 3, H, W, generator=torch.Generator().manual_seed(H * 10 + W))
+    r = cam.compute_cam(model, x, "conv2", method, batch_size=4)
+    assert r.maps.shape == (B, H, W) and not torch.isnan(r.maps).any()
+    assert float(r.maps.min()) >= 0 and float(r.maps.max()) <= 1
+    xc = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(cam.compute_cam(model, xc, "conv2", method, batch_size=4).maps, r.maps,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_channel_permutation_and_all_procedures_through_compute_cam():
+    model = make(dtype=torch.float64)
+    x = torch.randn(2, 3, 14, 14, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    r = cam.compute_cam(model, x, "conv1", "svdgradcam", keep=True, size=None)
+    G, A = r.gradients, r.activations
+    perm = torch.randperm(A.shape[1], generator=torch.Generator().manual_seed(0))
+    w = cam.svd_gradcam_channel_weights(G)
+    torch.testing.assert_close(cam.svd_gradcam_channel_weights(G[:, perm]), w[:, perm])
+    torch.testing.assert_close(cam.cam_epilogue(A[:, perm], w[:, perm]), r.maps)
+    for proc in ("u", "vt", "uv", "usv"):
+        for red in ("all", "paper_literal"):
+            m = cam.compute_cam(model, x, "conv1", "svdgradcam", procedure=proc, reduction=red, n=2, size=None).maps
+            wr = ref.svd_gradcam_channel_weights(G.numpy(), 2, proc, red)
+            if proc in ("u", "vt"):  # LAPACK sign convention: compare against the same LAPACK call's result
+                wt = cam.svd_gradcam_channel_weights(G, 2, proc, red)
+                np.testing.assert_allclose(np.abs(wt.numpy()), np.abs(wr), rtol=1e-8, atol=1e-12)
+                wr = wt.numpy()
+            np.testing.assert_allclose(m.numpy(), ref.cam_from_weights(A.numpy(), wr), rtol=1e-6, atol=1e-8)
+
+
+def test_cpp_kernel_blocked_and_single_paths_agree():
+    """The kernel runs four slices per iteration and the remainder one by one: same weights."""
+    _kernel_or_skip()
+    G = torch.from_numpy(_gen(7, 7, 21, batch=13))
+    G[5] = 0
+    G[6] = torch.eye(7, dtype=torch.float64)
+    for proc in ("usv", "uv"):
+        for red in ("all", "paper_literal"):
+            allw = cam.svd_gradcam_weights(G, 1, proc, red)
+            one = torch.stack([cam.svd_gradcam_weights(G[i:i + 1], 1, proc, red)[0] for i in range(13)])
+            torch.testing.assert_close(allw, one, rtol=1e-12, atol=1e-15)
+    G9 = torch.from_numpy(_gen(5, 9, 22, batch=9))      # generic-shape path, blocked + remainder
+    np.testing.assert_allclose(cam.svd_gradcam_weights(G9, 1).numpy(), ref.svd_gradcam_weights(G9.numpy(), 1),
+                               rtol=1e-8, atol=1e-12)
