@@ -2,8 +2,8 @@
 generated radiograph-like binary data set with a small DenseNet-style classifier trained for a few
 steps (no weights can be downloaded), scored with the paper's Table 2 columns.
 
-    medseg-ext pipeline cam_quality [--train 256] [--val 48] [--steps 80] [--size 64] [--methods gradcam,...]
-                                    [--out maps.npz]
+    medseg-ext pipeline cam_eval [--train 256] [--val 48] [--steps 80] [--size 64] [--methods gradcam,...]
+                                 [--out maps.npz] [--overlays DIR]
 
 Images: a smooth, bone-like bright band on a dark background with noise; "abnormal" images
 (label 1) carry a small bright elliptical blob. The classifier (``medseg_ext.models.cam_cnn``, two
@@ -17,6 +17,8 @@ the final activation, as the notebook).
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 import time
 from typing import List, Optional
@@ -89,8 +91,34 @@ METHODS = [  # (row name, layer, method, options)
 ]
 
 
+def save_overlays(folder: str, images: np.ndarray, labels: np.ndarray, maps: dict) -> List[str]:
+    """One PNG per method: a row of images (grey) with the map as a translucent heat map on top."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise ImportError("--overlays needs matplotlib (pip install medseg_ext[plot])") from e
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for name, m in maps.items():
+        n = images.shape[0]
+        fig, axes = plt.subplots(1, n, figsize=(1.6 * n, 1.9), squeeze=False)
+        for i, ax in enumerate(axes[0]):
+            ax.imshow(images[i].reshape(images.shape[-2:]), cmap="gray")
+            ax.imshow(m[i], cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
+            ax.set_title("abnormal" if labels[i] == 1 else "normal", fontsize=7)
+            ax.axis("off")
+        fig.suptitle(name, fontsize=9)
+        path = os.path.join(folder, re.sub(r"[^A-Za-z0-9@+=-]+", "_", name).strip("_") + ".png")
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="medseg-ext pipeline cam_quality", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="medseg-ext pipeline cam_eval", description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", type=int, default=256)
     ap.add_argument("--val", type=int, default=48)
     ap.add_argument("--size", type=int, default=64)
@@ -100,6 +128,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cam-batch", type=int, default=64, help="rows per chunk for Score-/Ablation-CAM")
     ap.add_argument("--out", default=None, help="save the maps of every method (npz)")
+    ap.add_argument("--overlays", default=None, metavar="DIR",
+                    help="save a PNG per method: the first 8 val images with the map overlaid (needs matplotlib)")
     ap.add_argument("--methods", default=None,
                     help="comma-separated method keys to run (e.g. gradcam,svdgradcam; default: all rows)")
     args = ap.parse_args(argv)
@@ -161,6 +191,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         log(f"| {r['name']} | " + " | ".join(f"{r[c]:.2f}" for c in cols) + " |")
     log(f"\n(percent; {rows[0]['N']} val images; target: predicted class probability; ADCC from the averaged columns as "
         f"the paper's Table 2, ADCC/img the mean of per-image ADCC; total {time.perf_counter() - t0:.1f} s)")
+    if args.overlays:
+        for path in save_overlays(args.overlays, xva[:8].numpy(), yva[:8].numpy(),
+                                  {k: v[:8] for k, v in saved.items()}):
+            log(f"overlay saved to {path}")
     if args.out:
         np.savez_compressed(args.out, images=xva.numpy(), labels=yva.numpy(), lesions=mva.numpy(),
                             **{k.replace(" ", "_"): v for k, v in saved.items()})
