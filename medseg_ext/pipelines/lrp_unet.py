@@ -92,7 +92,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.thresh > 0:
         p.error("--thresh: expected > 0")
     torch.manual_seed(args.seed)
-    net = build(args.arch, args.norm)
+    net = build(args.arch, args.norm).float()
     imgs, masks = generate(64, args.size, args.seed)
     X, Y = torch.from_numpy(imgs), torch.from_numpy(masks)
     t0 = time.perf_counter()

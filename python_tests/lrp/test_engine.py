@@ -7,7 +7,14 @@ from torch import nn
 
 from medseg_ext import lrp
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True, scope="module")
+def _float64_default():
+    """float64 default dtype for this module only (restored afterwards)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 
 class TinyResUNet(nn.Module):

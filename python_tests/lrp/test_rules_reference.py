@@ -8,7 +8,14 @@ from torch import nn
 from medseg_ext import lrp
 from medseg_ext.reference import lrp as ref
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True, scope="module")
+def _float64_default():
+    """float64 default dtype for this module only (restored afterwards)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
 
 RULES = {
     "epsilon": (lambda: lrp.Epsilon(1e-6), {"rule": "epsilon", "epsilon": 1e-6}),
