@@ -1,9 +1,9 @@
-"""LRP on a U-Net (seeds-part2 §1): train a small U-Net / residual U-Net (batch or instance norm)
+"""LRP on a U-Net (seeds-part2 §1): train a small U-Net / residual U-Net / U-Net++ (batch or instance norm)
 on generated "pore" images, segment a test image, explain the largest segmented object with one
 forward and one backward pass, and save the relevance map (raw and Eq. 2 log-scaled, .npy) and
 an overlay (.png).
 
-    medseg-ext pipeline lrp_unet [--arch unet|resunet|monai-basic|monai-unet] [--norm batch|instance]
+    medseg-ext pipeline lrp_unet [--arch unet|resunet|monai-basic|monai-unet|monai-unetpp] [--norm batch|instance]
                                  [--steps 100] [--size 64] [--rule epsilon|epsilon_plus|alpha2beta1|gamma_box]
                                  [--thresh 0.1] [--out lrp_out]
 
@@ -54,6 +54,21 @@ def build(arch: str, norm: str):
         from monai.networks.nets import UNet
         return UNet(spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 16, 32), strides=(2, 2),
                     num_res_units=2, norm=norm, act="LeakyReLU")
+    if arch == "monai-unetpp":
+        import torch
+        from monai.networks.nets import BasicUNetPlusPlus
+
+        class FirstOutput(torch.nn.Module):
+            """BasicUNetPlusPlus returns a list (deep supervision); LRP explains its first entry."""
+
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x):
+                return self.inner(x)[0]
+        return FirstOutput(BasicUNetPlusPlus(spatial_dims=2, in_channels=1, out_channels=1,
+                                             features=(8, 8, 16, 32, 64, 8), norm=norm))
     raise ValueError(f"arch: unknown {arch!r}")
 
 
@@ -76,7 +91,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from medseg_ext import lrp
 
     p = argparse.ArgumentParser(prog="medseg-ext pipeline lrp_unet", description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", default="unet", choices=("unet", "resunet", "monai-basic", "monai-unet"))
+    p.add_argument("--arch", default="unet", choices=("unet", "resunet", "monai-basic", "monai-unet", "monai-unetpp"))
     p.add_argument("--norm", default="batch", choices=("batch", "instance"))
     p.add_argument("--steps", type=int, default=100, help="training steps (0: random weights)")
     p.add_argument("--size", type=int, default=64, help="image side (a multiple of 16)")

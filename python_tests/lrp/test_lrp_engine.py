@@ -299,3 +299,17 @@ def test_odd_shapes_single_pixel_and_scales_hypothesis(h, w, b, k, huge):
     for j in range(k):
         exp = _linearised_grad_x_input(net, x, seed[j])
         np.testing.assert_allclose(R[j].numpy(), exp.numpy(), rtol=1e-6, atol=1e-12 * huge)
+
+
+def test_monai_unet_plus_plus_dense_skips_grad_times_input():
+    pytest.importorskip("monai")
+    from medseg_ext.pipelines.lrp_unet import build
+    torch.manual_seed(8)
+    net = build("monai-unetpp", "batch").double()
+    x = torch.rand(1, 1, 16, 16)
+    eng = lrp.LRP(net, lrp.EpsilonComposite(epsilon=0.0, bn="epsilon"))
+    z = eng.forward(x)
+    seed = torch.sigmoid(z)
+    R = eng.relevance(seed)
+    exp = _linearised_grad_x_input(net, x, seed)
+    np.testing.assert_allclose(R.numpy(), exp.numpy(), rtol=1e-5, atol=1e-9 * exp.abs().max().item())
