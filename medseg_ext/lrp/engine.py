@@ -565,11 +565,11 @@ class LRP:
             a = node.params["scale"]
             x, z = node.in_tensors[0], node.outs[0]
             shape = (1, -1) + (1,) * (x.dim() - 2)
-            return [x * a.reshape(shape) * Rs[0] / rule.stab(z)]
+            return [x * a.reshape(shape) * rule.div(Rs[0], z)]
         if kind == "norm" and self.composite.norm == "freeze":
             return [self._norm_freeze(node, Rs[0])]
         if kind in ("norm", "avgpool", "upsample") or (kind == "module" and not isinstance(rule, Pass)):
-            s = [r / rule.stab(z) for r, z in zip(Rs, node.outs)]
+            s = [rule.div(r, z) for r, z in zip(Rs, node.outs)]
             g = self._vjp(node, s)
             return [x * gi if gi is not None else None for x, gi in zip(node.in_tensors, g)]
         if kind == "module":
@@ -578,7 +578,7 @@ class LRP:
             return self._vjp(node, Rs)
         if kind == "add":
             z = node.outs[0]
-            s = Rs[0] / rule.stab(z)
+            s = rule.div(Rs[0], z)
             out = []
             for t in node.in_tensors:
                 r = None
@@ -638,7 +638,7 @@ class LRP:
             a = 1.0 / torch.sqrt(var + v["eps"])
             if v["weight"] is not None:
                 a = a * v["weight"]
-        return x * a * R / node.rule.stab(z)
+        return x * a * node.rule.div(R, z)
 
     def _weighted(self, node: _Node, R: Tensor) -> Tensor:
         p, x, z = node.params, node.in_tensors[0], node.outs[0]

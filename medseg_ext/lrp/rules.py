@@ -70,6 +70,13 @@ class Rule:
     def stab(self, z: Tensor) -> Tensor:
         return stabilize(z, self.epsilon, self.stabilizer)
 
+    def div(self, R: Tensor, z: Tensor) -> Tensor:
+        """R / stab(z); with ε = 0 (LRP-0) a zero denominator gives 0, not NaN."""
+        s = R / self.stab(z)
+        if self.epsilon == 0.0 or (self.stabilizer == "paper" and bool((z == -self.epsilon).any())):
+            s = s.masked_fill(self.stab(z) == 0, 0.0)
+        return s
+
     def weighted(self, x: Tensor, w: Tensor, b: Optional[Tensor], z: Tensor, R: Tensor,
                  fwd: Callable, adj: Callable) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -88,7 +95,7 @@ class Epsilon(Rule):
     name = "epsilon"
 
     def weighted(self, x, w, b, z, R, fwd, adj):
-        return x * adj(R / self.stab(z), w)
+        return x * adj(self.div(R, z), w)
 
 
 class Pass(Rule):
@@ -167,10 +174,10 @@ class ZPlus(Rule):
         wp = w.clamp(min=0)
         if _nonneg(x):
             (zp,), ad = _blocks([x], [[wp]], [_pos(b)], fwd, adj)
-            return x * ad([R / self.stab(zp)])[0]
+            return x * ad([self.div(R, zp)])[0]
         xp, xn = x.clamp(min=0), x.clamp(max=0)
         (zp,), ad = _blocks([xp, xn], [[wp, w.clamp(max=0)]], [_pos(b)], fwd, adj)
-        gp, gn = ad([R / self.stab(zp)])
+        gp, gn = ad([self.div(R, zp)])
         return xp * gp + xn * gn
 
 
@@ -198,11 +205,11 @@ class AlphaBeta(Rule):
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         if _nonneg(x):
             (zp, zn), ad = _blocks([x], [[wp], [wn]], [_pos(b), _neg(b)], fwd, adj)
-            (g,) = ad([self.alpha * R / self.stab(zp), -self.beta * R / self.stab(zn)])
+            (g,) = ad([self.alpha * self.div(R, zp), -self.beta * self.div(R, zn)])
             return x * g
         xp, xn = x.clamp(min=0), x.clamp(max=0)
         (zp, zn), ad = _blocks([xp, xn], [[wp, wn], [wn, wp]], [_pos(b), _neg(b)], fwd, adj)
-        gp, gn = ad([self.alpha * R / self.stab(zp), -self.beta * R / self.stab(zn)])
+        gp, gn = ad([self.alpha * self.div(R, zp), -self.beta * self.div(R, zn)])
         return xp * gp + xn * gn
 
 
@@ -235,8 +242,8 @@ class Gamma(Rule):
         else:
             xp, xn = x.clamp(min=0), x.clamp(max=0)
             (zpos, zneg), ad = _blocks([xp, xn], [[w1, w2], [w2, w1]], [b1, b2], fwd, adj)
-        sp = (z > 0).to(R.dtype) * R / self.stab(zpos)
-        sn = (z < 0).to(R.dtype) * R / self.stab(zneg)
+        sp = (z > 0).to(R.dtype) * self.div(R, zpos)
+        sn = (z < 0).to(R.dtype) * self.div(R, zneg)
         if _nonneg(x):
             return x * ad([sp, sn])[0]
         gp, gn = ad([sp, sn])
@@ -275,7 +282,7 @@ class ZBox(Rule):
         lo, hi = self._bound(self.low, x), self._bound(self.high, x)
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         den = fwd(x, w, b) - fwd(lo, wp, _pos(b)) - fwd(hi, wn, _neg(b))
-        s = R / self.stab(den)
+        s = self.div(R, den)
         return x * adj(s, w) - lo * adj(s, wp) - hi * adj(s, wn)
 
 
@@ -287,7 +294,7 @@ class Flat(Rule):
     def weighted(self, x, w, b, z, R, fwd, adj):
         ones_w = torch.ones_like(w)
         den = fwd(torch.ones_like(x), ones_w, None)
-        return adj(R / self.stab(den), ones_w)
+        return adj(self.div(R, den), ones_w)
 
 
 class WSquare(Rule):
@@ -303,7 +310,7 @@ class WSquare(Rule):
         w2 = w * w
         b2 = None if (b is None or not self.bias) else b * b
         den = fwd(torch.ones_like(x), w2, b2)
-        return adj(R / self.stab(den), w2)
+        return adj(self.div(R, den), w2)
 
 
 RULES = {"epsilon": Epsilon, "pass": Pass, "zplus": ZPlus, "alphabeta": AlphaBeta, "gamma": Gamma,

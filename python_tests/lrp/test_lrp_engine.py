@@ -2,16 +2,16 @@
 distributivity (K seeds in one pass), U-Nets with skips/residuals, errors."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 import torch
 from torch import nn
 
 from medseg_ext import lrp
 
 
-
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _float64_default():
-    """These tests build float64 nets; the default dtype is restored so no other family sees it."""
+    """float64 default dtype for this module only (restored afterwards)."""
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     yield
@@ -277,3 +277,39 @@ def test_monai_basic_unet_and_residual_unet():
     np.testing.assert_allclose(R.numpy(), _linearised_grad_x_input(net, x, seed).numpy(), rtol=1e-5,
                                atol=1e-9)
     assert sum(1 for n in eng.nodes if n.kind == "add") >= 4
+
+
+@settings(max_examples=12, deadline=None)
+@given(h=st.integers(1, 9), w=st.integers(1, 9), b=st.integers(1, 2), k=st.integers(1, 3),
+       huge=st.sampled_from([1e-6, 1.0, 1e6]))
+def test_odd_shapes_single_pixel_and_scales_hypothesis(h, w, b, k, huge):
+    """Odd and single-pixel shapes, ceil-mode pooling, tiny/huge inputs: conservation of a bias-free
+    net and ε-LRP == grad×input."""
+    torch.manual_seed(h * 31 + w)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1, bias=False), nn.ReLU(),
+                        nn.MaxPool2d(2, ceil_mode=True) if min(h, w) >= 2 else nn.Identity(),
+                        nn.Conv2d(3, 2, 1, bias=False), nn.LeakyReLU(0.2),
+                        nn.Upsample(size=(h, w), mode="nearest"), nn.Conv2d(2, 1, 1, bias=False))
+    x = torch.rand(b, 1, h, w) * huge + huge * 0.01
+    eng = lrp.LRP(net, lrp.EpsilonComposite(epsilon=0.0))
+    z = eng.forward(x)
+    seed = torch.rand(k, *z.shape) * (z != 0)
+    R = eng.relevance(seed)
+    np.testing.assert_allclose(R.flatten(1).sum(-1).numpy(), seed.flatten(1).sum(-1).numpy(), rtol=1e-6)
+    for j in range(k):
+        exp = _linearised_grad_x_input(net, x, seed[j])
+        np.testing.assert_allclose(R[j].numpy(), exp.numpy(), rtol=1e-6, atol=1e-12 * huge)
+
+
+def test_monai_unet_plus_plus_dense_skips_grad_times_input():
+    pytest.importorskip("monai")
+    from medseg_ext.pipelines.lrp_unet import build
+    torch.manual_seed(8)
+    net = build("monai-unetpp", "batch").double()
+    x = torch.rand(1, 1, 16, 16)
+    eng = lrp.LRP(net, lrp.EpsilonComposite(epsilon=0.0, bn="epsilon"))
+    z = eng.forward(x)
+    seed = torch.sigmoid(z)
+    R = eng.relevance(seed)
+    exp = _linearised_grad_x_input(net, x, seed)
+    np.testing.assert_allclose(R.numpy(), exp.numpy(), rtol=1e-5, atol=1e-9 * exp.abs().max().item())

@@ -9,10 +9,9 @@ from medseg_ext import lrp
 from medseg_ext.reference import lrp as ref
 
 
-
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _float64_default():
-    """These tests build float64 nets; the default dtype is restored so no other family sees it."""
+    """float64 default dtype for this module only (restored afterwards)."""
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
     yield
