@@ -64,14 +64,8 @@ def _time(fn, device, repeat, warmup=1):
     """Best-of-``repeat`` wall seconds: on a shared, loaded machine the minimum is the least disturbed
     estimate of a call's own cost. The best process CPU seconds of the same calls are left in
     ``_CPU["last"]`` (robust to load when torch/OpenMP use one thread: OMP_NUM_THREADS=1)."""
-    cpu = []
-
-    def timed():
-        c0 = time.process_time()
-        fn()
-        cpu.append(time.process_time() - c0)
-    r = harness.time_call(timed, warmup=warmup, repeat=repeat, device=device)
-    _CPU["last"] = min(cpu[warmup:]) if len(cpu) > warmup else min(cpu)
+    r = harness.time_call(fn, warmup=warmup, repeat=repeat, device=device)
+    _CPU["last"] = r["cpu_min"]
     return r["min"]
 
 

@@ -59,7 +59,9 @@ def _sync(device: str) -> None:
 
 def time_call(fn: Callable[[], Any], *, warmup: int = 2, repeat: int = 10, device: str = "cpu",
               reset: Optional[Callable[[], None]] = None) -> dict:
-    """Median/min/max wall seconds of ``fn()`` over ``repeat`` calls after ``warmup`` calls."""
+    """Median/min/max wall seconds of ``fn()`` over ``repeat`` calls after ``warmup`` calls, and the
+    median/min process CPU seconds of the same calls (all threads; the steadier figure on a shared
+    machine)."""
     if repeat < 1:
         raise ValueError(f"repeat: expected >= 1, got {repeat}")
     for _ in range(warmup):
@@ -67,17 +69,18 @@ def time_call(fn: Callable[[], Any], *, warmup: int = 2, repeat: int = 10, devic
             reset()
         fn()
     _sync(device)
-    times = []
+    times, cpus = [], []
     for _ in range(repeat):
         if reset is not None:
             reset()
         _sync(device)  # the reset and earlier queued work are not part of this call
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
         _sync(device)
         times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
     return {"median": statistics.median(times), "min": min(times), "max": max(times), "repeat": repeat,
-            "times": times}
+            "times": times, "cpu_median": statistics.median(cpus), "cpu_min": min(cpus)}
 
 
 # ---------------------------------------------------------------- peak memory

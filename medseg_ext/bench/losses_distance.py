@@ -16,7 +16,6 @@ threads' time (robust on a shared machine). Peak MiB: VmHWM growth of one call i
 """
 from __future__ import annotations
 
-import time
 import warnings
 from typing import Callable
 
@@ -83,23 +82,10 @@ def make_case(case: str, impl: str, B: int, C: int, S: int) -> harness.Case:
 
 
 def _time(fn: Callable, repeat: int, warmup: int = 1) -> dict:
-    if torch.cuda.is_available() and torch.cuda.is_initialized():  # GPU rows: time finished work
-        inner = fn
-
-        def fn():
-            inner()
-            torch.cuda.synchronize()
-    for _ in range(warmup):
-        fn()
-    walls, cpus = [], []
-    for _ in range(repeat):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    walls.sort()
-    cpus.sort()
-    return {"median_s": walls[len(walls) // 2], "min_s": walls[0], "cpu_s": cpus[len(cpus) // 2]}
+    # GPU rows (when CUDA is in use) time finished work
+    device = "cuda" if torch.cuda.is_available() and torch.cuda.is_initialized() else "cpu"
+    r = harness.time_call(fn, warmup=warmup, repeat=repeat, device=device)
+    return {"median_s": r["median"], "min_s": r["min"], "cpu_s": r["cpu_median"]}
 
 
 def _maxdiff(a, b) -> float:

@@ -19,10 +19,8 @@ shared machine; for threaded rows it adds up the threads). ``×ours`` = peer / m
 """
 from __future__ import annotations
 
-import math
-import time
 import warnings
-from typing import Callable, Optional
+from typing import Callable
 
 import numpy as np
 
@@ -79,17 +77,8 @@ def make_vr_case(impl: str, n_clouds: int = 1, seed: int = 0) -> harness.Case:
 
 
 def _time(fn: Callable, repeat: int, warmup: int = 1) -> dict:
-    for _ in range(warmup):
-        fn()
-    walls, cpus = [], []
-    for _ in range(repeat):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    walls.sort()
-    cpus.sort()
-    return {"median_s": walls[len(walls) // 2], "min_s": walls[0], "cpu_s": cpus[len(cpus) // 2]}
+    r = harness.time_call(fn, warmup=warmup, repeat=repeat)
+    return {"median_s": r["median"], "min_s": r["min"], "cpu_s": r["cpu_median"]}
 
 
 def _vr_rows(size: str, repeat: int, measure_memory: bool, out) -> list:
