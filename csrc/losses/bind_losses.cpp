@@ -19,13 +19,15 @@ medseg::losses::RegionStatsParams region_params(bool sigmoid, bool per_sample, b
 }
 
 medseg::losses::ExtraParams extra_params(int kind, double gamma, double a_pos, double a_neg,
-                                         double logit_threshold) {
+                                         double logit_threshold, int outputs) {
   medseg::losses::ExtraParams e;
   e.kind = static_cast<medseg::losses::PointwiseKind>(kind);
   e.gamma = gamma;
   e.a_pos = a_pos;
   e.a_neg = a_neg;
   e.logit_threshold = logit_threshold;
+  e.want_q = (outputs & 1) != 0;  // bits as medseg_ext.losses.fused.OUT_Q / OUT_HARD
+  e.want_hard = (outputs & 2) != 0;
   return e;
 }
 
@@ -34,36 +36,37 @@ void bind_losses(py::module_& m) {
       "fused_stats_cpu",
       [](py::tuple logits, py::tuple labels, uintptr_t out_ptr, uintptr_t ext_ptr, bool sigmoid, bool per_sample,
          bool has_ignore, int64_t ignore_index, int kind, double gamma, double a_pos, double a_neg,
-         double logit_threshold) {
+         double logit_threshold, int outputs) {
         TensorDesc lg, lab;
         medseg::losses::normalise_region_inputs(to_desc(logits, "logits"), to_desc(labels, "labels"), lg, lab);
         const auto prm = region_params(sigmoid, per_sample, has_ignore, ignore_index);
-        const auto ex = extra_params(kind, gamma, a_pos, a_neg, logit_threshold);
+        const auto ex = extra_params(kind, gamma, a_pos, a_neg, logit_threshold, outputs);
         py::gil_scoped_release release;
         medseg::losses::fused_stats_cpu(lg, lab, reinterpret_cast<double*>(out_ptr), reinterpret_cast<double*>(ext_ptr),
                                         prm, ex);
       },
       py::arg("logits"), py::arg("labels"), py::arg("out_ptr"), py::arg("ext_ptr"), py::arg("sigmoid"),
       py::arg("per_sample"), py::arg("has_ignore"), py::arg("ignore_index"), py::arg("kind"), py::arg("gamma"),
-      py::arg("a_pos"), py::arg("a_neg"), py::arg("logit_threshold"),
-      "Region statistics (U, C, 4) and the extra statistics (U, C, 5) = Q, Spos, Sneg, Ph, TPh in one pass.");
+      py::arg("a_pos"), py::arg("a_neg"), py::arg("logit_threshold"), py::arg("outputs") = 3,
+      "Region statistics (U, C, 4) and the extra statistics (U, C, 5) = Q, Spos, Sneg, Ph, TPh in one pass "
+      "(outputs: bit 1 Q, bit 2 Ph/TPh; the others come back 0).");
   m.def(
       "fused_stats_backward_cpu",
       [](py::tuple logits, py::tuple labels, uintptr_t coeff_ptr, uintptr_t ext_coeff_ptr, py::tuple grad_logits,
          bool sigmoid, bool per_sample, bool has_ignore, int64_t ignore_index, int kind, double gamma, double a_pos,
-         double a_neg, double logit_threshold) {
+         double a_neg, double logit_threshold, int outputs) {
         TensorDesc lg, lab;
         medseg::losses::normalise_region_inputs(to_desc(logits, "logits"), to_desc(labels, "labels"), lg, lab);
         TensorDesc gl = to_desc(grad_logits, "grad_logits").padded_to(5, 2);
         const auto prm = region_params(sigmoid, per_sample, has_ignore, ignore_index);
-        const auto ex = extra_params(kind, gamma, a_pos, a_neg, logit_threshold);
+        const auto ex = extra_params(kind, gamma, a_pos, a_neg, logit_threshold, outputs);
         py::gil_scoped_release release;
         medseg::losses::fused_stats_backward_cpu(lg, lab, reinterpret_cast<const double*>(coeff_ptr),
                                                  reinterpret_cast<const double*>(ext_coeff_ptr), gl, prm, ex);
       },
       py::arg("logits"), py::arg("labels"), py::arg("coeff_ptr"), py::arg("ext_coeff_ptr"), py::arg("grad_logits"),
       py::arg("sigmoid"), py::arg("per_sample"), py::arg("has_ignore"), py::arg("ignore_index"), py::arg("kind"),
-      py::arg("gamma"), py::arg("a_pos"), py::arg("a_neg"), py::arg("logit_threshold"),
+      py::arg("gamma"), py::arg("a_pos"), py::arg("a_neg"), py::arg("logit_threshold"), py::arg("outputs") = 3,
       "dL/dlogits from (U, C, 2) region coefficients and (U, C, 3) extra coefficients dL/dQ, dL/dSpos, dL/dSneg.");
 
   m.def(

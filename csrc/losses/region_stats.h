@@ -44,6 +44,8 @@ struct ExtraParams {
   double a_pos = 1.0;      // DIBE_Dis 1 + alpha on the y = 1, yhat = 0 branch (standard FN)
   double a_neg = 1.0;      // DIBE_Dis 1 + beta on the y = 0, yhat = 1 branch (standard FP)
   double logit_threshold = 0.0;  // sigmoid yhat = [z > logit(t)]; t = 0.5 -> 0
+  bool want_q = true;     // Q = sum p^2 (else its passes are skipped and it comes back 0)
+  bool want_hard = true;  // hard counts Ph, TPh (likewise)
 };
 
 // logits and labels as given by Python (ranks 3..5 and 2..4); checks shapes, returns them padded

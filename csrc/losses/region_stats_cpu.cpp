@@ -368,6 +368,71 @@ void sigmoid_row_backward(const T* raw, const int32_t* cls, const T* wt, int32_t
 
 // The extra statistics of one prepared tile (see ExtraParams), added to acc (5 x C: Q, Spos,
 // Sneg, Ph, TPh). Scalar code: the pointwise terms call log/pow per element anyway.
+// Hard softmax counts of one tile: ŷ = argmax of the logits (first index on ties, torch.argmax).
+template <typename T>
+void softmax_hard_counts(const T* raw, const int32_t* cls, const bool* valid, int64_t C, int64_t n, double* Ph,
+                         double* TPh) {
+  T bestv[kTile];
+  int32_t besti[kTile];
+  for (int64_t t = 0; t < n; ++t) {
+    bestv[t] = raw[t];
+    besti[t] = 0;
+  }
+  for (int64_t c = 1; c < C; ++c) {
+    const T* row = raw + c * kTile;
+    const int32_t ci = static_cast<int32_t>(c);
+#pragma omp simd
+    for (int64_t t = 0; t < n; ++t) {
+      const bool gt = row[t] > bestv[t];
+      bestv[t] = gt ? row[t] : bestv[t];
+      besti[t] = gt ? ci : besti[t];
+    }
+  }
+  for (int64_t t = 0; t < n; ++t) {
+    if (!valid[t]) continue;
+    Ph[besti[t]] += 1;
+    TPh[besti[t]] += besti[t] == cls[t];
+  }
+}
+
+// Softmax extras of one tile, row-wise so the loops over elements vectorise: Q = sum p^2, the hard
+// argmax counts, and the pointwise term of the element's own class (needs lse and the complement
+// q = sum_{c != y} p_c, exact where p_y is close to 1).
+template <typename T>
+void softmax_tile_extras(const T* buf, const T* raw, const T* lse, const int32_t* cls, const bool* valid,
+                         int64_t C, int64_t n, const ExtraParams& ex, bool pw, double* acc) {
+  double* Q = acc;
+  double* Spos = acc + C;
+  double* Ph = acc + 3 * C;
+  double* TPh = acc + 4 * C;
+  T wt[kTile], qs[kTile];
+  for (int64_t t = 0; t < n; ++t) wt[t] = valid[t] ? T(1) : T(0);
+  for (int64_t c = 0; ex.want_q && c < C; ++c) {
+    const T* row = buf + c * kTile;
+    double s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t t = 0; t < n; ++t) s += double(row[t] * row[t] * wt[t]);
+    Q[c] += s;
+  }
+  if (ex.want_hard) softmax_hard_counts(raw, cls, valid, C, n, Ph, TPh);
+  if (!pw) return;
+  for (int64_t t = 0; t < n; ++t) qs[t] = T(0);
+  for (int64_t c = 0; c < C; ++c) {
+    const T* row = buf + c * kTile;
+    const int32_t ci = static_cast<int32_t>(c);
+#pragma omp simd
+    for (int64_t t = 0; t < n; ++t) qs[t] += cls[t] == ci ? T(0) : row[t];
+  }
+  const T gamma = T(ex.gamma), a_pos = T(ex.a_pos);
+  for (int64_t t = 0; t < n; ++t) {
+    if (!valid[t]) continue;
+    const int32_t y = cls[t];
+    T f, kappa;
+    pointwise_term(ex.kind, raw[y * kTile + t] - lse[t], buf[y * kTile + t], qs[t], true, gamma, a_pos, f, kappa);
+    Spos[y] += double(f);
+  }
+}
+
 template <typename T>
 void tile_extras(const T* buf, const T* raw, const T* lse, const int32_t* cls, const bool* valid, int64_t C,
                  int64_t n, bool sigmoid, const ExtraParams& ex, double* acc) {
@@ -396,6 +461,10 @@ void tile_extras(const T* buf, const T* raw, const T* lse, const int32_t* cls, c
     }
     return;
   }
+  if (!sigmoid) {
+    softmax_tile_extras(buf, raw, lse, cls, valid, C, n, ex, pw, acc);
+    return;
+  }
   for (int64_t t = 0; t < n; ++t) {
     if (!valid[t]) continue;
     const int32_t y = cls[t];
@@ -421,20 +490,6 @@ void tile_extras(const T* buf, const T* raw, const T* lse, const int32_t* cls, c
       }
       continue;
     }
-    int64_t best = 0;  // argmax of the logits, first index on ties (torch.argmax convention)
-    for (int64_t c = 0; c < C; ++c) {
-      const T pc = buf[c * kTile + t];
-      Q[c] += double(pc * pc);
-      if (raw[c * kTile + t] > raw[best * kTile + t]) best = c;
-    }
-    Ph[best] += 1;
-    TPh[best] += best == y;
-    if (!pw) continue;
-    T q = 0;
-    for (int64_t c = 0; c < C; ++c) q += c == y ? T(0) : buf[c * kTile + t];
-    T f, kappa;
-    pointwise_term(ex.kind, raw[y * kTile + t] - lse[t], buf[y * kTile + t], q, true, gamma, a_pos, f, kappa);
-    Spos[y] += double(f);
   }
 }
 
@@ -521,10 +576,17 @@ void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out,
     for (int64_t i = 0; i < C; ++i)
       for (int k = 0; k < kNumExt; ++k) eo[i * kNumExt + k] += ea[k * C + i];
   }
+  if (ext && !(ex->want_q && ex->want_hard)) {  // statistics not asked for are 0 on every path
+    for (int64_t i = 0; i < U * C; ++i) {
+      if (!ex->want_q) ext[i * kNumExt + 0] = 0.0;
+      if (!ex->want_hard) ext[i * kNumExt + 3] = ext[i * kNumExt + 4] = 0.0;
+    }
+  }
 }
 
 // Backward of one chunk [c0, c1) of sample b with the extra statistics: region coefficients A
-// (dL/dP), Bc (dL/dI) plus ec = (dL/dQ, dL/dSpos, dL/dSneg) per class. Scalar per element.
+// (dL/dP), Bc (dL/dI) plus ec = (dL/dQ, dL/dSpos, dL/dSneg) per class. Softmax and the sigmoid
+// log/focal kinds run row-wise (vectorised); the sigmoid el/dibe kinds per element.
 template <typename S, typename L, typename T>
 void extras_backward_job(const S* lg, const L* lab, const Geometry& g, const RegionStatsParams& prm,
                          const ExtraParams& ex, int64_t b, int64_t c0, int64_t c1, const std::vector<T>& A,
@@ -538,11 +600,11 @@ void extras_backward_job(const S* lg, const L* lab, const Geometry& g, const Reg
     cpos[i] = T(ec[i * kNumExtCoeff + 1]);
     cneg[i] = T(ec[i * kNumExtCoeff + 2]);
   }
-  std::vector<T> buf(static_cast<size_t>(C * kTile)), raw(static_cast<size_t>(C * kTile)), h(C);
+  std::vector<T> buf(static_cast<size_t>(C * kTile)), raw(static_cast<size_t>(C * kTile));
   int64_t loff[kTile], yoff[kTile];
   int32_t cls[kTile];
   bool valid[kTile];
-  T wt[kTile], lse[kTile];
+  T wt[kTile], lse[kTile], dot[kTile], ky[kTile], qs[kTile];
   for (int64_t s0 = c0; s0 < c1; s0 += kTile) {
     const int64_t n = std::min(kTile, c1 - s0);
     prepare_tile(lg, lab, g, prm, b, s0, n, loff, yoff, cls, valid, wt, buf.data(), raw.data(),
@@ -557,6 +619,49 @@ void extras_backward_job(const S* lg, const L* lab, const Geometry& g, const Reg
         else
           sigmoid_row_backward<S, T, false>(raw.data() + c * kTile, cls, wt, ci, n, A[c], Bc[c], cq[c],
                                             pw ? cpos[c] : T(0), pw ? cneg[c] : T(0), gamma, o);
+      }
+      continue;
+    }
+    if (!prm.sigmoid) {
+      // dz_c = p_c (H_c - sum_k p_k H_k) + k_y ([c == y] - p_c), H_c = A_c + [c == y] B_c + 2 p_c dL/dQ_c;
+      // row-wise so the loops over elements vectorise; ignored elements get 0 through wt
+      for (int64_t t = 0; t < n; ++t) {
+        dot[t] = T(0);
+        ky[t] = T(0);
+        qs[t] = T(0);
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const T* row = buf.data() + c * kTile;
+        const int32_t ci = static_cast<int32_t>(c);
+        const T ac = A[c], bc = Bc[c], qc = T(2) * cq[c];
+#pragma omp simd
+        for (int64_t t = 0; t < n; ++t) {
+          const T h = ac + (cls[t] == ci ? bc : T(0)) + qc * row[t];
+          dot[t] += row[t] * h;
+          qs[t] += cls[t] == ci ? T(0) : row[t];
+        }
+      }
+      if (pw) {
+        for (int64_t t = 0; t < n; ++t) {
+          if (!valid[t]) continue;
+          const int32_t y = cls[t];
+          T f, kappa;
+          pointwise_term(ex.kind, raw[y * kTile + t] - lse[t], buf[y * kTile + t], qs[t], true, gamma, a_pos, f,
+                         kappa);
+          ky[t] = kappa * cpos[y];
+        }
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const T* row = buf.data() + c * kTile;
+        S* o = out + (b * C + c) * g.S + s0;
+        const int32_t ci = static_cast<int32_t>(c);
+        const T ac = A[c], bc = Bc[c], qc = T(2) * cq[c];
+#pragma omp simd
+        for (int64_t t = 0; t < n; ++t) {
+          const bool own = cls[t] == ci;
+          const T h = ac + (own ? bc : T(0)) + qc * row[t];
+          store_from(o + t, (row[t] * (h - dot[t] - ky[t]) + (own ? ky[t] : T(0))) * wt[t]);
+        }
       }
       continue;
     }
@@ -589,24 +694,6 @@ void extras_backward_job(const S* lg, const L* lab, const Geometry& g, const Reg
           store_from(o + c * g.S, dz);
         }
         continue;
-      }
-      // softmax: dz_c = p_c (H_c - sum_k p_k H_k) + k_y ([c == y] - p_c), H_c = A_c + [c == y] B_c + 2 p_c dL/dQ_c
-      T dot = 0;
-      for (int64_t c = 0; c < C; ++c) {
-        const T pc = buf[c * kTile + t];
-        h[c] = A[c] + (c == y ? Bc[c] : T(0)) + T(2) * pc * cq[c];
-        dot += pc * h[c];
-      }
-      T ky = 0;
-      if (pw) {
-        T q = 0, f;
-        for (int64_t c = 0; c < C; ++c) q += c == y ? T(0) : buf[c * kTile + t];
-        pointwise_term(ex.kind, raw[y * kTile + t] - lse[t], buf[y * kTile + t], q, true, gamma, a_pos, f, ky);
-        ky *= cpos[y];
-      }
-      for (int64_t c = 0; c < C; ++c) {
-        const T pc = buf[c * kTile + t];
-        store_from(o + c * g.S, pc * (h[c] - dot - ky) + (c == y ? ky : T(0)));
       }
     }
   }

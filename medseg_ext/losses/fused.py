@@ -46,16 +46,24 @@ class FusedStats(NamedTuple):
     true_pos: torch.Tensor      # TPh = Σ ŷ·g
 
 
+# Which optional statistics a caller reads (bits of PointwiseSpec.outputs): the CPU kernel skips
+# the passes for the others (they come back as 0), e.g. DiceCE needs neither Q nor hard counts.
+OUT_Q = 1     # Q = Σ p²
+OUT_HARD = 2  # Ph, TPh
+OUT_ALL = OUT_Q | OUT_HARD
+
+
 class PointwiseSpec(NamedTuple):
     kind: int
     gamma: float
     a_pos: float  # DIBE_Dis 1 + α on the (y = 1, ŷ = 0) branch
     a_neg: float  # DIBE_Dis 1 + β on the (y = 0, ŷ = 1) branch
     logit_threshold: float
+    outputs: int = OUT_ALL
 
 
 def pointwise_spec(kind: str = "none", *, gamma: float = 2.0, alpha: float = 0.0, beta: float = 0.0,
-                   threshold: float = 0.5, sigmoid: bool = True) -> PointwiseSpec:
+                   threshold: float = 0.5, sigmoid: bool = True, outputs: int = OUT_ALL) -> PointwiseSpec:
     """Validated kernel parameters; ``threshold`` is the probability above which ŷ = 1 (sigmoid)."""
     if kind not in POINTWISE_KINDS:
         raise ValueError(f"pointwise: expected one of {tuple(POINTWISE_KINDS)}, got {kind!r}")
@@ -68,8 +76,10 @@ def pointwise_spec(kind: str = "none", *, gamma: float = 2.0, alpha: float = 0.0
         raise ValueError(f"threshold: expected a probability in (0, 1), got {threshold!r}")
     if (kind == "el" and gamma == 1) or (kind == "focal" and gamma == 0):
         kind = "log"  # the same function; the kernel's log path is vectorised
+    if isinstance(outputs, bool) or not isinstance(outputs, int) or not 0 <= outputs <= OUT_ALL:
+        raise ValueError(f"outputs: expected a combination of OUT_Q and OUT_HARD, got {outputs!r}")
     return PointwiseSpec(POINTWISE_KINDS[kind], float(gamma), 1.0 + float(alpha), 1.0 + float(beta),
-                         math.log(threshold / (1.0 - threshold)))
+                         math.log(threshold / (1.0 - threshold)), outputs)
 
 
 # ---------------------------------------------------------------- CPU kernel as a custom op
@@ -78,7 +88,7 @@ def pointwise_spec(kind: str = "none", *, gamma: float = 2.0, alpha: float = 0.0
 @torch.library.custom_op("medseg_ext::fused_stats", mutates_args=())
 def _fused_stats_op(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, per_sample: bool,
                     ignore_index: Optional[int], kind: int, gamma: float, a_pos: float, a_neg: float,
-                    logit_threshold: float) -> Tuple[torch.Tensor, torch.Tensor]:
+                    logit_threshold: float, outputs: int) -> Tuple[torch.Tensor, torch.Tensor]:
     C_ = _dispatch.extension()
     U = logits.shape[0] if per_sample else 1
     C = logits.shape[1]
@@ -86,12 +96,12 @@ def _fused_stats_op(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, p
     ext = torch.empty((U, C, 5), dtype=torch.float64)
     C_.fused_stats_cpu(desc(logits), desc(labels), out.data_ptr(), ext.data_ptr(), sigmoid, per_sample,
                        ignore_index is not None, 0 if ignore_index is None else ignore_index, kind, gamma, a_pos,
-                       a_neg, logit_threshold)
+                       a_neg, logit_threshold, outputs)
     return out, ext
 
 
 @_fused_stats_op.register_fake
-def _(logits, labels, sigmoid, per_sample, ignore_index, kind, gamma, a_pos, a_neg, logit_threshold):
+def _(logits, labels, sigmoid, per_sample, ignore_index, kind, gamma, a_pos, a_neg, logit_threshold, outputs):
     U = logits.shape[0] if per_sample else 1
     C = logits.shape[1]
     return (logits.new_empty((U, C, 4), dtype=torch.float64), logits.new_empty((U, C, 5), dtype=torch.float64))
@@ -100,7 +110,7 @@ def _(logits, labels, sigmoid, per_sample, ignore_index, kind, gamma, a_pos, a_n
 @torch.library.custom_op("medseg_ext::fused_stats_backward", mutates_args=())
 def _fused_backward_op(coeff: torch.Tensor, ext_coeff: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
                        sigmoid: bool, per_sample: bool, ignore_index: Optional[int], kind: int, gamma: float,
-                       a_pos: float, a_neg: float, logit_threshold: float) -> torch.Tensor:
+                       a_pos: float, a_neg: float, logit_threshold: float, outputs: int) -> torch.Tensor:
     C_ = _dispatch.extension()
     coeff = coeff.to(torch.float64).contiguous()
     ext_coeff = ext_coeff.to(torch.float64).contiguous()
@@ -108,13 +118,13 @@ def _fused_backward_op(coeff: torch.Tensor, ext_coeff: torch.Tensor, logits: tor
     C_.fused_stats_backward_cpu(desc(logits), desc(labels), coeff.data_ptr(), ext_coeff.data_ptr(), desc(grad),
                                 sigmoid, per_sample, ignore_index is not None,
                                 0 if ignore_index is None else ignore_index, kind, gamma, a_pos, a_neg,
-                                logit_threshold)
+                                logit_threshold, outputs)
     return grad
 
 
 @_fused_backward_op.register_fake
 def _(coeff, ext_coeff, logits, labels, sigmoid, per_sample, ignore_index, kind, gamma, a_pos, a_neg,
-      logit_threshold):
+      logit_threshold, outputs):
     return logits.new_empty(logits.shape)
 
 
@@ -131,7 +141,7 @@ def _backward(ctx, grad_stats, grad_ext):
     coeff = zeros(2) if grad_stats is None else grad_stats[..., :2]
     ext_coeff = zeros(3) if grad_ext is None else grad_ext[..., :3]  # Ph and TPh take no gradient
     grad = _fused_backward_op(coeff, ext_coeff, logits, labels, *ctx.params)
-    return (grad,) + (None,) * 9
+    return (grad,) + (None,) * 10
 
 
 _fused_stats_op.register_autograd(_backward, setup_context=_setup_context)

@@ -13,7 +13,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 
 from ._inputs import check_region_inputs
-from .fused import fused_stats_raw, pointwise_spec
+from .fused import OUT_HARD, fused_stats_raw, pointwise_spec
 
 EMPTY = ("nan", "one", "zero")
 
@@ -32,7 +32,7 @@ def confusion_counts(logits, labels, *, activation: str = "softmax", threshold: 
     """
     _check_threshold(threshold)
     inp = check_region_inputs(logits, labels, activation, ignore_index, reduction_unit)
-    spec = pointwise_spec("none", threshold=threshold, sigmoid=inp.sigmoid)
+    spec = pointwise_spec("none", threshold=threshold, sigmoid=inp.sigmoid, outputs=OUT_HARD)
     with torch.no_grad():
         stats, ext = fused_stats_raw(inp.logits.detach(), inp.labels, inp.sigmoid, inp.per_sample,
                                      inp.ignore_index, spec)

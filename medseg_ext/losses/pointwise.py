@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import torch
 
 from ._inputs import check_region_inputs
-from .fused import fused_stats_raw, pointwise_spec
+from .fused import OUT_Q, fused_stats_raw, pointwise_spec
 from .region_losses import _check_number, _epilogue, check_dist_sync
 
 _DEFAULTS = dict(activation="softmax", ignore_index=None, reduction_unit="sample")
@@ -37,11 +37,13 @@ def _weights(class_weight, C: int, name: str = "class_weight"):
     return torch.tensor(w, dtype=torch.float64)
 
 
-def _prepare(dist_sync, logits, labels, activation, ignore_index, reduction_unit, kind, **kw):
+def _prepare(dist_sync, logits, labels, activation, ignore_index, reduction_unit, kind, outputs=0, **kw):
+    """Validated inputs and one fused pass; ``outputs`` names the optional statistics the loss reads
+    (Q, hard counts): the kernel skips the others."""
     inp = check_region_inputs(logits, labels, activation, ignore_index, reduction_unit)
     if dist_sync:
         check_dist_sync(inp)
-    spec = pointwise_spec(kind, sigmoid=inp.sigmoid, **kw)
+    spec = pointwise_spec(kind, sigmoid=inp.sigmoid, outputs=outputs, **kw)
     stats, ext = fused_stats_raw(inp.logits, inp.labels, inp.sigmoid, inp.per_sample, inp.ignore_index, spec)
     if dist_sync:
         # every rank evaluates the loss of the global batch; the gradient reaching the local sums is
@@ -275,7 +277,7 @@ def squared_dice_loss(logits, labels, *, dist_sync=False, activation="softmax", 
                       include_background=True, smooth_nr=1e-5, smooth_dr=1e-5):
     """Dice with squared denominators (Milletari; MONAI ``DiceLoss(squared_pred=True)``):
     1 − (2I + s_nr)/(Σp² + Σg² + s_dr), Σg² = G for one-hot labels; mean over units and classes."""
-    inp, stats, ext = _prepare(dist_sync, logits, labels, activation, ignore_index, reduction_unit, "none")
+    inp, stats, ext = _prepare(dist_sync, logits, labels, activation, ignore_index, reduction_unit, "none", OUT_Q)
     sq = torch.stack([stats[..., 0], ext[..., 0], stats[..., 2], stats[..., 3]], dim=-1)  # P -> Q
     return _out(_region_mean("dice", sq, [smooth_nr, smooth_dr, 0.5, 0.5, 1.0], include_background), inp.logits)
 

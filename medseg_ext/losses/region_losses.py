@@ -370,7 +370,7 @@ def kappa_loss(logits, labels, *, variant="cohen", activation="softmax", ignore_
 
 def _kappa_readme(logits, labels, activation, ignore_index, reduction_unit, include_background, smooth_dr,
                   reduction, empty, dist_sync, validate):
-    from .fused import fused_stats_raw, pointwise_spec
+    from .fused import OUT_Q, fused_stats_raw, pointwise_spec
 
     if empty != "smooth" or dist_sync:
         raise ValueError("variant: 'zhang_readme' supports empty='smooth' and dist_sync=False only")
@@ -379,7 +379,7 @@ def _kappa_readme(logits, labels, activation, ignore_index, reduction_unit, incl
     s_dr = _check_number("smooth_dr", smooth_dr)
     inp = check_region_inputs(logits, labels, activation, ignore_index, reduction_unit)
     stats, ext = fused_stats_raw(inp.logits, inp.labels, inp.sigmoid, inp.per_sample, inp.ignore_index,
-                                 pointwise_spec("none", sigmoid=inp.sigmoid))
+                                 pointwise_spec("none", sigmoid=inp.sigmoid, outputs=OUT_Q))
     if not include_background and stats.shape[1] > 1:
         stats, ext = stats[:, 1:], ext[:, 1:]
     I, P, G, N = stats.unbind(-1)
