@@ -36,12 +36,12 @@ inline int32_t add_node(Hist& H) {
 }
 
 struct Comp {
-  int32_t head = -1, tail = -1;
+  int32_t head = -1;  // one pixel of the component
   int32_t hist = -1;
   int gray = 0;
   int32_t size = 0;
   void init(int g) {
-    head = tail = -1;
+    head = -1;
     hist = -1;
     size = 0;
     gray = g;
@@ -50,7 +50,6 @@ struct Comp {
 
 struct Flood {
   Hist H;
-  std::vector<int32_t> nxt;
   int min_area;
 
   void grow(Comp& c, int new_gray) {
@@ -74,13 +73,7 @@ struct Flood {
   void merge(Comp& c1, Comp& c2) {
     grow(c1, c1.gray);
     grow(c2, c1.gray);
-    if (c1.size == 0) {
-      c1.head = c2.head;
-      c1.tail = c2.tail;
-    } else {
-      nxt[c1.tail] = c2.head;
-      c1.tail = c2.tail;
-    }
+    if (c1.size == 0) c1.head = c2.head;
     c1.size += c2.size;
     const int32_t h = c1.hist, h1 = H[h].child, h2 = c2.hist;
     if (h1 >= 0 && H[h1].size > H[h2].size) {
@@ -105,19 +98,28 @@ template <int XO>
 void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta, int min_area, int max_area,
                       double max_variation, Regions& out) {
   constexpr int mask_xor = XO;
+  constexpr uint8_t xo = static_cast<uint8_t>(XO);
   MEDSEG_CHECK(rows >= 3 && cols >= 3, "image: the opencv preset needs at least 3 x 3 pixels");
   const int64_t n = rows * cols;
   MEDSEG_CHECK(n < (int64_t(1) << 31) - 1, "image: at most 2^31 - 2 pixels per image");
-  // per-thread buffers reused across calls (the batch and both polarities reuse them)
-  thread_local std::vector<uint8_t> dir;
+  // One 16-bit state per pixel (a single load per neighbour test): grey ^ mask for a pixel not
+  // reached yet, kSeen + k once it was reached (k: the next neighbour direction to try, 5 = done).
+  // The 1-pixel border starts as kSeen + 5, so it is never flooded (and needs no bounds tests).
+  // Buffers are per thread and reused across calls (the batch and both polarities reuse them).
+  constexpr uint16_t kSeen = 256;
+  thread_local std::vector<uint16_t> state;
   thread_local std::vector<int32_t> heap;
   thread_local Flood F;
-  dir.assign(static_cast<size_t>(n), 0);
+  state.resize(static_cast<size_t>(n));
+  uint16_t* st = state.data();
   int64_t level_size[256] = {0};
-  for (int64_t x = 0; x < cols; ++x) dir[x] = dir[(rows - 1) * cols + x] = 5;
+  for (int64_t x = 0; x < cols; ++x) st[x] = st[(rows - 1) * cols + x] = kSeen + 5;
   for (int64_t y = 1; y < rows - 1; ++y) {
-    dir[y * cols] = dir[y * cols + cols - 1] = 5;
-    for (int64_t x = 1; x < cols - 1; ++x) ++level_size[img[y * cols + x] ^ mask_xor];
+    const uint8_t* row = img + y * cols;
+    uint16_t* srow = st + y * cols;
+    srow[0] = srow[cols - 1] = kSeen + 5;
+    for (int64_t x = 1; x < cols - 1; ++x) srow[x] = static_cast<uint8_t>(row[x] ^ xo);
+    for (int64_t x = 1; x < cols - 1; ++x) ++level_size[srow[x]];
   }
   // one LIFO stack of waiting boundary pixels per grey level, in one buffer
   heap.resize(static_cast<size_t>((rows - 2) * (cols - 2) + 256));
@@ -131,31 +133,30 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
       b += level_size[g] + 1;
     }
   }
-  constexpr uint8_t xo = static_cast<uint8_t>(XO);
 
-  F.nxt.resize(static_cast<size_t>(n));  // only linked entries are ever read
+  // Pixel lists are not kept while flooding: every history node remembers one of its pixels
+  // (`head`), and the few selected regions are rebuilt at the end by a flood from that pixel.
   F.min_area = min_area;
   F.H.clear();
-  std::vector<Comp> stack(258);
+  Comp stack[258];
   int ci = 0;
   stack[0].init(256);
   int32_t ptr = static_cast<int32_t>(cols + 1);
   ci = 1;
-  stack[1].init(img[ptr] ^ xo);
-  dir[ptr] = 1;
+  int curr = st[ptr];
+  stack[1].init(curr);
+  st[ptr] = kSeen + 1;
   const int32_t off[5] = {0, 1, static_cast<int32_t>(cols), -1, -static_cast<int32_t>(cols)};
-  uint8_t* dr = dir.data();
   for (;;) {
-    int curr = img[ptr] ^ xo;
-    int k = dr[ptr];
+    int k = st[ptr] - kSeen;
     for (; k <= 4; ++k) {
       const int32_t q = ptr + off[k];
-      if (dr[q] != 0) continue;
-      dr[q] = 1;
-      const int gq = img[q] ^ xo;
+      const int gq = st[q];
+      if (gq >= kSeen) continue;
+      st[q] = kSeen + 1;
       if (gq < curr) {
         *(++hp[curr]) = ptr;
-        dr[ptr] = static_cast<uint8_t>(k + 1);
+        st[ptr] = static_cast<uint16_t>(kSeen + k + 1);
         ptr = q;
         ++ci;
         stack[ci].init(gq);
@@ -165,10 +166,9 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
       }
       *(++hp[gq]) = q;
     }
-    dr[ptr] = 5;
+    st[ptr] = kSeen + 5;
     Comp& c = stack[ci];
-    if (c.size > 0) F.nxt[c.tail] = ptr; else c.head = ptr;
-    c.tail = ptr;
+    if (c.size == 0) c.head = ptr;
     ++c.size;
     if (hp[curr] != hbase[curr]) {
       ptr = *(hp[curr]--);
@@ -190,7 +190,8 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
   // stability on the finished history tree, then OpenCV's capture rule
   const Hist& H = F.H;
   const int32_t m = static_cast<int32_t>(H.size());
-  std::vector<float> var(static_cast<size_t>(m), FLT_MAX);
+  thread_local std::vector<float> var;
+  var.assign(static_cast<size_t>(m), FLT_MAX);
   for (int32_t h = 0; h < m; ++h) {
     if (H[h].size < min_area) continue;
     const int v = H[h].val;
@@ -200,6 +201,9 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
     while (H[u].parent >= 0 && H[H[u].parent].val <= v + delta) u = H[u].parent;
     var[h] = static_cast<float>(H[u].size - H[d].size) / static_cast<float>(H[h].size);
   }
+  // the region of node h = the 4-connected set of non-border pixels with grey ^ mask <= val
+  // around its pixel `head` (the flood finished every level <= val before leaving it)
+  thread_local std::vector<int32_t> todo;
   for (int32_t h = 0; h < m; ++h) {
     const int32_t sz = H[h].size;
     if (sz < min_area || sz > max_area || var[h] < 0.f || var[h] > max_variation) continue;
@@ -209,16 +213,43 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
     if (!ok) continue;
     const int32_t p = H[h].parent;
     if (var[h] > 0.f && p >= 0 && var[p] >= 0.f && var[h] >= var[p]) continue;
+    const int v = H[h].val;
+    const int32_t seed = H[h].head;
+    if (sz == 0) {  // only with min_area 0: an empty region, as OpenCV
+      out.offsets.push_back(static_cast<int64_t>(out.values.size()));
+      out.level.push_back(mask_xor ? 255 - v : v);
+      out.area.push_back(0);
+      out.variation.push_back(var[h]);
+      out.polarity.push_back(mask_xor ? int8_t(1) : int8_t(-1));
+      continue;
+    }
+    MEDSEG_CHECK(seed >= 0 && seed < n && st[seed] == kSeen + 5 && (img[seed] ^ xo) <= v,
+                 "internal: bad region seed in the opencv flood");
     const size_t o = out.values.size();
     out.offsets.push_back(static_cast<int64_t>(o));
     out.values.resize(o + static_cast<size_t>(sz));
     int64_t* dst = out.values.data() + o;
-    int32_t px = H[h].head;
-    for (int32_t j = 0; j < sz; ++j) {
-      MEDSEG_CHECK(px >= 0 && px < n, "internal: broken pixel list in the opencv flood");
-      dst[j] = px;
-      px = F.nxt[px];
+    // st[] is kSeen + 5 for every pixel after the flood; mark the region's pixels kSeen + 6
+    todo.clear();
+    todo.push_back(seed);
+    st[seed] = kSeen + 6;
+    int32_t cnt = 0;
+    while (!todo.empty()) {
+      const int32_t a = todo.back();
+      todo.pop_back();
+      MEDSEG_CHECK(cnt < sz, "internal: region larger than its history node in the opencv flood");
+      dst[cnt++] = a;
+      for (int k = 1; k <= 4; ++k) {
+        const int32_t q = a + off[k];
+        const int64_t y = q / cols, x = q - y * cols;
+        if (st[q] != kSeen + 5 || y == 0 || y == rows - 1 || x == 0 || x == cols - 1) continue;
+        if ((img[q] ^ xo) > v) continue;
+        st[q] = kSeen + 6;
+        todo.push_back(q);
+      }
     }
+    MEDSEG_CHECK(cnt == sz, "internal: region smaller than its history node in the opencv flood");
+    for (int32_t j = 0; j < sz; ++j) st[dst[j]] = kSeen + 5;
     out.level.push_back(mask_xor ? 255 - H[h].val : H[h].val);
     out.area.push_back(sz);
     out.variation.push_back(var[h]);
