@@ -130,6 +130,7 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
     for (int g = 0; g < 256; ++g) {
       hbase[g] = b;
       hp[g] = b;  // slot 0 is a sentinel, pushes go to 1..level_size
+      *b = static_cast<int32_t>(cols + 1);  // (an in-image pixel: the sentinel may be prefetched)
       b += level_size[g] + 1;
     }
   }
@@ -147,31 +148,58 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
   stack[1].init(curr);
   st[ptr] = kSeen + 1;
   const int32_t off[5] = {0, 1, static_cast<int32_t>(cols), -1, -static_cast<int32_t>(cols)};
+  const int32_t W = static_cast<int32_t>(cols);
+  // The neighbour loop unrolled (right, down, left, up); a pixel resumed from the heap jumps to
+  // the direction it stopped at. A lower neighbour is entered at once (depth first, as OpenCV).
+#define MSER_NB(K, OFF, NEXT)                                  \
+  {                                                           \
+    const int32_t q = ptr + (OFF);                            \
+    const int gq = st[q];                                     \
+    if (gq < kSeen) {                                         \
+      st[q] = kSeen + 1;                                      \
+      if (gq < curr) {                                        \
+        *(++hp[curr]) = ptr;                                  \
+        st[ptr] = static_cast<uint16_t>(kSeen + (K) + 1);     \
+        ptr = q;                                              \
+        ++ci;                                                 \
+        stack[ci].init(gq);                                   \
+        curr = gq;                                            \
+        goto dir1;                                            \
+      }                                                       \
+      *(++hp[gq]) = q;                                        \
+    }                                                         \
+  }
   for (;;) {
-    int k = st[ptr] - kSeen;
-    for (; k <= 4; ++k) {
-      const int32_t q = ptr + off[k];
-      const int gq = st[q];
-      if (gq >= kSeen) continue;
-      st[q] = kSeen + 1;
-      if (gq < curr) {
-        *(++hp[curr]) = ptr;
-        st[ptr] = static_cast<uint16_t>(kSeen + k + 1);
-        ptr = q;
-        ++ci;
-        stack[ci].init(gq);
-        curr = gq;
-        k = 0;  // the loop increment makes it 1
-        continue;
-      }
-      *(++hp[gq]) = q;
+    switch (st[ptr] - kSeen) {
+      case 1: goto dir1;
+      case 2: goto dir2;
+      case 3: goto dir3;
+      case 4: goto dir4;
+      default: goto done;
     }
+  dir1:
+    MSER_NB(1, 1, dir2)
+  dir2:
+    MSER_NB(2, W, dir3)
+  dir3:
+    MSER_NB(3, -1, dir4)
+  dir4:
+    MSER_NB(4, -W, done)
+  done:
     st[ptr] = kSeen + 5;
-    Comp& c = stack[ci];
-    if (c.size == 0) c.head = ptr;
-    ++c.size;
+    {
+      Comp& c = stack[ci];
+      if (c.size == 0) c.head = ptr;
+      ++c.size;
+    }
     if (hp[curr] != hbase[curr]) {
       ptr = *(hp[curr]--);
+      {
+        const int32_t nx = *hp[curr];
+        __builtin_prefetch(st + nx + W);
+        __builtin_prefetch(st + nx - W);
+        __builtin_prefetch(st + nx);
+      }
       continue;
     }
     for (++curr; curr < 256 && hp[curr] == hbase[curr]; ++curr) {
@@ -185,6 +213,7 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
       F.merge(stack[ci], stack[ci + 1]);
     }
   }
+#undef MSER_NB
   for (; stack[ci].gray != 256; --ci) F.grow(stack[ci], 256);
 
   // stability on the finished history tree, then OpenCV's capture rule
