@@ -94,7 +94,7 @@ struct Flood {
 
 namespace {
 
-template <int XO>
+template <int XO, typename HT>
 void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta, int min_area, int max_area,
                       double max_variation, Regions& out) {
   constexpr int mask_xor = XO;
@@ -103,12 +103,13 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
   const int64_t n = rows * cols;
   MEDSEG_CHECK(n < (int64_t(1) << 31) - 1, "image: at most 2^31 - 2 pixels per image");
   // One 16-bit state per pixel (a single load per neighbour test): grey ^ mask for a pixel not
-  // reached yet, kSeen + k once it was reached (k: the next neighbour direction to try, 5 = done).
-  // The 1-pixel border starts as kSeen + 5, so it is never flooded (and needs no bounds tests).
+  // reached yet, >= kSeen once it was reached. The 1-pixel border starts as kSeen + 5, so it is
+  // never flooded (and needs no bounds tests). A waiting pixel carries the neighbour direction to
+  // resume at in its heap entry (pixel << 3 | direction 1..5), so a pop reads no pixel state.
   // Buffers are per thread and reused across calls (the batch and both polarities reuse them).
   constexpr uint16_t kSeen = 256;
   thread_local std::vector<uint16_t> state;
-  thread_local std::vector<int32_t> heap;
+  thread_local std::vector<HT> heap;
   thread_local Flood F;
   state.resize(static_cast<size_t>(n));
   uint16_t* st = state.data();
@@ -123,14 +124,14 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
   }
   // one LIFO stack of waiting boundary pixels per grey level, in one buffer
   heap.resize(static_cast<size_t>((rows - 2) * (cols - 2) + 256));
-  int32_t* hp[256];  // hp[g] points at the top element (one slot below the first push when empty)
-  int32_t* hbase[256];
+  HT* hp[256];  // hp[g] points at the top element (one slot below the first push when empty)
+  HT* hbase[256];
   {
-    int32_t* b = heap.data();
+    HT* b = heap.data();
     for (int g = 0; g < 256; ++g) {
       hbase[g] = b;
       hp[g] = b;  // slot 0 is a sentinel, pushes go to 1..level_size
-      *b = static_cast<int32_t>(cols + 1);  // (an in-image pixel: the sentinel may be prefetched)
+      *b = static_cast<HT>(cols + 1) << 3;  // (an in-image pixel: the sentinel may be prefetched)
       b += level_size[g] + 1;
     }
   }
@@ -147,6 +148,7 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
   int curr = st[ptr];
   stack[1].init(curr);
   st[ptr] = kSeen + 1;
+  int resume = 1;
   const int32_t off[5] = {0, 1, static_cast<int32_t>(cols), -1, -static_cast<int32_t>(cols)};
   const int32_t W = static_cast<int32_t>(cols);
   // The neighbour loop unrolled (right, down, left, up); a pixel resumed from the heap jumps to
@@ -158,19 +160,18 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
     if (gq < kSeen) {                                         \
       st[q] = kSeen + 1;                                      \
       if (gq < curr) {                                        \
-        *(++hp[curr]) = ptr;                                  \
-        st[ptr] = static_cast<uint16_t>(kSeen + (K) + 1);     \
+        *(++hp[curr]) = (static_cast<HT>(ptr) << 3) | ((K) + 1); \
         ptr = q;                                              \
         ++ci;                                                 \
         stack[ci].init(gq);                                   \
         curr = gq;                                            \
         goto dir1;                                            \
       }                                                       \
-      *(++hp[gq]) = q;                                        \
+      *(++hp[gq]) = (static_cast<HT>(q) << 3) | 1;            \
     }                                                         \
   }
   for (;;) {
-    switch (st[ptr] - kSeen) {
+    switch (resume) {
       case 1: goto dir1;
       case 2: goto dir2;
       case 3: goto dir3;
@@ -186,16 +187,17 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
   dir4:
     MSER_NB(4, -W, done)
   done:
-    st[ptr] = kSeen + 5;
     {
       Comp& c = stack[ci];
       if (c.size == 0) c.head = ptr;
       ++c.size;
     }
     if (hp[curr] != hbase[curr]) {
-      ptr = *(hp[curr]--);
+      const HT e = *(hp[curr]--);
+      ptr = static_cast<int32_t>(e >> 3);
+      resume = static_cast<int>(e & 7);
       {
-        const int32_t nx = *hp[curr];
+        const int32_t nx = static_cast<int32_t>(*hp[curr] >> 3);
         __builtin_prefetch(st + nx + W);
         __builtin_prefetch(st + nx - W);
         __builtin_prefetch(st + nx);
@@ -205,7 +207,11 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
     for (++curr; curr < 256 && hp[curr] == hbase[curr]; ++curr) {
     }
     if (curr >= 256) break;
-    ptr = *(hp[curr]--);
+    {
+      const HT e = *(hp[curr]--);
+      ptr = static_cast<int32_t>(e >> 3);
+      resume = static_cast<int>(e & 7);
+    }
     if (curr < stack[ci - 1].gray) {
       F.grow(stack[ci], curr);
     } else {
@@ -252,13 +258,13 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
       out.polarity.push_back(mask_xor ? int8_t(1) : int8_t(-1));
       continue;
     }
-    MEDSEG_CHECK(seed >= 0 && seed < n && st[seed] == kSeen + 5 && (img[seed] ^ xo) <= v,
+    MEDSEG_CHECK(seed >= 0 && seed < n && st[seed] >= kSeen && st[seed] < kSeen + 6 && (img[seed] ^ xo) <= v,
                  "internal: bad region seed in the opencv flood");
     const size_t o = out.values.size();
     out.offsets.push_back(static_cast<int64_t>(o));
     out.values.resize(o + static_cast<size_t>(sz));
     int64_t* dst = out.values.data() + o;
-    // st[] is kSeen + 5 for every pixel after the flood; mark the region's pixels kSeen + 6
+    // st[] is in [kSeen, kSeen + 5] for every pixel after the flood; mark the region's pixels kSeen + 6
     todo.clear();
     todo.push_back(seed);
     st[seed] = kSeen + 6;
@@ -271,7 +277,7 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
       for (int k = 1; k <= 4; ++k) {
         const int32_t q = a + off[k];
         const int64_t y = q / cols, x = q - y * cols;
-        if (st[q] != kSeen + 5 || y == 0 || y == rows - 1 || x == 0 || x == cols - 1) continue;
+        if (st[q] >= kSeen + 6 || y == 0 || y == rows - 1 || x == 0 || x == cols - 1) continue;
         if ((img[q] ^ xo) > v) continue;
         st[q] = kSeen + 6;
         todo.push_back(q);
@@ -290,11 +296,20 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
 
 void opencv_pass(const uint8_t* img, int64_t rows, int64_t cols, int mask_xor, int delta, int min_area, int max_area,
                  double max_variation, Regions& out) {
+  MEDSEG_CHECK(mask_xor == 0 || mask_xor == 255, "internal: mask_xor must be 0 or 255");
+  const bool small = rows * cols < (int64_t(1) << 29);  // heap entries pixel << 3 | direction in 32 bits
   if (mask_xor == 255) {
-    opencv_pass_impl<255>(img, rows, cols, delta, min_area, max_area, max_variation, out);
+    if (small) {
+      opencv_pass_impl<255, uint32_t>(img, rows, cols, delta, min_area, max_area, max_variation, out);
+    } else {
+      opencv_pass_impl<255, uint64_t>(img, rows, cols, delta, min_area, max_area, max_variation, out);
+    }
   } else {
-    MEDSEG_CHECK(mask_xor == 0, "internal: mask_xor must be 0 or 255");
-    opencv_pass_impl<0>(img, rows, cols, delta, min_area, max_area, max_variation, out);
+    if (small) {
+      opencv_pass_impl<0, uint32_t>(img, rows, cols, delta, min_area, max_area, max_variation, out);
+    } else {
+      opencv_pass_impl<0, uint64_t>(img, rows, cols, delta, min_area, max_area, max_variation, out);
+    }
   }
 }
 
