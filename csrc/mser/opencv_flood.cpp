@@ -168,6 +168,8 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
         goto dir1;                                            \
       }                                                       \
       *(++hp[gq]) = (static_cast<HT>(q) << 3) | 1;            \
+      __builtin_prefetch(st + q + W);                          \
+      __builtin_prefetch(st + q - W);                          \
     }                                                         \
   }
   for (;;) {
