@@ -102,25 +102,39 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
   MEDSEG_CHECK(rows >= 3 && cols >= 3, "image: the opencv preset needs at least 3 x 3 pixels");
   const int64_t n = rows * cols;
   MEDSEG_CHECK(n < (int64_t(1) << 31) - 1, "image: at most 2^31 - 2 pixels per image");
-  // One 16-bit state per pixel (a single load per neighbour test): grey ^ mask for a pixel not
-  // reached yet, >= kSeen once it was reached. The 1-pixel border starts as kSeen + 5, so it is
-  // never flooded (and needs no bounds tests). A waiting pixel carries the neighbour direction to
-  // resume at in its heap entry (pixel << 3 | direction 1..5), so a pop reads no pixel state.
+  // A 1-bit "reached" flag per pixel (a bitmap of n / 8 bytes that stays in cache, instead of a
+  // byte or word per pixel); the grey level of a pixel is read from the image only once, when
+  // it is first reached. The 1-pixel border starts as reached, so it is never flooded (and needs
+  // no bounds tests). A waiting pixel carries the neighbour direction to resume at in its heap
+  // entry (pixel << 3 | direction 1..5), so a pop reads no per-pixel state at all.
   // Buffers are per thread and reused across calls (the batch and both polarities reuse them).
-  constexpr uint16_t kSeen = 256;
-  thread_local std::vector<uint16_t> state;
+  thread_local std::vector<uint64_t> reached;
   thread_local std::vector<HT> heap;
   thread_local Flood F;
-  state.resize(static_cast<size_t>(n));
-  uint16_t* st = state.data();
+  reached.assign(static_cast<size_t>((n + 63) / 64 + 1), 0);
+  uint64_t* vis = reached.data();
+  auto mark = [vis](int64_t p) { vis[p >> 6] |= uint64_t(1) << (p & 63); };
   int64_t level_size[256] = {0};
-  for (int64_t x = 0; x < cols; ++x) st[x] = st[(rows - 1) * cols + x] = kSeen + 5;
-  for (int64_t y = 1; y < rows - 1; ++y) {
-    const uint8_t* row = img + y * cols;
-    uint16_t* srow = st + y * cols;
-    srow[0] = srow[cols - 1] = kSeen + 5;
-    for (int64_t x = 1; x < cols - 1; ++x) srow[x] = static_cast<uint8_t>(row[x] ^ xo);
-    for (int64_t x = 1; x < cols - 1; ++x) ++level_size[srow[x]];
+  for (int64_t x = 0; x < cols; ++x) {
+    mark(x);
+    mark((rows - 1) * cols + x);
+  }
+  {
+    int64_t hist[4][256] = {{0}};  // 4 partial histograms (fewer store-to-load stalls)
+    for (int64_t y = 1; y < rows - 1; ++y) {
+      const uint8_t* row = img + y * cols;
+      mark(y * cols);
+      mark(y * cols + cols - 1);
+      int64_t x = 1;
+      for (; x + 4 <= cols - 1; x += 4) {
+        ++hist[0][row[x]];
+        ++hist[1][row[x + 1]];
+        ++hist[2][row[x + 2]];
+        ++hist[3][row[x + 3]];
+      }
+      for (; x < cols - 1; ++x) ++hist[0][row[x]];
+    }
+    for (int g = 0; g < 256; ++g) level_size[g ^ XO] = hist[0][g] + hist[1][g] + hist[2][g] + hist[3][g];
   }
   // one LIFO stack of waiting boundary pixels per grey level, in one buffer
   heap.resize(static_cast<size_t>((rows - 2) * (cols - 2) + 256));
@@ -145,9 +159,9 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
   stack[0].init(256);
   int32_t ptr = static_cast<int32_t>(cols + 1);
   ci = 1;
-  int curr = st[ptr];
+  int curr = img[ptr] ^ xo;
   stack[1].init(curr);
-  st[ptr] = kSeen + 1;
+  mark(ptr);
   int resume = 1;
   const int32_t off[5] = {0, 1, static_cast<int32_t>(cols), -1, -static_cast<int32_t>(cols)};
   const int32_t W = static_cast<int32_t>(cols);
@@ -156,9 +170,11 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
 #define MSER_NB(K, OFF, NEXT)                                  \
   {                                                           \
     const int32_t q = ptr + (OFF);                            \
-    const int gq = st[q];                                     \
-    if (gq < kSeen) {                                         \
-      st[q] = kSeen + 1;                                      \
+    uint64_t& word = vis[q >> 6];                             \
+    const uint64_t bit = uint64_t(1) << (q & 63);             \
+    if (!(word & bit)) {                                      \
+      word |= bit;                                            \
+      const int gq = img[q] ^ xo;                             \
       if (gq < curr) {                                        \
         *(++hp[curr]) = (static_cast<HT>(ptr) << 3) | ((K) + 1); \
         ptr = q;                                              \
@@ -168,8 +184,8 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
         goto dir1;                                            \
       }                                                       \
       *(++hp[gq]) = (static_cast<HT>(q) << 3) | 1;            \
-      __builtin_prefetch(st + q + W);                          \
-      __builtin_prefetch(st + q - W);                          \
+      __builtin_prefetch(img + q + W);                        \
+      __builtin_prefetch(img + q - W);                        \
     }                                                         \
   }
   for (;;) {
@@ -200,9 +216,9 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
       resume = static_cast<int>(e & 7);
       {
         const int32_t nx = static_cast<int32_t>(*hp[curr] >> 3);
-        __builtin_prefetch(st + nx + W);
-        __builtin_prefetch(st + nx - W);
-        __builtin_prefetch(st + nx);
+        __builtin_prefetch(img + nx + W);
+        __builtin_prefetch(img + nx - W);
+        __builtin_prefetch(img + nx);
       }
       continue;
     }
@@ -260,16 +276,19 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
       out.polarity.push_back(mask_xor ? int8_t(1) : int8_t(-1));
       continue;
     }
-    MEDSEG_CHECK(seed >= 0 && seed < n && st[seed] >= kSeen && st[seed] < kSeen + 6 && (img[seed] ^ xo) <= v,
+    MEDSEG_CHECK(seed >= 0 && seed < n && (img[seed] ^ xo) <= v,
                  "internal: bad region seed in the opencv flood");
     const size_t o = out.values.size();
     out.offsets.push_back(static_cast<int64_t>(o));
     out.values.resize(o + static_cast<size_t>(sz));
     int64_t* dst = out.values.data() + o;
-    // st[] is in [kSeen, kSeen + 5] for every pixel after the flood; mark the region's pixels kSeen + 6
+    // every pixel is marked reached after the flood; the region's pixels are unmarked while it
+    // is collected and marked again afterwards
+    auto unmark = [vis](int64_t p) { vis[p >> 6] &= ~(uint64_t(1) << (p & 63)); };
+    auto is_marked = [vis](int64_t p) { return (vis[p >> 6] >> (p & 63)) & 1; };
     todo.clear();
     todo.push_back(seed);
-    st[seed] = kSeen + 6;
+    unmark(seed);
     int32_t cnt = 0;
     while (!todo.empty()) {
       const int32_t a = todo.back();
@@ -279,14 +298,14 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
       for (int k = 1; k <= 4; ++k) {
         const int32_t q = a + off[k];
         const int64_t y = q / cols, x = q - y * cols;
-        if (st[q] >= kSeen + 6 || y == 0 || y == rows - 1 || x == 0 || x == cols - 1) continue;
+        if (!is_marked(q) || y == 0 || y == rows - 1 || x == 0 || x == cols - 1) continue;
         if ((img[q] ^ xo) > v) continue;
-        st[q] = kSeen + 6;
+        unmark(q);
         todo.push_back(q);
       }
     }
     MEDSEG_CHECK(cnt == sz, "internal: region smaller than its history node in the opencv flood");
-    for (int32_t j = 0; j < sz; ++j) st[dst[j]] = kSeen + 5;
+    for (int32_t j = 0; j < sz; ++j) mark(dst[j]);
     out.level.push_back(mask_xor ? 255 - H[h].val : H[h].val);
     out.area.push_back(sz);
     out.variation.push_back(var[h]);
