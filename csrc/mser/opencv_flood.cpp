@@ -36,12 +36,12 @@ inline int32_t add_node(Hist& H) {
 }
 
 struct Comp {
-  int32_t head = -1, tail = -1;
+  int32_t head = -1;  // one pixel of the component
   int32_t hist = -1;
   int gray = 0;
   int32_t size = 0;
   void init(int g) {
-    head = tail = -1;
+    head = -1;
     hist = -1;
     size = 0;
     gray = g;
@@ -50,7 +50,6 @@ struct Comp {
 
 struct Flood {
   Hist H;
-  std::vector<int32_t> nxt;
   int min_area;
 
   void grow(Comp& c, int new_gray) {
@@ -74,13 +73,7 @@ struct Flood {
   void merge(Comp& c1, Comp& c2) {
     grow(c1, c1.gray);
     grow(c2, c1.gray);
-    if (c1.size == 0) {
-      c1.head = c2.head;
-      c1.tail = c2.tail;
-    } else {
-      nxt[c1.tail] = c2.head;
-      c1.tail = c2.tail;
-    }
+    if (c1.size == 0) c1.head = c2.head;
     c1.size += c2.size;
     const int32_t h = c1.hist, h1 = H[h].child, h2 = c2.hist;
     if (h1 >= 0 && H[h1].size > H[h2].size) {
@@ -101,83 +94,142 @@ struct Flood {
 
 namespace {
 
-template <int XO>
+template <int XO, typename HT>
 void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta, int min_area, int max_area,
                       double max_variation, Regions& out) {
   constexpr int mask_xor = XO;
+  constexpr uint8_t xo = static_cast<uint8_t>(XO);
   MEDSEG_CHECK(rows >= 3 && cols >= 3, "image: the opencv preset needs at least 3 x 3 pixels");
   const int64_t n = rows * cols;
   MEDSEG_CHECK(n < (int64_t(1) << 31) - 1, "image: at most 2^31 - 2 pixels per image");
-  // per-thread buffers reused across calls (the batch and both polarities reuse them)
-  thread_local std::vector<uint8_t> dir;
-  thread_local std::vector<int32_t> heap;
+  // A 1-bit "reached" flag per pixel (a bitmap of n / 8 bytes that stays in cache, instead of a
+  // byte or word per pixel); the grey level of a pixel is read from the image only once, when
+  // it is first reached. The 1-pixel border starts as reached, so it is never flooded (and needs
+  // no bounds tests). A waiting pixel carries the neighbour direction to resume at in its heap
+  // entry (pixel << 3 | direction 1..5), so a pop reads no per-pixel state at all.
+  // Buffers are per thread and reused across calls (the batch and both polarities reuse them).
+  thread_local std::vector<uint64_t> reached;
+  thread_local std::vector<HT> heap;
   thread_local Flood F;
-  dir.assign(static_cast<size_t>(n), 0);
+  reached.assign(static_cast<size_t>((n + 63) / 64 + 1), 0);
+  uint64_t* vis = reached.data();
+  auto mark = [vis](int64_t p) { vis[p >> 6] |= uint64_t(1) << (p & 63); };
   int64_t level_size[256] = {0};
-  for (int64_t x = 0; x < cols; ++x) dir[x] = dir[(rows - 1) * cols + x] = 5;
-  for (int64_t y = 1; y < rows - 1; ++y) {
-    dir[y * cols] = dir[y * cols + cols - 1] = 5;
-    for (int64_t x = 1; x < cols - 1; ++x) ++level_size[img[y * cols + x] ^ mask_xor];
+  for (int64_t x = 0; x < cols; ++x) {
+    mark(x);
+    mark((rows - 1) * cols + x);
+  }
+  {
+    int64_t hist[4][256] = {{0}};  // 4 partial histograms (fewer store-to-load stalls)
+    for (int64_t y = 1; y < rows - 1; ++y) {
+      const uint8_t* row = img + y * cols;
+      mark(y * cols);
+      mark(y * cols + cols - 1);
+      int64_t x = 1;
+      for (; x + 4 <= cols - 1; x += 4) {
+        ++hist[0][row[x]];
+        ++hist[1][row[x + 1]];
+        ++hist[2][row[x + 2]];
+        ++hist[3][row[x + 3]];
+      }
+      for (; x < cols - 1; ++x) ++hist[0][row[x]];
+    }
+    for (int g = 0; g < 256; ++g) level_size[g ^ XO] = hist[0][g] + hist[1][g] + hist[2][g] + hist[3][g];
   }
   // one LIFO stack of waiting boundary pixels per grey level, in one buffer
   heap.resize(static_cast<size_t>((rows - 2) * (cols - 2) + 256));
-  int32_t* hp[256];  // hp[g] points at the top element (one slot below the first push when empty)
-  int32_t* hbase[256];
+  HT* hp[256];  // hp[g] points at the top element (one slot below the first push when empty)
+  HT* hbase[256];
   {
-    int32_t* b = heap.data();
+    HT* b = heap.data();
     for (int g = 0; g < 256; ++g) {
       hbase[g] = b;
       hp[g] = b;  // slot 0 is a sentinel, pushes go to 1..level_size
+      *b = static_cast<HT>(cols + 1) << 3;  // (an in-image pixel: the sentinel may be prefetched)
       b += level_size[g] + 1;
     }
   }
-  constexpr uint8_t xo = static_cast<uint8_t>(XO);
 
-  F.nxt.resize(static_cast<size_t>(n));  // only linked entries are ever read
+  // Pixel lists are not kept while flooding: every history node remembers one of its pixels
+  // (`head`), and the few selected regions are rebuilt at the end by a flood from that pixel.
   F.min_area = min_area;
   F.H.clear();
-  std::vector<Comp> stack(258);
+  Comp stack[258];
   int ci = 0;
   stack[0].init(256);
   int32_t ptr = static_cast<int32_t>(cols + 1);
   ci = 1;
-  stack[1].init(img[ptr] ^ xo);
-  dir[ptr] = 1;
+  int curr = img[ptr] ^ xo;
+  stack[1].init(curr);
+  mark(ptr);
+  int resume = 1;
   const int32_t off[5] = {0, 1, static_cast<int32_t>(cols), -1, -static_cast<int32_t>(cols)};
-  uint8_t* dr = dir.data();
+  const int32_t W = static_cast<int32_t>(cols);
+  // The neighbour loop unrolled (right, down, left, up); a pixel resumed from the heap jumps to
+  // the direction it stopped at. A lower neighbour is entered at once (depth first, as OpenCV).
+#define MSER_NB(K, OFF, NEXT)                                  \
+  {                                                           \
+    const int32_t q = ptr + (OFF);                            \
+    uint64_t& word = vis[q >> 6];                             \
+    const uint64_t bit = uint64_t(1) << (q & 63);             \
+    if (!(word & bit)) {                                      \
+      word |= bit;                                            \
+      const int gq = img[q] ^ xo;                             \
+      if (gq < curr) {                                        \
+        *(++hp[curr]) = (static_cast<HT>(ptr) << 3) | ((K) + 1); \
+        ptr = q;                                              \
+        ++ci;                                                 \
+        stack[ci].init(gq);                                   \
+        curr = gq;                                            \
+        goto dir1;                                            \
+      }                                                       \
+      *(++hp[gq]) = (static_cast<HT>(q) << 3) | 1;            \
+      __builtin_prefetch(img + q + W);                        \
+      __builtin_prefetch(img + q - W);                        \
+    }                                                         \
+  }
   for (;;) {
-    int curr = img[ptr] ^ xo;
-    int k = dr[ptr];
-    for (; k <= 4; ++k) {
-      const int32_t q = ptr + off[k];
-      if (dr[q] != 0) continue;
-      dr[q] = 1;
-      const int gq = img[q] ^ xo;
-      if (gq < curr) {
-        *(++hp[curr]) = ptr;
-        dr[ptr] = static_cast<uint8_t>(k + 1);
-        ptr = q;
-        ++ci;
-        stack[ci].init(gq);
-        curr = gq;
-        k = 0;  // the loop increment makes it 1
-        continue;
-      }
-      *(++hp[gq]) = q;
+    switch (resume) {
+      case 1: goto dir1;
+      case 2: goto dir2;
+      case 3: goto dir3;
+      case 4: goto dir4;
+      default: goto done;
     }
-    dr[ptr] = 5;
-    Comp& c = stack[ci];
-    if (c.size > 0) F.nxt[c.tail] = ptr; else c.head = ptr;
-    c.tail = ptr;
-    ++c.size;
+  dir1:
+    MSER_NB(1, 1, dir2)
+  dir2:
+    MSER_NB(2, W, dir3)
+  dir3:
+    MSER_NB(3, -1, dir4)
+  dir4:
+    MSER_NB(4, -W, done)
+  done:
+    {
+      Comp& c = stack[ci];
+      if (c.size == 0) c.head = ptr;
+      ++c.size;
+    }
     if (hp[curr] != hbase[curr]) {
-      ptr = *(hp[curr]--);
+      const HT e = *(hp[curr]--);
+      ptr = static_cast<int32_t>(e >> 3);
+      resume = static_cast<int>(e & 7);
+      {
+        const int32_t nx = static_cast<int32_t>(*hp[curr] >> 3);
+        __builtin_prefetch(img + nx + W);
+        __builtin_prefetch(img + nx - W);
+        __builtin_prefetch(img + nx);
+      }
       continue;
     }
     for (++curr; curr < 256 && hp[curr] == hbase[curr]; ++curr) {
     }
     if (curr >= 256) break;
-    ptr = *(hp[curr]--);
+    {
+      const HT e = *(hp[curr]--);
+      ptr = static_cast<int32_t>(e >> 3);
+      resume = static_cast<int>(e & 7);
+    }
     if (curr < stack[ci - 1].gray) {
       F.grow(stack[ci], curr);
     } else {
@@ -185,12 +237,14 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
       F.merge(stack[ci], stack[ci + 1]);
     }
   }
+#undef MSER_NB
   for (; stack[ci].gray != 256; --ci) F.grow(stack[ci], 256);
 
   // stability on the finished history tree, then OpenCV's capture rule
   const Hist& H = F.H;
   const int32_t m = static_cast<int32_t>(H.size());
-  std::vector<float> var(static_cast<size_t>(m), FLT_MAX);
+  thread_local std::vector<float> var;
+  var.assign(static_cast<size_t>(m), FLT_MAX);
   for (int32_t h = 0; h < m; ++h) {
     if (H[h].size < min_area) continue;
     const int v = H[h].val;
@@ -200,6 +254,9 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
     while (H[u].parent >= 0 && H[H[u].parent].val <= v + delta) u = H[u].parent;
     var[h] = static_cast<float>(H[u].size - H[d].size) / static_cast<float>(H[h].size);
   }
+  // the region of node h = the 4-connected set of non-border pixels with grey ^ mask <= val
+  // around its pixel `head` (the flood finished every level <= val before leaving it)
+  thread_local std::vector<int32_t> todo;
   for (int32_t h = 0; h < m; ++h) {
     const int32_t sz = H[h].size;
     if (sz < min_area || sz > max_area || var[h] < 0.f || var[h] > max_variation) continue;
@@ -209,16 +266,46 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
     if (!ok) continue;
     const int32_t p = H[h].parent;
     if (var[h] > 0.f && p >= 0 && var[p] >= 0.f && var[h] >= var[p]) continue;
+    const int v = H[h].val;
+    const int32_t seed = H[h].head;
+    if (sz == 0) {  // only with min_area 0: an empty region, as OpenCV
+      out.offsets.push_back(static_cast<int64_t>(out.values.size()));
+      out.level.push_back(mask_xor ? 255 - v : v);
+      out.area.push_back(0);
+      out.variation.push_back(var[h]);
+      out.polarity.push_back(mask_xor ? int8_t(1) : int8_t(-1));
+      continue;
+    }
+    MEDSEG_CHECK(seed >= 0 && seed < n && (img[seed] ^ xo) <= v,
+                 "internal: bad region seed in the opencv flood");
     const size_t o = out.values.size();
     out.offsets.push_back(static_cast<int64_t>(o));
     out.values.resize(o + static_cast<size_t>(sz));
     int64_t* dst = out.values.data() + o;
-    int32_t px = H[h].head;
-    for (int32_t j = 0; j < sz; ++j) {
-      MEDSEG_CHECK(px >= 0 && px < n, "internal: broken pixel list in the opencv flood");
-      dst[j] = px;
-      px = F.nxt[px];
+    // every pixel is marked reached after the flood; the region's pixels are unmarked while it
+    // is collected and marked again afterwards
+    auto unmark = [vis](int64_t p) { vis[p >> 6] &= ~(uint64_t(1) << (p & 63)); };
+    auto is_marked = [vis](int64_t p) { return (vis[p >> 6] >> (p & 63)) & 1; };
+    todo.clear();
+    todo.push_back(seed);
+    unmark(seed);
+    int32_t cnt = 0;
+    while (!todo.empty()) {
+      const int32_t a = todo.back();
+      todo.pop_back();
+      MEDSEG_CHECK(cnt < sz, "internal: region larger than its history node in the opencv flood");
+      dst[cnt++] = a;
+      for (int k = 1; k <= 4; ++k) {
+        const int32_t q = a + off[k];
+        const int64_t y = q / cols, x = q - y * cols;
+        if (!is_marked(q) || y == 0 || y == rows - 1 || x == 0 || x == cols - 1) continue;
+        if ((img[q] ^ xo) > v) continue;
+        unmark(q);
+        todo.push_back(q);
+      }
     }
+    MEDSEG_CHECK(cnt == sz, "internal: region smaller than its history node in the opencv flood");
+    for (int32_t j = 0; j < sz; ++j) mark(dst[j]);
     out.level.push_back(mask_xor ? 255 - H[h].val : H[h].val);
     out.area.push_back(sz);
     out.variation.push_back(var[h]);
@@ -230,11 +317,20 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
 
 void opencv_pass(const uint8_t* img, int64_t rows, int64_t cols, int mask_xor, int delta, int min_area, int max_area,
                  double max_variation, Regions& out) {
+  MEDSEG_CHECK(mask_xor == 0 || mask_xor == 255, "internal: mask_xor must be 0 or 255");
+  const bool small = rows * cols < (int64_t(1) << 29);  // heap entries pixel << 3 | direction in 32 bits
   if (mask_xor == 255) {
-    opencv_pass_impl<255>(img, rows, cols, delta, min_area, max_area, max_variation, out);
+    if (small) {
+      opencv_pass_impl<255, uint32_t>(img, rows, cols, delta, min_area, max_area, max_variation, out);
+    } else {
+      opencv_pass_impl<255, uint64_t>(img, rows, cols, delta, min_area, max_area, max_variation, out);
+    }
   } else {
-    MEDSEG_CHECK(mask_xor == 0, "internal: mask_xor must be 0 or 255");
-    opencv_pass_impl<0>(img, rows, cols, delta, min_area, max_area, max_variation, out);
+    if (small) {
+      opencv_pass_impl<0, uint32_t>(img, rows, cols, delta, min_area, max_area, max_variation, out);
+    } else {
+      opencv_pass_impl<0, uint64_t>(img, rows, cols, delta, min_area, max_area, max_variation, out);
+    }
   }
 }
 
