@@ -1,7 +1,7 @@
 """The MCI paper's dual-path CNN on PR matrices (seeds-part1.md §3.7, Fig. 3).
 
-Input: one subject's n×n PR matrix (a batch (B, 1, n, n) or (B, n, n)), standardised per matrix
-as the authors' notebook does (:func:`standardize`). Two paths:
+Input: one subject's n×n PR matrix (a batch (B, 1, n, n) or (B, n, n)), standardised (per matrix
+as the authors' notebook, :func:`standardize`, or with one mean/std of the training set). Two paths:
 
 * 2-D: conv 16 → conv 32 → conv 64 (3×3, padding 1, ReLU) → max-pool 2 → conv 128 → conv 256
   (3×3, padding 1, ReLU) → global average pool → 256 features;
@@ -92,24 +92,38 @@ def stratified_split(labels, test_fraction: float = 0.2, seed: int = 0) -> tuple
 
 
 def train_classifier(matrices, labels, epochs: int = 30, width: float = 0.25, head: str = "paper",
-                     lr: float = 1e-3, batch_size: int = 8, test_fraction: float = 0.2, seed: int = 0) -> dict:
+                     lr: float = 1e-3, batch_size: int = 8, test_fraction: float = 0.2, seed: int = 0,
+                     normalize: str = "dataset") -> dict:
     """Train :class:`PRNet` on (S, n, n) matrices with Adam + cross-entropy on a fixed stratified
     split and report the test accuracy after the last epoch (no model selection on the test part).
-    Deterministic for a seed (torch runs single-threaded here: faster for such small models).
+    ``normalize="dataset"`` (default): one mean/std from the training matrices for all;
+    ``"matrix"``: each matrix standardised on its own, as the authors' notebook (this removes group
+    differences that are only a change of scale). Deterministic for a seed (torch runs single-threaded
+    here: faster for such small models).
     Returns dict(train_acc, test_acc, n_train, n_test, loss)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(matrices, labels, epochs, width, head, lr, batch_size, test_fraction, seed)
+        return _train(matrices, labels, epochs, width, head, lr, batch_size, test_fraction, seed, normalize)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(matrices, labels, epochs, width, head, lr, batch_size, test_fraction, seed) -> dict:
+def _train(matrices, labels, epochs, width, head, lr, batch_size, test_fraction, seed, normalize) -> dict:
     import numpy as np
-    X = standardize(torch.as_tensor(np.asarray(matrices), dtype=torch.float32))
+    if normalize not in ("matrix", "dataset"):
+        raise ValueError(f"normalize: expected 'matrix' or 'dataset', got {normalize!r}")
+    X = torch.as_tensor(np.asarray(matrices), dtype=torch.float32)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if X.dim() != 3 or X.shape[0] != y.shape[0]:
+        raise ValueError(f"matrices: expected (S, n, n) with S = len(labels), got {tuple(X.shape)} and "
+                         f"{tuple(y.shape)} labels")
     tr, te = stratified_split(y.numpy(), test_fraction, seed)
+    if normalize == "matrix":
+        X = standardize(X)
+    else:
+        mean, std = X[tr].mean(), X[tr].std(unbiased=False)
+        X = (X - mean) / (std if std > 1e-12 else 1.0)
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):  # weights and dropout from `seed`, global RNG untouched
         torch.manual_seed(seed)

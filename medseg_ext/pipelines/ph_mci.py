@@ -124,7 +124,8 @@ def save_plots(out_dir: str, diagrams_examples: Dict[str, list], pplots: Dict[st
             inf = ~np.isfinite(d[:, 1])
             ax.scatter(d[~inf, 0], d[~inf, 1], s=10, label=f"H{k}")
             if inf.any():
-                ax.scatter(d[inf, 0], np.full(int(inf.sum()), top), marker="^", s=25, c="k")
+                ax.scatter(d[inf, 0], np.full(int(inf.sum()), top), marker="^", s=25, c="k",
+                           label="death = inf" if k == 0 else None)
         ax.plot([0, top], [0, top], "k--", lw=0.8)
         ax.axhline(top, color="grey", lw=0.5)
         ax.set(xlabel="birth", ylabel="death", title=title)
@@ -225,6 +226,9 @@ def main(argv: Optional[List[str]] = None, prog: str = "medseg-ext pipeline ph_m
     p.add_argument("--batch-size", type=int, default=8, help="CNN batch size (default 8)")
     p.add_argument("--cnn-width", type=float, default=0.25, help="CNN channel multiplier (1.0 = the paper's)")
     p.add_argument("--cnn-head", choices=("paper", "notebook"), default="paper")
+    p.add_argument("--cnn-normalize", choices=("matrix", "dataset"), default="dataset",
+                   help="one mean/std from the training matrices (default) or each PR matrix standardised on its "
+                        "own (the authors' notebook; hides differences of scale)")
     p.add_argument("--dask", action="store_true", help="run the batch steps on a Dask LocalCluster")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster workers (default 2)")
     p.add_argument("--dask-threads", action="store_true", help="LocalCluster workers as threads, not processes")
@@ -314,7 +318,8 @@ def main(argv: Optional[List[str]] = None, prog: str = "medseg-ext pipeline ph_m
             with _Progress(len(pr), "CNN", show) as bar:
                 for key, M in pr.items():
                     res = train_classifier(M, labels, epochs=args.epochs, width=args.cnn_width, head=args.cnn_head,
-                                           batch_size=args.batch_size, seed=args.seed)
+                                           batch_size=args.batch_size, seed=args.seed,
+                                           normalize=args.cnn_normalize)
                     accuracy[key] = res
                     bar.update(1)
             n_test = next(iter(accuracy.values()))["n_test"]

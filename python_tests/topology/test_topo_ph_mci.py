@@ -146,7 +146,16 @@ def test_standardize_split_and_training():
     y = np.repeat([0, 1], 20)
     M = rng.random((40, 8, 8))
     M[y == 1, :3, :3] += 3.0
-    res = train_classifier(M, y, epochs=15, width=0.25, seed=0)
+    res = train_classifier(M, y, epochs=15, width=0.25, seed=0, normalize="matrix")
     assert res["n_test"] == 8 and res["test_acc"] >= 0.75
-    again = train_classifier(M, y, epochs=15, width=0.25, seed=0)
+    again = train_classifier(M, y, epochs=15, width=0.25, seed=0, normalize="matrix")
     assert again == res  # deterministic for a seed
+    # a difference of scale only: invisible after per-matrix standardisation, kept by "dataset"
+    S = rng.random((40, 6, 6))
+    S = S + np.transpose(S, (0, 2, 1))
+    S[y == 1] *= 3.0
+    assert train_classifier(S, y, epochs=10, width=0.25, normalize="dataset")["test_acc"] >= 0.75
+    with pytest.raises(ValueError, match="normalize"):
+        train_classifier(S, y, epochs=1, normalize="global")
+    with pytest.raises(ValueError, match="matrices"):
+        train_classifier(S[:5], y, epochs=1)
