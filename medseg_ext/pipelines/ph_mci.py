@@ -246,8 +246,11 @@ def main(argv: Optional[List[str]] = None, prog: str = "medseg-ext pipeline ph_m
         p.error("--chunk-size must be >= 1")
     show = not args.no_progress
 
-    t0 = time.perf_counter()
+    t_start = time.perf_counter()
     client, close = _open_cluster(args)
+    if client is not None:
+        print(f"      cluster ready in {time.perf_counter() - t_start:.1f} s")
+    t0 = time.perf_counter()
     try:
         series, labels = generate(args.subjects, args.length, args.seed, args.effect)
         S, R, _ = series.shape
@@ -357,7 +360,7 @@ def main(argv: Optional[List[str]] = None, prog: str = "medseg-ext pipeline ph_m
                                    args.alpha)
                 print(f"saved {args.out}/results.npz, summary.json" + "".join(f", {os.path.basename(f)}"
                                                                             for f in files))
-        print(f"total {time.perf_counter() - t0:.1f} s")
+        print(f"total {time.perf_counter() - t_start:.1f} s")
     finally:
         close()
     return 0

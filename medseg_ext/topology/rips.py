@@ -227,8 +227,8 @@ def vietoris_rips_batch(clouds: Any, maxdim: int = 1, threshold: Any = math.inf,
     validated = _validated_clouds(clouds, dm)
     if client is not None:
         from .scaleout import rips_batch_distributed
-        return rips_batch_distributed(validated, client, chunk_size, maxdim=md, threshold=threshold, metric=metric, coeff=p,
-                                      distance_matrix=dm, precision=precision, memory_limit=memory_limit)
+        return rips_batch_distributed(validated, client, chunk_size, maxdim=md, threshold=threshold, metric=metric,
+                                      coeff=p, distance_matrix=dm, precision=precision, memory_limit=memory_limit)
     if isinstance(validated, torch.Tensor):
         t = validated
         sizes = [int(t.shape[1])] * int(t.shape[0])
