@@ -79,7 +79,10 @@ def test_mci_alias_still_works(tmp_path):
     out = tmp_path / "r.npz"
     assert ph_mci.main.__module__ == "medseg_ext.pipelines.ph_mci"
     from medseg_ext.pipelines import mci
-    assert mci.main(TINY + ["--no-ps", "--epochs", "0", "--out", str(out)]) == 0
+    args = [a for a in TINY if a != "--no-progress"]  # progress bars on (tqdm when installed)
+    assert mci.main(args + ["--no-ps", "--epochs", "0", "--out", str(out)]) == 0
+    from medseg_ext.cli import implemented_pipelines
+    assert {"mci", "ph_mci"} <= set(implemented_pipelines())
     data = np.load(out)
     assert "PR_CO_H1" in data and "PS_H0" not in data
 
