@@ -247,6 +247,43 @@ void bind_topology(py::module_& m) {
       py::arg("values"), py::arg("offsets"), py::arg("q"), py::arg("ground"), py::arg("essential"),
       py::arg("out_ptr"),
       "All-pairs distances of K ragged diagrams into a contiguous float64 K x K buffer (symmetric, zero diagonal).");
+
+  m.def(
+      "diagram_distance_pairs_cpu",
+      [](py::tuple values, std::vector<int64_t> offsets, std::vector<int64_t> first, std::vector<int64_t> second,
+         double q, const std::string& ground, const std::string& essential) {
+        const TensorDesc dv = to_desc(values, "diagrams");
+        const double* pv = contiguous_f64(dv, "diagrams", 2);
+        MEDSEG_CHECK(dv.shape[1] == 2, "diagrams: expected (k, 2) arrays");
+        MEDSEG_CHECK(!offsets.empty() && offsets.front() == 0 && offsets.back() == dv.shape[0],
+                     "diagrams: internal, offsets do not cover the values");
+        for (size_t i = 1; i < offsets.size(); ++i)
+          MEDSEG_CHECK(offsets[i] >= offsets[i - 1], "diagrams: internal, offsets decrease");
+        MEDSEG_CHECK(first.size() == second.size(), "pairs: internal, index lists of different lengths");
+        const int64_t K = static_cast<int64_t>(offsets.size()) - 1;
+        const int64_t P = static_cast<int64_t>(first.size());
+        for (int64_t p = 0; p < P; ++p)
+          MEDSEG_CHECK(first[p] >= 0 && first[p] < K && second[p] >= 0 && second[p] < K, "pairs: index ",
+                       (first[p] < 0 || first[p] >= K) ? first[p] : second[p], " out of range for ", K, " diagrams");
+        const auto g = parse_ground(ground);
+        const auto e = parse_essential(essential);
+        py::array_t<double> out(static_cast<py::ssize_t>(P));
+        double* o = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          medseg::parallel_for(P, [&](int64_t p) {
+            const int64_t i = first[p], j = second[p];
+            o[p] = i == j ? 0.0
+                          : topo::diagram_distance(pv + 2 * offsets[i], offsets[i + 1] - offsets[i],
+                                                   pv + 2 * offsets[j], offsets[j + 1] - offsets[j], q, g, e);
+          });
+        }
+        return out;
+      },
+      py::arg("values"), py::arg("offsets"), py::arg("first"), py::arg("second"), py::arg("q"), py::arg("ground"),
+      py::arg("essential"),
+      "Distances of the listed pairs (first[p], second[p]) of K ragged diagrams, parallel over pairs; a (P,) "
+      "float64 array (0 for i == j).");
 }
 
 }  // namespace

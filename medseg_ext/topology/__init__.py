@@ -2,11 +2,12 @@
 clouds, exact diagram distances (Wasserstein, bottleneck, all-pairs matrices) and the
 sliding-window embedding. Spec: shared/reference/seeds-part1.md §3, anchors.md §3.
 
-CPU only (C++ with OpenMP over clouds and diagram pairs); there is no GPU path yet.
+CPU only (C++ with OpenMP over clouds and diagram pairs); there is no GPU path yet. The batch ops
+run on a Dask cluster with ``client=`` (see :mod:`medseg_ext.topology.scaleout`, extra ``[dist]``).
 """
-from .distances import bottleneck, diagram_distance_matrix, wasserstein
+from .distances import bottleneck, diagram_distance_matrix, diagram_distance_pairs, wasserstein
 from .embedding import sliding_window
 from .rips import RaggedDiagrams, rips_memory_estimate, vietoris_rips, vietoris_rips_batch
 
 __all__ = ["vietoris_rips", "vietoris_rips_batch", "RaggedDiagrams", "rips_memory_estimate", "wasserstein",
-           "bottleneck", "diagram_distance_matrix", "sliding_window"]
+           "bottleneck", "diagram_distance_matrix", "diagram_distance_pairs", "sliding_window"]

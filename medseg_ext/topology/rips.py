@@ -130,33 +130,48 @@ class RaggedDiagrams:
         per_dim = [self.dimension(k) for k in range(len(self.values))]
         return [[per_dim[k][b] for k in range(len(per_dim))] for b in range(len(self))]
 
+    def subset(self, start: int, stop: int) -> "RaggedDiagrams":
+        """Clouds ``start:stop`` (0 <= start <= stop <= B) as a new RaggedDiagrams (values are views)."""
+        B = len(self)
+        if not 0 <= start <= stop <= B:
+            raise IndexError(f"subset {start}:{stop} out of range for {B} clouds")
+        values, offsets = [], []
+        for k in range(len(self.values)):
+            o = self.offsets[k][start:stop + 1]
+            values.append(self.values[k][int(o[0]):int(o[-1])])
+            offsets.append(o - o[0])
+        return RaggedDiagrams(values, offsets)
+
+    @classmethod
+    def concat(cls, parts: Sequence["RaggedDiagrams"], maxdim: Optional[int] = None) -> "RaggedDiagrams":
+        """The clouds of ``parts`` one after the other (all with the same maxdim); ``maxdim`` gives the
+        layout of an empty result when ``parts`` is empty."""
+        parts = list(parts)
+        if not parts:
+            md = 0 if maxdim is None else int(maxdim)
+            return cls([torch.zeros((0, 2), dtype=torch.float64) for _ in range(md + 1)],
+                       [torch.zeros(1, dtype=torch.int64) for _ in range(md + 1)])
+        md = parts[0].maxdim
+        if any(r.maxdim != md for r in parts):
+            raise ValueError(f"parts: every RaggedDiagrams needs the same maxdim, got {[r.maxdim for r in parts]}")
+        values, offsets = [], []
+        for k in range(md + 1):
+            values.append(torch.cat([r.values[k] for r in parts]))
+            pieces, shift = [torch.zeros(1, dtype=torch.int64)], 0
+            for r in parts:
+                pieces.append(r.offsets[k][1:] + shift)
+                shift += int(r.offsets[k][-1])
+            offsets.append(torch.cat(pieces))
+        return cls(values, offsets)
+
     def __repr__(self) -> str:
         counts = [int(v.shape[0]) for v in self.values]
         return f"RaggedDiagrams(clouds={len(self)}, maxdim={self.maxdim}, points_per_dim={counts})"
 
 
-def vietoris_rips_batch(clouds: Any, maxdim: int = 1, threshold: Any = math.inf, metric: str = "euclidean",
-                        coeff: int = 2, distance_matrix: bool = False, precision: str = "float32",
-                        memory_limit: Optional[float] = None) -> RaggedDiagrams:
-    """Diagrams of many clouds in one call, parallel over clouds (OpenMP, deterministic), the GIL
-    released. Same conventions and arguments as :func:`vietoris_rips`.
-
-    Args:
-        clouds: a (B, n, d) tensor/array of equal-size clouds, or a sequence of (n_b, d) clouds
-            (sizes may differ, d must not); with ``distance_matrix=True`` (B, n, n) or a sequence
-            of (n_b, n_b) matrices.
-        memory_limit: bytes for the whole call (inputs, outputs and the per-thread working memory
-            of the largest cloud); ``MemoryError`` before any work when the estimate exceeds it.
-
-    Returns:
-        :class:`RaggedDiagrams` (values + offsets per dimension; ``to_list()`` for a list view).
-    """
-    md = check_int(maxdim, "maxdim", 0, MAX_DIM)
-    thr = check_threshold(threshold)
-    p = check_coeff(coeff)
-    met = check_metric(metric)
-    f64 = check_precision(precision)
-    dm = bool(distance_matrix)
+def _validated_clouds(clouds: Any, dm: bool) -> Any:
+    """The batch input validated: a (B, n, d) float64 tensor, or a list of prepared (n_b, d) clouds
+    (equal d) / (n_b, n_b) distance matrices."""
     if isinstance(clouds, (torch.Tensor,)) or (not isinstance(clouds, (list, tuple)) and hasattr(clouds, "shape")):
         # one (B, n, d) array: validated in one vectorised pass, no per-cloud Python
         t = as_float64_tensor(clouds, "clouds")
@@ -169,22 +184,65 @@ def vietoris_rips_batch(clouds: Any, maxdim: int = 1, threshold: Any = math.inf,
             check_finite(t, "clouds")
             if t.shape[1] > 0 and t.shape[2] == 0:
                 raise ValueError("clouds: points have 0 coordinates")
-        sizes = [int(t.shape[1])] * int(t.shape[0])
-        dim = 0 if dm else max(int(t.shape[2]), 1)
-        flat = t.reshape(-1).contiguous()
-    elif isinstance(clouds, (list, tuple)):
+        return t
+    if isinstance(clouds, (list, tuple)):
         prepared = [_prepare_cloud(c, dm, f"clouds[{b}]") for b, c in enumerate(clouds)]
         if not dm:
             dims = {int(c.shape[1]) for c in prepared if c.shape[0] > 0}
             if len(dims) > 1:
                 raise ValueError(f"clouds: every cloud needs the same number of coordinates, got {sorted(dims)}")
+        return prepared
+    raise TypeError(f"clouds: expected a (B, n, d) tensor/array or a list of clouds, got {type(clouds).__name__}")
+
+
+def vietoris_rips_batch(clouds: Any, maxdim: int = 1, threshold: Any = math.inf, metric: str = "euclidean",
+                        coeff: int = 2, distance_matrix: bool = False, precision: str = "float32",
+                        memory_limit: Optional[float] = None, client: Any = None,
+                        chunk_size: Optional[int] = None) -> RaggedDiagrams:
+    """Diagrams of many clouds in one call, parallel over clouds (OpenMP, deterministic), the GIL
+    released. Same conventions and arguments as :func:`vietoris_rips`.
+
+    Args:
+        clouds: a (B, n, d) tensor/array of equal-size clouds, or a sequence of (n_b, d) clouds
+            (sizes may differ, d must not); with ``distance_matrix=True`` (B, n, n) or a sequence
+            of (n_b, n_b) matrices.
+        memory_limit: bytes for the whole call (inputs, outputs and the per-thread working memory
+            of the largest cloud); ``MemoryError`` before any work when the estimate exceeds it.
+            With ``client``: the limit of each chunk's call on its worker.
+        client: a ``dask.distributed.Client`` or a scheduler address (``"tcp://host:8786"``): the
+            clouds are split into chunks of ``chunk_size`` clouds, each worker runs this function on
+            its chunks, and the result is reassembled in order, equal to the local call bit for bit.
+            Needs the extra ``medseg_ext[dist]``. None (default): this process only.
+        chunk_size: clouds per task (default: about 4 tasks per worker thread).
+
+    Returns:
+        :class:`RaggedDiagrams` (values + offsets per dimension; ``to_list()`` for a list view).
+    """
+    md = check_int(maxdim, "maxdim", 0, MAX_DIM)
+    thr = check_threshold(threshold)
+    p = check_coeff(coeff)
+    met = check_metric(metric)
+    f64 = check_precision(precision)
+    dm = bool(distance_matrix)
+    validated = _validated_clouds(clouds, dm)
+    if client is not None:
+        from .scaleout import rips_batch_distributed
+        return rips_batch_distributed(validated, client, chunk_size, maxdim=md, threshold=threshold, metric=metric,
+                                      coeff=p, distance_matrix=dm, precision=precision, memory_limit=memory_limit)
+    if isinstance(validated, torch.Tensor):
+        t = validated
+        sizes = [int(t.shape[1])] * int(t.shape[0])
+        dim = 0 if dm else max(int(t.shape[2]), 1)
+        flat = t.reshape(-1).contiguous()
+    else:
+        prepared = validated
+        if not dm:
+            dims = {int(c.shape[1]) for c in prepared if c.shape[0] > 0}
             dim = dims.pop() if dims else 1
         else:
             dim = 0
         sizes = [int(c.shape[0]) for c in prepared]
         flat = torch.cat([c.reshape(-1) for c in prepared]) if prepared else torch.zeros(0, dtype=torch.float64)
-    else:
-        raise TypeError(f"clouds: expected a (B, n, d) tensor/array or a list of clouds, got {type(clouds).__name__}")
     C_ = _dispatch.extension()
     largest = max(sizes, default=0)
     C_.rips_check_index_range(largest, md)

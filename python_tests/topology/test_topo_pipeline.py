@@ -9,7 +9,8 @@ from medseg_ext.pipelines import mci
 
 def test_mci_pipeline_tiny(tmp_path):
     out = tmp_path / "pr.npz"
-    assert mci.main(["--subjects", "2", "--length", "16", "--maxdim", "1", "--out", str(out)]) == 0
+    assert mci.main(["--subjects", "2", "--length", "16", "--maxdim", "1", "--epochs", "1", "--no-progress",
+                     "--out", str(out)]) == 0
     data = np.load(out)
     assert data["labels"].tolist() == [0, 0, 1, 1]
     for net, n in mci.NETWORKS.items():
