@@ -14,11 +14,11 @@ __all__ = ["__version__", "backends", "use_backend", "losses"] + [n for n in los
 
 # topology family
 from . import topology  # noqa: E402
-from .topology import (RaggedDiagrams, bottleneck, diagram_distance_matrix, rips_memory_estimate,  # noqa: E402
-                       sliding_window, vietoris_rips, vietoris_rips_batch, wasserstein)
+from .topology import (RaggedDiagrams, bottleneck, diagram_distance_matrix, diagram_distance_pairs,  # noqa: E402
+                       rips_memory_estimate, sliding_window, vietoris_rips, vietoris_rips_batch, wasserstein)
 
 __all__ += ["topology", "vietoris_rips", "vietoris_rips_batch", "RaggedDiagrams", "rips_memory_estimate",
-            "wasserstein", "bottleneck", "diagram_distance_matrix", "sliding_window"]
+            "wasserstein", "bottleneck", "diagram_distance_matrix", "diagram_distance_pairs", "sliding_window"]
 
 # lrp, cam and mser families: used through their namespaces (medseg_ext.lrp.explain,
 # medseg_ext.cam.compute_cam, medseg_ext.mser.mser)
