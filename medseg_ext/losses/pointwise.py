@@ -15,13 +15,13 @@ global gradient, as :func:`medseg_ext.region_loss` does.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
 from ._inputs import check_region_inputs
 from .fused import OUT_Q, fused_stats_raw, pointwise_spec
-from .region_losses import _check_number, _epilogue, check_dist_sync
+from .region_losses import _RegionLossModule, _check_number, _epilogue, check_dist_sync
 
 _DEFAULTS = dict(activation="softmax", ignore_index=None, reduction_unit="sample")
 
@@ -282,22 +282,9 @@ def squared_dice_loss(logits, labels, *, dist_sync=False, activation="softmax", 
     return _out(_region_mean("dice", sq, [smooth_nr, smooth_dr, 0.5, 0.5, 1.0], include_background), inp.logits)
 
 
-class _LossModule(torch.nn.Module):
-    _fn = None
-
-    def __init__(self, **kwargs):
-        super().__init__()
-        self.kwargs = kwargs
-
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return type(self)._fn(logits, labels, **self.kwargs)
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
-
-
 def _module(name: str, fn) -> type:
-    return type(name, (_LossModule,), {"_fn": staticmethod(fn), "__doc__": f"nn.Module form of :func:`{fn.__name__}`."})
+    """nn.Module twin of a loss function (keyword arguments fixed at construction), as the region losses'."""
+    return type(name, (_RegionLossModule,), {"_fn": staticmethod(fn), "__doc__": f"nn.Module form of :func:`{fn.__name__}`."})
 
 
 CrossEntropyLoss = _module("CrossEntropyLoss", cross_entropy_loss)
