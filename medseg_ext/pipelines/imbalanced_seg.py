@@ -138,7 +138,6 @@ def run(dim: int = 2, steps: int = 300, losses: Sequence[str] = ("dice", "focal"
     if steps < 1 or eval_every < 1 or batch < 1:
         raise ValueError("steps, eval_every, batch: expected positive integers")
     size = size or (96 if dim == 2 else 32)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     x_tr, y_tr = make_dataset(n_train, size, dim, seed)
     x_va, y_va = make_dataset(n_val, size, dim, seed + 1)
     frac = float(y_tr.float().mean())

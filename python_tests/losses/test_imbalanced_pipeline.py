@@ -2,7 +2,6 @@
 NumPy count of the hard predictions, and a short run of every loss trains without error."""
 import math
 
-import numpy as np
 import pytest
 import torch
 
