@@ -22,6 +22,37 @@ namespace cam {
 
 namespace {
 
+// The weight of one slice from its converged v1 (and C = G^T G): lambda1 = v^T C v, a = 1^T G v, then
+// the procedure/reduction formula of the header comment. C and v are read with element stride
+// `stride` (1 for one slice; 4 for the interleaved layout of block4).
+template <typename T>
+inline double slice_weight(const T* g, const double* C, const double* v, int64_t stride, int64_t P, int64_t Q,
+                           int procedure, int reduction) {
+  double lam = 0.0;
+  for (int64_t i = 0; i < Q; ++i) {
+    double s = 0.0;
+    for (int64_t m = 0; m < Q; ++m) s += C[(i * Q + m) * stride] * v[m * stride];
+    lam += v[i * stride] * s;
+  }
+  double a = 0.0;
+  for (int64_t p = 0; p < P; ++p) {
+    double s = 0.0;
+    for (int64_t i = 0; i < Q; ++i) s += static_cast<double>(g[p * Q + i]) * v[i * stride];
+    a += s;
+  }
+  double coef = a;
+  if (procedure == 1) {
+    const double sig = std::sqrt(std::max(lam, 0.0));
+    coef = sig > 0.0 ? a / sig : 0.0;
+  }
+  if (reduction == 0) {
+    double sv = 0.0;
+    for (int64_t i = 0; i < Q; ++i) sv += v[i * stride];
+    return coef * sv / static_cast<double>(P * Q);
+  }
+  return coef * v[0] / static_cast<double>(P);
+}
+
 // PC / QC > 0: the slice shape known at compile time (7 x 7: DenseNet/ResNet last layers at 224²),
 // so every loop has a constant trip count and is unrolled; 0: run-time shape.
 template <typename T, int PC, int QC>
@@ -95,31 +126,7 @@ void one_slice(const T* g, int64_t P_, int64_t Q_, int procedure, int reduction,
     n2 = 1.0 / std::sqrt(n2);
     for (int64_t i = 0; i < Q; ++i) v[i] = t[i] * n2;
   }
-  // lambda1 = v^T C v, a = 1^T G v
-  double lam = 0.0;
-  for (int64_t i = 0; i < Q; ++i) {
-    double s = 0.0;
-    for (int64_t m = 0; m < Q; ++m) s += C[i * Q + m] * v[m];
-    lam += v[i] * s;
-  }
-  double a = 0.0;
-  for (int64_t p = 0; p < P; ++p) {
-    double s = 0.0;
-    for (int64_t i = 0; i < Q; ++i) s += static_cast<double>(g[p * Q + i]) * v[i];
-    a += s;
-  }
-  double coef = a;
-  if (procedure == 1) {
-    const double sig = std::sqrt(std::max(lam, 0.0));
-    coef = sig > 0.0 ? a / sig : 0.0;
-  }
-  if (reduction == 0) {
-    double sv = 0.0;
-    for (int64_t i = 0; i < Q; ++i) sv += v[i];
-    *w = coef * sv / static_cast<double>(P * Q);
-  } else {
-    *w = coef * v[0] / static_cast<double>(P);
-  }
+  *w = slice_weight(g, C, v, 1, P, Q, procedure, reduction);
 }
 
 
@@ -229,30 +236,7 @@ void block4(const T* g0, int64_t P_, int64_t Q_, int procedure, int reduction, d
   }
   for (int l = 0; l < L; ++l) {
     if (!valid[l] || !conv[l]) continue;
-    double lam = 0.0;
-    for (int64_t i = 0; i < Q; ++i) {
-      double s = 0.0;
-      for (int64_t m = 0; m < Q; ++m) s += C[(i * Q + m) * L + l] * v[m * L + l];
-      lam += v[i * L + l] * s;
-    }
-    double a = 0.0;
-    for (int64_t p = 0; p < P; ++p) {
-      double s = 0.0;
-      for (int64_t i = 0; i < Q; ++i) s += static_cast<double>(g[l][p * Q + i]) * v[i * L + l];
-      a += s;
-    }
-    double coef = a;
-    if (procedure == 1) {
-      const double sig = std::sqrt(std::max(lam, 0.0));
-      coef = sig > 0.0 ? a / sig : 0.0;
-    }
-    if (reduction == 0) {
-      double sv = 0.0;
-      for (int64_t i = 0; i < Q; ++i) sv += v[i * L + l];
-      w[l] = coef * sv / static_cast<double>(P * Q);
-    } else {
-      w[l] = coef * v[l] / static_cast<double>(P);
-    }
+    w[l] = slice_weight(g[l], C + l, v + l, L, P, Q, procedure, reduction);
   }
 }
 

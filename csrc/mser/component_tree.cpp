@@ -12,36 +12,6 @@ namespace mser {
 
 namespace {
 
-struct Nbrs {
-  int count = 0;
-  int dz[26], dy[26], dx[26];
-};
-
-Nbrs make_neighbours(const Geometry& g) {
-  Nbrs n;
-  const bool is3d = g.d0 > 1 || g.connectivity == 6 || g.connectivity == 26;
-  for (int z = -1; z <= 1; ++z)
-    for (int y = -1; y <= 1; ++y)
-      for (int x = -1; x <= 1; ++x) {
-        const int nz = (z != 0) + (y != 0) + (x != 0);
-        if (nz == 0) continue;
-        if (!is3d && z != 0) continue;
-        bool take;
-        switch (g.connectivity) {
-          case 4: take = nz == 1 && z == 0; break;
-          case 8: take = z == 0; break;
-          case 6: take = nz == 1; break;
-          default: take = true; break;  // 26
-        }
-        if (!take) continue;
-        n.dz[n.count] = z;
-        n.dy[n.count] = y;
-        n.dx[n.count] = x;
-        ++n.count;
-      }
-  return n;
-}
-
 inline int32_t find_root(std::vector<int32_t>& zpar, int32_t x) {
   int32_t r = x;
   while (zpar[r] != r) r = zpar[r];
@@ -84,7 +54,7 @@ void build_tree(const T* img, const uint8_t* mask, const Geometry& g, bool brigh
       order[pos[keyof(p)]++] = p;
     }
   }
-  const Nbrs nb = make_neighbours(g);
+  const NbrList nb = neighbour_list(g);
   std::vector<int32_t> parent(static_cast<size_t>(n), -1), zpar(static_cast<size_t>(n), -1);
   auto join = [&](int32_t p, int32_t q) {
     if (zpar[q] < 0) return;  // not processed yet or outside the mask

@@ -13,34 +13,6 @@
 namespace medseg {
 namespace mser {
 
-namespace {
-
-struct NbrList {
-  int count = 0;
-  int dz[26], dy[26], dx[26];
-  int64_t off[26];
-};
-
-NbrList neighbour_list(const Geometry& g) {
-  NbrList n;
-  const bool is3d = g.connectivity == 6 || g.connectivity == 26;
-  for (int z = -1; z <= 1; ++z)
-    for (int y = -1; y <= 1; ++y)
-      for (int x = -1; x <= 1; ++x) {
-        const int nz = (z != 0) + (y != 0) + (x != 0);
-        if (nz == 0 || (!is3d && z != 0)) continue;
-        if ((g.connectivity == 4 || g.connectivity == 6) && nz != 1) continue;
-        n.dz[n.count] = z;
-        n.dy[n.count] = y;
-        n.dx[n.count] = x;
-        n.off[n.count] = z * g.d1 * g.d2 + y * g.d2 + x;
-        ++n.count;
-      }
-  return n;
-}
-
-}  // namespace
-
 template <typename T>
 void build_tree_flood(const T* img, const uint8_t* mask, const Geometry& g, bool bright, int maxval, Tree& tree) {
   const int64_t N = g.numel();

@@ -16,6 +16,32 @@ struct Geometry {
   int64_t numel() const { return d0 * d1 * d2; }
 };
 
+// The neighbour offsets of a connectivity, in (z, y, x) raster order: 4/8 stay in the plane,
+// 6 = faces, 26 = all. Shared by both tree builders so they visit neighbours identically.
+struct NbrList {
+  int count = 0;
+  int dz[26], dy[26], dx[26];
+  int64_t off[26];  // flat offset for an interior pixel
+};
+
+inline NbrList neighbour_list(const Geometry& g) {
+  NbrList n;
+  const bool is3d = g.connectivity == 6 || g.connectivity == 26;
+  for (int z = -1; z <= 1; ++z)
+    for (int y = -1; y <= 1; ++y)
+      for (int x = -1; x <= 1; ++x) {
+        const int nz = (z != 0) + (y != 0) + (x != 0);
+        if (nz == 0 || (!is3d && z != 0)) continue;
+        if ((g.connectivity == 4 || g.connectivity == 6) && nz != 1) continue;
+        n.dz[n.count] = z;
+        n.dy[n.count] = y;
+        n.dx[n.count] = x;
+        n.off[n.count] = z * g.d1 * g.d2 + y * g.d2 + x;
+        ++n.count;
+      }
+  return n;
+}
+
 // Component tree of the level sets {I <= t} of key = (bright ? maxval - I : I) over the pixels
 // with mask != 0 (all pixels when mask is null). Nodes are numbered in increasing key, so a
 // child always has a smaller id than its parent. pixel_node[p] = -1 for masked-out pixels.

@@ -51,6 +51,18 @@ topo::Essential parse_essential(const std::string& e) {
   medseg::fail("essential: expected 'drop', 'match' or 'error', got '", e, "'");
 }
 
+// Ragged diagrams (values (k, 2) float64 + offsets, as RaggedDiagrams holds them), checked.
+const double* ragged_diagrams(const py::tuple& values, const std::vector<int64_t>& offsets) {
+  const TensorDesc dv = to_desc(values, "diagrams");
+  const double* pv = contiguous_f64(dv, "diagrams", 2);
+  MEDSEG_CHECK(dv.shape[1] == 2, "diagrams: expected (k, 2) arrays");
+  MEDSEG_CHECK(!offsets.empty() && offsets.front() == 0 && offsets.back() == dv.shape[0],
+               "diagrams: internal, offsets do not cover the values");
+  for (size_t i = 1; i < offsets.size(); ++i)
+    MEDSEG_CHECK(offsets[i] >= offsets[i - 1], "diagrams: internal, offsets decrease");
+  return pv;
+}
+
 py::array_t<double> pairs_array(const std::vector<double>& flat) {
   const py::ssize_t k = static_cast<py::ssize_t>(flat.size() / 2);
   py::array_t<double> out({k, static_cast<py::ssize_t>(2)});
@@ -219,13 +231,7 @@ void bind_topology(py::module_& m) {
       "diagram_distance_matrix_cpu",
       [](py::tuple values, std::vector<int64_t> offsets, double q, const std::string& ground,
          const std::string& essential, uintptr_t out_ptr) {
-        const TensorDesc dv = to_desc(values, "diagrams");
-        const double* pv = contiguous_f64(dv, "diagrams", 2);
-        MEDSEG_CHECK(dv.shape[1] == 2, "diagrams: expected (k, 2) arrays");
-        MEDSEG_CHECK(!offsets.empty() && offsets.front() == 0 && offsets.back() == dv.shape[0],
-                     "diagrams: internal, offsets do not cover the values");
-        for (size_t i = 1; i < offsets.size(); ++i)
-          MEDSEG_CHECK(offsets[i] >= offsets[i - 1], "diagrams: internal, offsets decrease");
+        const double* pv = ragged_diagrams(values, offsets);
         const auto g = parse_ground(ground);
         const auto e = parse_essential(essential);
         const int64_t K = static_cast<int64_t>(offsets.size()) - 1;
@@ -252,13 +258,7 @@ void bind_topology(py::module_& m) {
       "diagram_distance_pairs_cpu",
       [](py::tuple values, std::vector<int64_t> offsets, std::vector<int64_t> first, std::vector<int64_t> second,
          double q, const std::string& ground, const std::string& essential) {
-        const TensorDesc dv = to_desc(values, "diagrams");
-        const double* pv = contiguous_f64(dv, "diagrams", 2);
-        MEDSEG_CHECK(dv.shape[1] == 2, "diagrams: expected (k, 2) arrays");
-        MEDSEG_CHECK(!offsets.empty() && offsets.front() == 0 && offsets.back() == dv.shape[0],
-                     "diagrams: internal, offsets do not cover the values");
-        for (size_t i = 1; i < offsets.size(); ++i)
-          MEDSEG_CHECK(offsets[i] >= offsets[i - 1], "diagrams: internal, offsets decrease");
+        const double* pv = ragged_diagrams(values, offsets);
         MEDSEG_CHECK(first.size() == second.size(), "pairs: internal, index lists of different lengths");
         const int64_t K = static_cast<int64_t>(offsets.size()) - 1;
         const int64_t P = static_cast<int64_t>(first.size());

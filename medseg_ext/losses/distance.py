@@ -244,21 +244,21 @@ def distance_transform_edt(mask, spacing: Union[None, float, Sequence[float]] = 
     squared: return squared distances. dtype: float32 (default) or float64 (default for float64 masks).
     Returns the same kind of array (tensor or ndarray) and shape, on the same device; no gradient.
     """
-    t, was_numpy = _to_tensor(mask, "mask")
-    if t.dim() == 0:
-        raise ValueError("mask: expected at least one spatial dimension, got a scalar")
-    nsp = _spatial_dims(t, spatial_dims)
-    sp = _spacing(spacing, nsp)
-    out_dtype = _out_dtype(t, dtype)
-    with torch.no_grad():
-        out = _edt_volumes(_binarise(t.detach(), "mask"), nsp, sp, out_dtype, squared)
-    return out.numpy() if was_numpy else out
+    return _map_volumes(mask, spacing, spatial_dims, dtype,
+                        lambda fg, nsp, sp, out_dtype: _edt_volumes(fg, nsp, sp, out_dtype, squared))
 
 
 def signed_distance(mask, spacing=None, *, inside_offset: float = 1.0, spatial_dims: Optional[int] = None,
                     dtype: Optional[torch.dtype] = None):
     """Signed distance map per volume (Kervadec ``one_hot2dist``): outside the object +distance to it,
     inside -(distance to the background - inside_offset); volumes that are empty or full give 0."""
+    return _map_volumes(mask, spacing, spatial_dims, dtype,
+                        lambda fg, nsp, sp, out_dtype: _signed(fg, nsp, sp, out_dtype, float(inside_offset)))
+
+
+def _map_volumes(mask, spacing, spatial_dims, dtype, fn):
+    """The public maps' common path: validate and binarise ``mask``, resolve spatial dims, spacing
+    and output dtype, run ``fn(fg, nsp, spacing, dtype)`` without grad, return mask's kind (tensor/array)."""
     t, was_numpy = _to_tensor(mask, "mask")
     if t.dim() == 0:
         raise ValueError("mask: expected at least one spatial dimension, got a scalar")
@@ -266,8 +266,7 @@ def signed_distance(mask, spacing=None, *, inside_offset: float = 1.0, spatial_d
     sp = _spacing(spacing, nsp)
     out_dtype = _out_dtype(t, dtype)
     with torch.no_grad():
-        fg = _binarise(t.detach(), "mask")
-        out = _signed(fg, nsp, sp, out_dtype, float(inside_offset))
+        out = fn(_binarise(t.detach(), "mask"), nsp, sp, out_dtype)
     return out.numpy() if was_numpy else out
 
 

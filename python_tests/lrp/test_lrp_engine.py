@@ -9,13 +9,7 @@ from torch import nn
 from medseg_ext import lrp
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _float64_default():
-    """float64 default dtype for this module only (restored afterwards)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")  # these tests build float64 nets
 
 
 class TinyResUNet(nn.Module):

@@ -9,13 +9,8 @@ from medseg_ext import lrp
 from medseg_ext.reference import lrp as ref
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _float64_default():
-    """float64 default dtype for this module only (restored afterwards)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")  # these tests build float64 nets
+
 
 RULES = {
     "epsilon": (lambda: lrp.Epsilon(1e-6), {"rule": "epsilon", "epsilon": 1e-6}),
