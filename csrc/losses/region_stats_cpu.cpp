@@ -405,14 +405,17 @@ void softmax_tile_extras(const T* buf, const T* raw, const T* lse, const int32_t
   double* Spos = acc + C;
   double* Ph = acc + 3 * C;
   double* TPh = acc + 4 * C;
-  T wt[kTile], qs[kTile];
-  for (int64_t t = 0; t < n; ++t) wt[t] = valid[t] ? T(1) : T(0);
-  for (int64_t c = 0; ex.want_q && c < C; ++c) {
-    const T* row = buf + c * kTile;
-    double s = 0;
+  T qs[kTile];
+  if (ex.want_q) {
+    T wt[kTile];
+    for (int64_t t = 0; t < n; ++t) wt[t] = valid[t] ? T(1) : T(0);
+    for (int64_t c = 0; c < C; ++c) {
+      const T* row = buf + c * kTile;
+      double s = 0;
 #pragma omp simd reduction(+ : s)
-    for (int64_t t = 0; t < n; ++t) s += double(row[t] * row[t] * wt[t]);
-    Q[c] += s;
+      for (int64_t t = 0; t < n; ++t) s += double(row[t] * row[t] * wt[t]);
+      Q[c] += s;
+    }
   }
   if (ex.want_hard) softmax_hard_counts(raw, cls, valid, C, n, Ph, TPh);
   if (!pw) return;
