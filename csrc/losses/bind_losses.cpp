@@ -36,20 +36,48 @@ void bind_losses(py::module_& m) {
       "fused_stats_cpu",
       [](py::tuple logits, py::tuple labels, uintptr_t out_ptr, uintptr_t ext_ptr, bool sigmoid, bool per_sample,
          bool has_ignore, int64_t ignore_index, int kind, double gamma, double a_pos, double a_neg,
-         double logit_threshold, int outputs) {
+         double logit_threshold, int outputs, uintptr_t probs_ptr) {
         TensorDesc lg, lab;
         medseg::losses::normalise_region_inputs(to_desc(logits, "logits"), to_desc(labels, "labels"), lg, lab);
         const auto prm = region_params(sigmoid, per_sample, has_ignore, ignore_index);
         const auto ex = extra_params(kind, gamma, a_pos, a_neg, logit_threshold, outputs);
         py::gil_scoped_release release;
         medseg::losses::fused_stats_cpu(lg, lab, reinterpret_cast<double*>(out_ptr), reinterpret_cast<double*>(ext_ptr),
-                                        prm, ex);
+                                        prm, ex, reinterpret_cast<float*>(probs_ptr));
       },
       py::arg("logits"), py::arg("labels"), py::arg("out_ptr"), py::arg("ext_ptr"), py::arg("sigmoid"),
       py::arg("per_sample"), py::arg("has_ignore"), py::arg("ignore_index"), py::arg("kind"), py::arg("gamma"),
-      py::arg("a_pos"), py::arg("a_neg"), py::arg("logit_threshold"), py::arg("outputs") = 3,
+      py::arg("a_pos"), py::arg("a_neg"), py::arg("logit_threshold"), py::arg("outputs") = 3, py::arg("probs_ptr") = 0,
       "Region statistics (U, C, 4) and the extra statistics (U, C, 5) = Q, Spos, Sneg, Ph, TPh in one pass "
-      "(outputs: bit 1 Q, bit 2 Ph/TPh; the others come back 0).");
+      "(outputs: bit 1 Q, bit 2 Ph/TPh; the others come back 0). probs_ptr (0: none): a contiguous float32 "
+      "buffer of the logits' shape that receives the softmax probabilities (float32 softmax, kind none/log).");
+  m.def(
+      "softmax_probs_backward_cpu",
+      [](py::tuple probs, py::tuple labels, uintptr_t coeff_ptr, uintptr_t ext_coeff_ptr, py::tuple grad_logits,
+         bool per_sample, bool has_ignore, int64_t ignore_index, int kind, int outputs) {
+        TensorDesc pr, lab;
+        medseg::losses::normalise_region_inputs(to_desc(probs, "probs"), to_desc(labels, "labels"), pr, lab);
+        TensorDesc gl = to_desc(grad_logits, "grad_logits").padded_to(5, 2);
+        auto dense = [](const TensorDesc& t) {  // C-contiguous; strides of size-1 axes do not matter
+          int64_t expect = 1;
+          for (int i = t.ndim - 1; i >= 0; --i) {
+            if (t.shape[i] != 1 && t.strides[i] != expect) return false;
+            expect *= t.shape[i];
+          }
+          return true;
+        };
+        MEDSEG_CHECK(dense(pr) && dense(gl), "probs, grad_logits: must be contiguous");
+        for (int i = 0; i < 5; ++i)
+          MEDSEG_CHECK(gl.shape[i] == pr.shape[i], "grad_logits: shape must equal the probs shape");
+        const auto prm = region_params(false, per_sample, has_ignore, ignore_index);
+        const auto ex = extra_params(kind, 2.0, 1.0, 1.0, 0.0, outputs);
+        py::gil_scoped_release release;
+        medseg::losses::softmax_probs_backward_cpu(pr, lab, reinterpret_cast<const double*>(coeff_ptr),
+                                                   reinterpret_cast<const double*>(ext_coeff_ptr), gl, prm, ex);
+      },
+      py::arg("probs"), py::arg("labels"), py::arg("coeff_ptr"), py::arg("ext_coeff_ptr"), py::arg("grad_logits"),
+      py::arg("per_sample"), py::arg("has_ignore"), py::arg("ignore_index"), py::arg("kind"), py::arg("outputs"),
+      "dL/dlogits of softmax statistics from the probabilities fused_stats_cpu stored (ext_coeff_ptr 0: none).");
   m.def(
       "fused_stats_backward_cpu",
       [](py::tuple logits, py::tuple labels, uintptr_t coeff_ptr, uintptr_t ext_coeff_ptr, py::tuple grad_logits,

@@ -66,17 +66,28 @@ void soft_region_stats_backward_cpu(const TensorDesc& logits, const TensorDesc& 
 // The same two passes with the extra statistics: ext is contiguous float64 (U, C, 5) and
 // ext_coeff (U, C, 3), both laid out as described above. Softmax supports the kinds none, log,
 // focal and el on the g = 1 term only (Sneg stays 0); sigmoid supports every kind on both terms.
+// probs (null: not wanted): float32 softmax logits with dense spatial dims and kind none/log only;
+// receives the probabilities as a contiguous (B, C, S) tensor (0 on ignored elements) for
+// softmax_probs_backward_cpu, which then needs no second softmax.
 void fused_stats_cpu(const TensorDesc& logits, const TensorDesc& labels, double* out, double* ext,
-                     const RegionStatsParams& params, const ExtraParams& extra);
+                     const RegionStatsParams& params, const ExtraParams& extra, float* probs = nullptr);
 void fused_stats_backward_cpu(const TensorDesc& logits, const TensorDesc& labels, const double* coeff,
                               const double* ext_coeff, const TensorDesc& grad_logits,
                               const RegionStatsParams& params, const ExtraParams& extra);
+
+// dL/dlogits of the softmax statistics from the stored probabilities (probs and grad: contiguous
+// float32 (B, C, S1, S2, S3)); coefficients as fused_stats_backward_cpu's (ext_coeff may be null).
+void softmax_probs_backward_cpu(const TensorDesc& probs, const TensorDesc& labels, const double* coeff,
+                                const double* ext_coeff, const TensorDesc& grad, const RegionStatsParams& params,
+                                const ExtraParams& extra);
 
 // Per-ISA variants behind the entry points above (see common/isa.h).
 #define MEDSEG_REGION_STATS_ISA_DECL(ns)                                                                 \
   namespace ns {                                                                                          \
   void stats_entry(const TensorDesc&, const TensorDesc&, double*, double*, const RegionStatsParams&,     \
-                   const ExtraParams*);                                                                   \
+                   const ExtraParams*, float*);                                                           \
+  void probs_backward_entry(const TensorDesc&, const TensorDesc&, const double*, const double*,          \
+                            const TensorDesc&, const RegionStatsParams&, const ExtraParams*);             \
   void backward_entry(const TensorDesc&, const TensorDesc&, const double*, const double*,                \
                       const TensorDesc&, const RegionStatsParams&, const ExtraParams*);                   \
   }

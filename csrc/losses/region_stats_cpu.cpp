@@ -11,6 +11,10 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 #include <vector>
 
 #include "common/dtype.h"
@@ -36,7 +40,8 @@ struct Geometry {
         S(lg.shape[2] * lg.shape[3] * lg.shape[4]),
         lb(lg.strides[0]), lc(lg.strides[1]), l1(lg.strides[2]), l2(lg.strides[3]), l3(lg.strides[4]),
         yb(lab.strides[0]), y1(lab.strides[1]), y2(lab.strides[2]), y3(lab.strides[3]),
-        logits_linear(l3 == 1 && l2 == S3 && l1 == S2 * S3), labels_linear(y3 == 1 && y2 == S3 && y1 == S2 * S3) {}
+        logits_linear((S3 == 1 || l3 == 1) && (S2 == 1 || l2 == S3) && (S1 == 1 || l1 == S2 * S3)),
+        labels_linear((S3 == 1 || y3 == 1) && (S2 == 1 || y2 == S3) && (S1 == 1 || y1 == S2 * S3)) {}
 };
 
 // Offsets of the tile's elements [s0, s0 + n) in the logits (without the b, c terms) and labels.
@@ -496,9 +501,370 @@ void tile_extras(const T* buf, const T* raw, const T* lse, const int32_t* cls, c
   }
 }
 
+// ---------------------------------------------------------------- softmax fast path
+// float32 logits and labels with dense spatial dims, pointwise kind none or log: every softmax
+// region loss, CE and DiceCE. The logits are read straight from the tensor (no gathered copy),
+// only the exponentials are kept in the tile buffer, probabilities are never normalised in place,
+// and each class's statistics are one vectorised loop over its row. Same definitions and checks
+// as the general path; per-tile sums are float (at most kTile terms), accumulated in double.
+
+// log(x) for normal floats x > 0 without a libm call, so the per-element log-sum-exp vectorises:
+// x = 2^k m with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(s), s = (m - 1)/(m + 1), |s| < 0.172,
+// odd series to s^9 (truncation < 1e-9); k ln 2 with the Cody-Waite split of ln 2.
+inline float vlog(float x) {
+  int32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  int32_t k = ((bits >> 23) & 0xff) - 127;
+  const int32_t mbits = (bits & 0x007fffff) | 0x3f800000;
+  float m;
+  std::memcpy(&m, &mbits, sizeof(m));
+  const bool big = m > 1.41421356f;
+  m = big ? m * 0.5f : m;
+  k = big ? k + 1 : k;
+  const float s = (m - 1.0f) / (m + 1.0f);
+  const float s2 = s * s;
+  float r = 1.0f / 9.0f;
+  r = r * s2 + 1.0f / 7.0f;
+  r = r * s2 + 0.2f;
+  r = r * s2 + 1.0f / 3.0f;
+  r = r * s2 + 1.0f;
+  const float kf = static_cast<float>(k);
+  return kf * 0.693359375f + (kf * -2.12194440e-4f + 2.0f * s * r);
+}
+
+inline bool softmax_fast_eligible(const Geometry& g, const RegionStatsParams& prm, const ExtraParams* ex) {
+  return !prm.sigmoid && g.logits_linear && g.labels_linear &&
+         (!ex || ex->kind == PointwiseKind::none || ex->kind == PointwiseKind::log);
+}
+
+// Row maxima (masked: ignored elements read as 0, so NaN/inf there is allowed, as in gather_tile),
+// the argmax (first index on ties) and the checks of the general path.
+// (Loads are unconditional and selects are arithmetic so no masked load/store is emitted: those
+// are microcoded and slow on AMD cores.)
+inline void softmax_fast_max(const float* base, int64_t lc, int64_t C, int64_t n, const float* wt, int64_t b,
+                             int64_t s0, float* m) {
+  const float inf = std::numeric_limits<float>::infinity();
+  for (int64_t t = 0; t < n; ++t) m[t] = -inf;
+  float nan_seen = 0.0f;
+  for (int64_t c = 0; c < C; ++c) {
+    const float* row = base + c * lc;
+#pragma omp simd reduction(+ : nan_seen)
+    for (int64_t t = 0; t < n; ++t) {
+      const float r = row[t];
+      const float x = wt[t] != 0.0f ? r : 0.0f;
+      const float mo = m[t];
+      nan_seen += x != x ? 1.0f : 0.0f;
+      m[t] = x > mo ? x : mo;
+    }
+  }
+  int inf_seen = 0;
+#pragma omp simd reduction(| : inf_seen)
+  for (int64_t t = 0; t < n; ++t) inf_seen |= int(m[t] == inf) | int(m[t] == -inf);
+  if (nan_seen == 0.0f && !inf_seen) return;
+  for (int64_t t = 0; t < n; ++t) {
+    if (wt[t] == 0.0f) continue;
+    for (int64_t c = 0; c < C; ++c)
+      if (std::isnan(base[c * lc + t])) bad_logit(b, s0 + t, "NaN");
+  }
+  for (int64_t t = 0; t < n; ++t)
+    if (std::isinf(m[t])) bad_logit(b, s0 + t, m[t] > 0 ? "+inf" : "a row of all -inf");
+}
+
+// Statistics of the chunk [c0, c1) of sample b: acc = I[C], P[C], G[C], N (as stats_impl's
+// partials), eacc = Q[C], Spos[C], Sneg[C], Ph[C], TPh[C] or null.
+// Software prefetch of the next tile's logits rows: the C rows of a tile are C separate streams
+// (one per class, S elements apart), more than the hardware prefetchers follow reliably.
+inline void prefetch_next_tile(const float* base, int64_t lc, int64_t C, int64_t n_next) {
+  for (int64_t c = 0; c < C; ++c) {
+    const float* row = base + c * lc + kTile;
+    for (int64_t t = 0; t < n_next; t += 16) __builtin_prefetch(row + t, 0, 3);
+  }
+}
+
+// Row of probabilities out to memory with non-temporal stores where the target is aligned: the
+// buffer is read again only by the backward, so caching it (and reading each line for ownership
+// first) is wasted bandwidth. Plain stores where unaligned or without SSE.
+inline void stream_row(float* dst, const float* src, int64_t n) {
+  int64_t t = 0;
+#if defined(__AVX__)
+  if ((reinterpret_cast<uintptr_t>(dst) & 31) == 0)
+    for (; t + 8 <= n; t += 8) _mm256_stream_ps(dst + t, _mm256_load_ps(src + t));
+#elif defined(__SSE2__)
+  if ((reinterpret_cast<uintptr_t>(dst) & 15) == 0)
+    for (; t + 4 <= n; t += 4) _mm_stream_ps(dst + t, _mm_load_ps(src + t));
+#endif
+  for (; t < n; ++t) dst[t] = src[t];
+}
+
+inline void stream_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();  // streamed stores visible before the job ends
+#endif
+}
+
+// probs (null: not wanted): contiguous (B, C, S) float32 that receives p (0 on ignored elements),
+// so the backward can start from p instead of recomputing the softmax.
+template <bool kMasked, bool kStore, typename L>
+void softmax_fast_stats_job(const float* lg, const L* lab, const Geometry& g, const RegionStatsParams& prm,
+                            const ExtraParams* ex, int64_t b, int64_t c0, int64_t c1, double* acc, double* eacc,
+                            float* probs) {
+  const int64_t C = g.C;
+  std::vector<float> ebuf(static_cast<size_t>(C * kTile));
+  float* e = ebuf.data();
+  int64_t yoff[kTile];
+  int32_t cls[kTile], best[kTile];
+  bool valid[kTile];
+  float wt[kTile], m[kTile], sum[kTile], inv[kTile], lse[kTile];
+  alignas(32) float ptile[kTile];
+  const bool want_ce = ex && ex->kind == PointwiseKind::log;
+  const bool want_q = ex && ex->want_q, want_hard = ex && ex->want_hard;
+  for (int64_t s0 = c0; s0 < c1; s0 += kTile) {
+    const int64_t n = std::min(kTile, c1 - s0);
+    load_labels(lab, g, prm, b, s0, n, yoff, cls, valid);
+    int64_t nvalid = 0;
+    for (int64_t t = 0; t < n; ++t) {
+      wt[t] = valid[t] ? 1.0f : 0.0f;
+      nvalid += valid[t];
+      sum[t] = 0.0f;
+    }
+    const float* base = lg + b * g.lb + s0;
+    prefetch_next_tile(base, g.lc, C, std::min(kTile, c1 - s0 - n));
+    softmax_fast_max(base, g.lc, C, n, wt, b, s0, m);
+    for (int64_t c = 0; c < C; ++c) {
+      const float* row = base + c * g.lc;
+      float* er = e + c * kTile;
+#pragma omp simd
+      for (int64_t t = 0; t < n; ++t) {
+        const float r = row[t];
+        const float x = kMasked ? (wt[t] != 0.0f ? r : 0.0f) : r;
+        const float v = vexp(x - m[t]);
+        er[t] = v;
+        sum[t] += v;
+      }
+    }
+    if (want_hard) {  // argmax = the first class whose (masked) logit equals the row maximum
+      for (int64_t t = 0; t < n; ++t) best[t] = int32_t(C);
+      for (int64_t c = C - 1; c >= 0; --c) {
+        const float* row = base + c * g.lc;
+        const int32_t ci = static_cast<int32_t>(c);
+#pragma omp simd
+        for (int64_t t = 0; t < n; ++t) {
+          const float r = row[t];
+          const float x = wt[t] != 0.0f ? r : 0.0f;
+          const int32_t bo = best[t];
+          best[t] = x == m[t] ? ci : bo;
+        }
+      }
+    }
+#pragma omp simd
+    for (int64_t t = 0; t < n; ++t) {
+      inv[t] = 1.0f / sum[t];
+      lse[t] = m[t] + vlog(sum[t]);
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const float* row = base + c * g.lc;
+      const float* er = e + c * kTile;
+      float* pr = kStore ? probs + (b * C + c) * g.S + s0 : nullptr;
+      const int32_t ci = static_cast<int32_t>(c);
+      float sI = 0, sP = 0, sG = 0, sS = 0;
+#pragma omp simd reduction(+ : sI, sP, sG, sS)
+      for (int64_t t = 0; t < n; ++t) {
+        const float p = er[t] * inv[t];
+        const float ce = lse[t] - row[t];  // -log p_y, exact where p_y underflows
+        const bool own = cls[t] == ci;     // -1 (ignored) never matches
+        if (kStore) ptile[t] = kMasked ? (wt[t] != 0.0f ? p : 0.0f) : p;
+        sP += kMasked ? (wt[t] != 0.0f ? p : 0.0f) : p;
+        sI += own ? p : 0.0f;
+        sG += own ? 1.0f : 0.0f;
+        sS += own ? ce : 0.0f;
+      }
+      if (kStore) stream_row(pr, ptile, n);
+      acc[c] += sI;
+      acc[C + c] += sP;
+      acc[2 * C + c] += sG;
+      if (eacc && want_ce) eacc[C + c] += sS;
+      if (!eacc || !(want_q || want_hard)) continue;
+      float sQ = 0, sPh = 0, sTPh = 0;
+#pragma omp simd reduction(+ : sQ, sPh, sTPh)
+      for (int64_t t = 0; t < n; ++t) {
+        const float p = er[t] * inv[t];
+        const bool hit = wt[t] != 0.0f && best[t] == ci;
+        sQ += wt[t] != 0.0f ? p * p : 0.0f;
+        sPh += hit ? 1.0f : 0.0f;
+        sTPh += hit && cls[t] == ci ? 1.0f : 0.0f;
+      }
+      if (want_q) eacc[c] += sQ;
+      if (want_hard) {
+        eacc[3 * C + c] += sPh;
+        eacc[4 * C + c] += sTPh;
+      }
+    }
+    acc[3 * C] += double(nvalid);
+  }
+  if (kStore) stream_fence();
+}
+
+// Gradient of the chunk: dz_c = p_c (A_c + p_c cq2_c - base) + [c == y] (p_c B_c + k_y), with
+// base = sum_k p_k H_k + k_y, H_k = A_k + [k == y] B_k + p_k cq2_k, k_y = -cpos_y for the log
+// kind (kappa = -1) and 0 without a pointwise term; ignored elements get 0. cq2 = 2 dL/dQ.
+// The forward has validated the logits, so the row maxima need no checks here. kMasked: some
+// labels may be ignore_index (their logits are read as 0); kQ: some dL/dQ is non-zero.
+template <bool kMasked, bool kQ, typename L>
+void softmax_fast_backward_job(const float* lg, const L* lab, const Geometry& g, const RegionStatsParams& prm,
+                               int64_t b, int64_t c0, int64_t c1, const float* A, const float* Bc, const float* cq2,
+                               const float* cpos, float* out) {
+  const int64_t C = g.C;
+  std::vector<float> ebuf(static_cast<size_t>(C * kTile));
+  float* e = ebuf.data();
+  int64_t yoff[kTile];
+  int32_t cls[kTile];
+  bool valid[kTile];
+  float wt[kTile], m[kTile], sum[kTile], dA[kTile], dQ[kTile], inv[kTile], basev[kTile], ky[kTile];
+  for (int64_t s0 = c0; s0 < c1; s0 += kTile) {
+    const int64_t n = std::min(kTile, c1 - s0);
+    load_labels(lab, g, prm, b, s0, n, yoff, cls, valid);
+    const float* base = lg + b * g.lb + s0;
+    for (int64_t t = 0; t < n; ++t) {
+      wt[t] = valid[t] ? 1.0f : 0.0f;
+      m[t] = -std::numeric_limits<float>::infinity();
+      sum[t] = dA[t] = dQ[t] = 0.0f;
+    }
+    prefetch_next_tile(base, g.lc, C, std::min(kTile, c1 - s0 - n));
+    for (int64_t c = 0; c < C; ++c) {
+      const float* row = base + c * g.lc;
+#pragma omp simd
+      for (int64_t t = 0; t < n; ++t) {
+        const float r = row[t];
+        const float x = kMasked ? (wt[t] != 0.0f ? r : 0.0f) : r;
+        const float mo = m[t];
+        m[t] = x > mo ? x : mo;
+      }
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const float* row = base + c * g.lc;
+      float* er = e + c * kTile;
+      const float ac = A[c], qc = kQ ? cq2[c] : 0.0f;
+#pragma omp simd
+      for (int64_t t = 0; t < n; ++t) {
+        const float r = row[t];
+        const float x = kMasked ? (wt[t] != 0.0f ? r : 0.0f) : r;
+        const float v = vexp(x - m[t]);
+        er[t] = v;
+        sum[t] += v;
+        dA[t] += v * ac;
+        if (kQ) dQ[t] += v * v * qc;
+      }
+    }
+    for (int64_t t = 0; t < n; ++t) {  // the element's own class: one scalar lookup each
+      const int32_t y = cls[t];
+      const float r = 1.0f / sum[t];
+      const float ey = y >= 0 ? e[y * kTile + t] : 0.0f;
+      const float k = y >= 0 ? -cpos[y] : 0.0f;
+      inv[t] = r;
+      ky[t] = k;
+      basev[t] = (dA[t] + (y >= 0 ? ey * Bc[y] : 0.0f)) * r + (kQ ? dQ[t] * r * r : 0.0f) + k;
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const float* er = e + c * kTile;
+      float* o = out + (b * C + c) * g.S + s0;
+      const int32_t ci = static_cast<int32_t>(c);
+      const float ac = A[c], bc = Bc[c], qc = kQ ? cq2[c] : 0.0f;
+#pragma omp simd
+      for (int64_t t = 0; t < n; ++t) {
+        const float p = er[t] * inv[t];
+        const float d = p * (ac + (kQ ? p * qc : 0.0f) - basev[t]) + (cls[t] == ci ? p * bc + ky[t] : 0.0f);
+        o[t] = kMasked ? (wt[t] != 0.0f ? d : 0.0f) : d;
+      }
+    }
+  }
+}
+
+// The softmax backward from stored probabilities (softmax_fast_stats_job with probs): the same
+// formula as softmax_fast_backward_job, without the row maxima and exponentials. Ignored elements
+// hold p = 0, so their gradient is 0 without a mask (k_y is 0 there too).
+template <bool kQ, typename L>
+void softmax_probs_backward_job(const float* probs, const L* lab, const Geometry& g, const RegionStatsParams& prm,
+                                int64_t b, int64_t c0, int64_t c1, const float* A, const float* Bc, const float* cq2,
+                                const float* cpos, float* out) {
+  const int64_t C = g.C;
+  int64_t yoff[kTile];
+  int32_t cls[kTile];
+  bool valid[kTile];
+  float dot[kTile], basev[kTile], ky[kTile];
+  for (int64_t s0 = c0; s0 < c1; s0 += kTile) {
+    const int64_t n = std::min(kTile, c1 - s0);
+    load_labels(lab, g, prm, b, s0, n, yoff, cls, valid);
+    const float* pb = probs + b * C * g.S + s0;
+    prefetch_next_tile(pb, g.S, C, std::min(kTile, c1 - s0 - n));
+    for (int64_t t = 0; t < n; ++t) dot[t] = 0.0f;
+    for (int64_t c = 0; c < C; ++c) {
+      const float* row = pb + c * g.S;
+      const float ac = A[c], qc = kQ ? cq2[c] : 0.0f;
+#pragma omp simd
+      for (int64_t t = 0; t < n; ++t) {
+        const float p = row[t];
+        dot[t] += p * (kQ ? ac + p * qc : ac);
+      }
+    }
+    for (int64_t t = 0; t < n; ++t) {
+      const int32_t y = cls[t];
+      const float py = y >= 0 ? pb[y * g.S + t] : 0.0f;
+      const float k = y >= 0 ? -cpos[y] : 0.0f;
+      ky[t] = k;
+      basev[t] = dot[t] + (y >= 0 ? py * Bc[y] : 0.0f) + k;
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const float* row = pb + c * g.S;
+      float* o = out + (b * C + c) * g.S + s0;
+      const int32_t ci = static_cast<int32_t>(c);
+      const float ac = A[c], bc = Bc[c], qc = kQ ? cq2[c] : 0.0f;
+#pragma omp simd
+      for (int64_t t = 0; t < n; ++t) {
+        const float p = row[t];
+        o[t] = p * ((kQ ? ac + p * qc : ac) - basev[t]) + (cls[t] == ci ? p * bc + ky[t] : 0.0f);
+      }
+    }
+  }
+}
+
+// Entry of the backward from probabilities: coefficients as fused_stats_backward_cpu's.
+template <typename L>
+void probs_backward_impl(const TensorDesc& probs, const TensorDesc& labels, const double* coeff,
+                         const double* ext_coeff, const TensorDesc& grad, const RegionStatsParams& prm,
+                         const ExtraParams* ex) {
+  const Geometry g(probs, labels);
+  const int64_t C = g.C;
+  if (g.B == 0 || g.S == 0 || C == 0) return;
+  const float* pr = static_cast<const float*>(probs.data);
+  const L* lab = static_cast<const L*>(labels.data);
+  float* out = static_cast<float*>(grad.data);
+  const int64_t chunks_per_b = (g.S + kChunk - 1) / kChunk;
+  parallel_for(g.B * chunks_per_b, [&](int64_t job) {
+    const int64_t b = job / chunks_per_b;
+    const int64_t c0 = (job % chunks_per_b) * kChunk;
+    const int64_t c1 = std::min(g.S, c0 + kChunk);
+    const int64_t u = prm.per_sample ? b : 0;
+    std::vector<float> A(C), Bc(C), cq2(C, 0.0f), cpos(C, 0.0f);
+    bool any_q = false;
+    for (int64_t i = 0; i < C; ++i) {
+      A[i] = float(coeff[(u * C + i) * 2 + 1]);
+      Bc[i] = float(coeff[(u * C + i) * 2]);
+      if (!ext_coeff) continue;
+      const double* ec = ext_coeff + (u * C + i) * kNumExtCoeff;
+      cq2[i] = float(2.0 * ec[0]);
+      cpos[i] = ex->kind == PointwiseKind::log ? float(ec[1]) : 0.0f;
+      any_q |= cq2[i] != 0.0f;
+    }
+    if (any_q)
+      softmax_probs_backward_job<true>(pr, lab, g, prm, b, c0, c1, A.data(), Bc.data(), cq2.data(), cpos.data(), out);
+    else
+      softmax_probs_backward_job<false>(pr, lab, g, prm, b, c0, c1, A.data(), Bc.data(), cq2.data(), cpos.data(), out);
+  });
+}
+
 template <typename S, typename L>
 void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out, double* ext,
-                const RegionStatsParams& prm, const ExtraParams* ex) {
+                const RegionStatsParams& prm, const ExtraParams* ex, float* probs) {
   using T = typename compute_type<S>::type;
   const Geometry g(logits, labels);
   const S* lg = static_cast<const S*>(logits.data);
@@ -516,10 +882,32 @@ void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out,
   std::vector<double> partial(static_cast<size_t>(jobs * stride), 0.0);
   std::vector<double> ext_partial(static_cast<size_t>(jobs * ext_stride), 0.0);
 
+  const bool fast = std::is_same<S, float>::value && softmax_fast_eligible(g, prm, ext ? ex : nullptr);
+  MEDSEG_CHECK(!probs || fast, "probs: only float32 softmax logits with dense spatial dims (and labels likewise) "
+               "and pointwise kind none or log can store probabilities");
   parallel_for(jobs, [&](int64_t job) {
     const int64_t b = job / chunks_per_b;
     const int64_t c0 = (job % chunks_per_b) * kChunk;
     const int64_t c1 = std::min(g.S, c0 + kChunk);
+    if constexpr (std::is_same<S, float>::value) {
+      if (fast) {
+        double* acc = partial.data() + job * stride;
+        double* eacc = ext ? ext_partial.data() + job * ext_stride : nullptr;
+        const ExtraParams* e = ext ? ex : nullptr;
+        if (prm.has_ignore) {  // else every label is valid (load_labels throws otherwise)
+          if (probs)
+            softmax_fast_stats_job<true, true>(lg, lab, g, prm, e, b, c0, c1, acc, eacc, probs);
+          else
+            softmax_fast_stats_job<true, false>(lg, lab, g, prm, e, b, c0, c1, acc, eacc, nullptr);
+        } else {
+          if (probs)
+            softmax_fast_stats_job<false, true>(lg, lab, g, prm, e, b, c0, c1, acc, eacc, probs);
+          else
+            softmax_fast_stats_job<false, false>(lg, lab, g, prm, e, b, c0, c1, acc, eacc, nullptr);
+        }
+        return;
+      }
+    }
     std::vector<T> buf(static_cast<size_t>(C * kTile));
     int64_t loff[kTile], yoff[kTile];
     int32_t cls[kTile];  // 32-bit so compares line up with float lanes when vectorised
@@ -714,6 +1102,7 @@ void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const dou
   if (g.B == 0 || g.S == 0 || C == 0) return;
 
   const int64_t chunks_per_b = (g.S + kChunk - 1) / kChunk;
+  const bool fast = std::is_same<S, float>::value && softmax_fast_eligible(g, prm, ext_coeff ? ex : nullptr);
   parallel_for(g.B * chunks_per_b, [&](int64_t job) {
     const int64_t b = job / chunks_per_b;
     const int64_t c0 = (job % chunks_per_b) * kChunk;
@@ -723,6 +1112,29 @@ void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const dou
     for (int64_t i = 0; i < C; ++i) {
       A[i] = T(gs[2 * i + 1]);
       Bc[i] = T(gs[2 * i]);
+    }
+    if constexpr (std::is_same<S, float>::value) {
+      if (fast) {
+        const double* ec = ext_coeff ? ext_coeff + (prm.per_sample ? b : 0) * C * kNumExtCoeff : nullptr;
+        std::vector<float> cq2(C, 0.0f), cpos(C, 0.0f);
+        for (int64_t i = 0; ec && i < C; ++i) {
+          cq2[i] = float(2.0 * ec[i * kNumExtCoeff + 0]);
+          cpos[i] = ex->kind == PointwiseKind::log ? float(ec[i * kNumExtCoeff + 1]) : 0.0f;
+        }
+        bool any_q = false;
+        for (int64_t i = 0; i < C; ++i) any_q |= cq2[i] != 0.0f;
+        auto run = [&](auto masked, auto q) {
+          softmax_fast_backward_job<decltype(masked)::value, decltype(q)::value>(
+              lg, lab, g, prm, b, c0, c1, A.data(), Bc.data(), cq2.data(), cpos.data(), out);
+        };
+        using T1 = std::true_type;
+        using F0 = std::false_type;
+        if (prm.has_ignore)
+          any_q ? run(T1{}, T1{}) : run(T1{}, F0{});
+        else
+          any_q ? run(F0{}, T1{}) : run(F0{}, F0{});
+        return;
+      }
     }
     std::vector<T> buf(static_cast<size_t>(C * kTile));
     int64_t loff[kTile], yoff[kTile];
@@ -777,9 +1189,18 @@ void backward_impl(const TensorDesc& logits, const TensorDesc& labels, const dou
 }  // namespace
 
 void stats_entry(const TensorDesc& logits, const TensorDesc& labels, double* out, double* ext,
-                 const RegionStatsParams& params, const ExtraParams* extra) {
+                 const RegionStatsParams& params, const ExtraParams* extra, float* probs) {
   dispatch_logits_labels(logits.dtype, labels.dtype, [&](auto st, auto lt) {
-    stats_impl<typename decltype(st)::type, typename decltype(lt)::type>(logits, labels, out, ext, params, extra);
+    stats_impl<typename decltype(st)::type, typename decltype(lt)::type>(logits, labels, out, ext, params, extra,
+                                                                         probs);
+  });
+}
+
+void probs_backward_entry(const TensorDesc& probs, const TensorDesc& labels, const double* coeff,
+                          const double* ext_coeff, const TensorDesc& grad, const RegionStatsParams& params,
+                          const ExtraParams* extra) {
+  dispatch_logits_labels(probs.dtype, labels.dtype, [&](auto, auto lt) {
+    probs_backward_impl<typename decltype(lt)::type>(probs, labels, coeff, ext_coeff, grad, params, extra);
   });
 }
 
@@ -826,12 +1247,27 @@ void normalise_region_inputs(const TensorDesc& logits_in, const TensorDesc& labe
 }
 
 void fused_stats_cpu(const TensorDesc& logits, const TensorDesc& labels, double* out, double* ext,
-                     const RegionStatsParams& params, const ExtraParams& extra) {
+                     const RegionStatsParams& params, const ExtraParams& extra, float* probs) {
   if (ext) check_extra_params(params, extra);
+  MEDSEG_CHECK(!probs || logits.dtype == DType::Float32, "probs: only float32 logits can store probabilities");
 #ifdef MEDSEG_EXT_HAVE_AVX2_BUILD
-  if (cpu_use_avx2()) return isa_avx2::stats_entry(logits, labels, out, ext, params, &extra);
+  if (cpu_use_avx2()) return isa_avx2::stats_entry(logits, labels, out, ext, params, &extra, probs);
 #endif
-  isa_base::stats_entry(logits, labels, out, ext, params, &extra);
+  isa_base::stats_entry(logits, labels, out, ext, params, &extra, probs);
+}
+
+void softmax_probs_backward_cpu(const TensorDesc& probs, const TensorDesc& labels, const double* coeff,
+                                const double* ext_coeff, const TensorDesc& grad, const RegionStatsParams& params,
+                                const ExtraParams& extra) {
+  MEDSEG_CHECK(probs.dtype == DType::Float32 && grad.dtype == DType::Float32, "probs: expected float32");
+  MEDSEG_CHECK(!params.sigmoid, "probs: the backward from probabilities is for softmax outputs");
+  if (ext_coeff) check_extra_params(params, extra);
+  MEDSEG_CHECK(!ext_coeff || extra.kind == PointwiseKind::none || extra.kind == PointwiseKind::log,
+               "probs: pointwise kind must be none or log");
+#ifdef MEDSEG_EXT_HAVE_AVX2_BUILD
+  if (cpu_use_avx2()) return isa_avx2::probs_backward_entry(probs, labels, coeff, ext_coeff, grad, params, &extra);
+#endif
+  isa_base::probs_backward_entry(probs, labels, coeff, ext_coeff, grad, params, &extra);
 }
 
 void fused_stats_backward_cpu(const TensorDesc& logits, const TensorDesc& labels, const double* coeff,
@@ -847,7 +1283,7 @@ void fused_stats_backward_cpu(const TensorDesc& logits, const TensorDesc& labels
 
 void soft_region_stats_cpu(const TensorDesc& logits, const TensorDesc& labels, double* out,
                            const RegionStatsParams& params) {
-  fused_stats_cpu(logits, labels, out, nullptr, params, ExtraParams{});
+  fused_stats_cpu(logits, labels, out, nullptr, params, ExtraParams{}, nullptr);
 }
 
 void soft_region_stats_backward_cpu(const TensorDesc& logits, const TensorDesc& labels, const double* coeff,

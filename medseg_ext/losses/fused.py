@@ -88,23 +88,27 @@ def pointwise_spec(kind: str = "none", *, gamma: float = 2.0, alpha: float = 0.0
 @torch.library.custom_op("medseg_ext::fused_stats", mutates_args=())
 def _fused_stats_op(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, per_sample: bool,
                     ignore_index: Optional[int], kind: int, gamma: float, a_pos: float, a_neg: float,
-                    logit_threshold: float, outputs: int) -> Tuple[torch.Tensor, torch.Tensor]:
+                    logit_threshold: float, outputs: int,
+                    store_probs: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     C_ = _dispatch.extension()
     U = logits.shape[0] if per_sample else 1
     C = logits.shape[1]
     out = torch.empty((U, C, 4), dtype=torch.float64)
     ext = torch.empty((U, C, 5), dtype=torch.float64)
+    probs = torch.empty(logits.shape if store_probs else (0,), dtype=torch.float32)
     C_.fused_stats_cpu(desc(logits), desc(labels), out.data_ptr(), ext.data_ptr(), sigmoid, per_sample,
                        ignore_index is not None, 0 if ignore_index is None else ignore_index, kind, gamma, a_pos,
-                       a_neg, logit_threshold, outputs)
-    return out, ext
+                       a_neg, logit_threshold, outputs, probs.data_ptr() if store_probs else 0)
+    return out, ext, probs
 
 
 @_fused_stats_op.register_fake
-def _(logits, labels, sigmoid, per_sample, ignore_index, kind, gamma, a_pos, a_neg, logit_threshold, outputs):
+def _(logits, labels, sigmoid, per_sample, ignore_index, kind, gamma, a_pos, a_neg, logit_threshold, outputs,
+      store_probs):
     U = logits.shape[0] if per_sample else 1
     C = logits.shape[1]
-    return (logits.new_empty((U, C, 4), dtype=torch.float64), logits.new_empty((U, C, 5), dtype=torch.float64))
+    return (logits.new_empty((U, C, 4), dtype=torch.float64), logits.new_empty((U, C, 5), dtype=torch.float64),
+            logits.new_empty(logits.shape if store_probs else (0,), dtype=torch.float32))
 
 
 @torch.library.custom_op("medseg_ext::fused_stats_backward", mutates_args=())
@@ -128,20 +132,47 @@ def _(coeff, ext_coeff, logits, labels, sigmoid, per_sample, ignore_index, kind,
     return logits.new_empty(logits.shape)
 
 
+@torch.library.custom_op("medseg_ext::softmax_probs_backward_", mutates_args=("probs",))
+def _probs_backward_op(coeff: torch.Tensor, ext_coeff: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor,
+                       per_sample: bool, ignore_index: Optional[int], kind: int, outputs: int) -> None:
+    """Overwrites the stored softmax probabilities with dL/dlogits (no second softmax, no new buffer)."""
+    C_ = _dispatch.extension()
+    coeff = coeff.to(torch.float64).contiguous()
+    ext_coeff = ext_coeff.to(torch.float64).contiguous()
+    C_.softmax_probs_backward_cpu(desc(probs), desc(labels), coeff.data_ptr(), ext_coeff.data_ptr(), desc(probs),
+                                  per_sample, ignore_index is not None, 0 if ignore_index is None else ignore_index,
+                                  kind, outputs)
+
+
+@_probs_backward_op.register_fake
+def _(coeff, ext_coeff, probs, labels, per_sample, ignore_index, kind, outputs):
+    return None
+
+
 def _setup_context(ctx, inputs, output):
     logits, labels = inputs[:2]
+    probs = output[2]
+    ctx.mark_non_differentiable(probs)
     ctx.save_for_backward(logits, labels)
-    ctx.params = inputs[2:]
+    # the probabilities are used once, in place (they become the gradient); a second backward
+    # through a retained graph recomputes them from the logits
+    ctx.probs = probs if inputs[-1] else None
+    ctx.params = inputs[2:-1]
 
 
-def _backward(ctx, grad_stats, grad_ext):
+def _backward(ctx, grad_stats, grad_ext, _grad_probs):
     logits, labels = ctx.saved_tensors
     U, C = (logits.shape[0] if ctx.params[1] else 1), logits.shape[1]
     zeros = lambda k: torch.zeros((U, C, k), dtype=torch.float64)  # noqa: E731
     coeff = zeros(2) if grad_stats is None else grad_stats[..., :2]
     ext_coeff = zeros(3) if grad_ext is None else grad_ext[..., :3]  # Ph and TPh take no gradient
+    probs, ctx.probs = ctx.probs, None
+    if probs is not None:
+        sigmoid, per_sample, ignore_index, kind = ctx.params[:4]
+        _probs_backward_op(coeff, ext_coeff, probs, labels, per_sample, ignore_index, kind, ctx.params[-1])
+        return (probs,) + (None,) * 11
     grad = _fused_backward_op(coeff, ext_coeff, logits, labels, *ctx.params)
-    return (grad,) + (None,) * 10
+    return (grad,) + (None,) * 11
 
 
 _fused_stats_op.register_autograd(_backward, setup_context=_setup_context)
@@ -231,8 +262,21 @@ def fused_stats_raw(logits, labels, sigmoid: bool, per_sample: bool, ignore_inde
     """(U, C, 4), (U, C, 5) float64 statistics of validated inputs, differentiable w.r.t. logits."""
     backend = _dispatch.select_backend(logits=logits, labels=labels)
     if backend == "cpu":
-        return _fused_stats_op(logits, labels, sigmoid, per_sample, ignore_index, *spec)
+        store = (not sigmoid and spec.kind in (0, 1) and logits.dtype == torch.float32 and logits.requires_grad
+                 and torch.is_grad_enabled() and _dense_spatial(logits, 2) and _dense_spatial(labels, 1))
+        stats, ext, _ = _fused_stats_op(logits, labels, sigmoid, per_sample, ignore_index, *spec, store)
+        return stats, ext
     return torch_fused_stats(logits, labels, sigmoid, per_sample, ignore_index, spec)
+
+
+def _dense_spatial(t: torch.Tensor, first: int) -> bool:
+    """Axes ``first``... are dense and in order (sizes of 1 ignored): the kernel's fast-path layout."""
+    expect = 1
+    for d in range(t.dim() - 1, first - 1, -1):
+        if t.shape[d] != 1 and t.stride(d) != expect:
+            return False
+        expect *= t.shape[d]
+    return True
 
 
 def fused_stats(logits, labels, *, activation: str = "softmax", ignore_index: Optional[int] = None,

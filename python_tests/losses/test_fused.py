@@ -165,3 +165,76 @@ def test_empty_input_gives_zero_statistics():
 
 def ext_array_t(s):
     return torch.stack([s.squared, s.pos_sum, s.neg_sum, s.pred_count, s.true_pos], -1)
+
+
+# ---------------------------------------------------------------- softmax fast path (float32, dense spatial dims)
+# The kernel takes a separate vectorised path for float32 softmax logits whose spatial dims are dense
+# and labels likewise (pointwise "none" or "log"); every other layout takes the general path. The two
+# must agree: the general path is run on the same values through a layout it cannot take fast.
+
+
+def _general_layout(z):
+    """The same values with a transposed spatial stride order (not 'dense in order': general path)."""
+    return z.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(2, 17), st.integers(1, 9), st.integers(2, 37), st.sampled_from(["none", "log"]),
+       st.sampled_from([None, 255]), st.sampled_from(["sample", "batch"]), st.integers(0, 2**31 - 1))
+def test_softmax_fast_path_matches_general_path(B, C, H, W, kind, ignore, unit, seed):
+    g = torch.Generator().manual_seed(seed)
+    z = (torch.randn(B, C, H, W, generator=g) * torch.tensor(8.0).pow(torch.rand(1, generator=g))).float()
+    z[:, :, 0, 0] = z[:, :1, 0, 0]  # ties across classes (argmax takes the first)
+    y = torch.randint(0, C, (B, H, W), generator=g)
+    if ignore is not None:
+        y[torch.rand(B, H, W, generator=g) < 0.3] = ignore
+        z[:, 0][y == ignore] = float("nan")  # ignored elements may hold anything
+    kw = dict(activation="softmax", ignore_index=ignore, reduction_unit=unit, pointwise=kind)
+
+    def run(logits):
+        logits = logits.detach().requires_grad_(True)
+        s = medseg_ext.fused_stats(logits, y, **kw)
+        stats = torch.stack(list(s), -1)
+        w = torch.linspace(-1, 1, stats[..., :6].numel(), dtype=torch.float64).reshape(stats[..., :6].shape)
+        (grad,) = torch.autograd.grad((stats[..., :6] * w).sum(), logits)
+        return stats.detach(), grad
+
+    fast_stats, fast_grad = run(z.contiguous())
+    gen_stats, gen_grad = run(_general_layout(z).detach())
+    assert not torch.isnan(fast_grad).any()
+    np.testing.assert_array_equal(fast_stats[..., 2:4].numpy(), gen_stats[..., 2:4].numpy())  # G, N exact
+    np.testing.assert_array_equal(fast_stats[..., 7:].numpy(), gen_stats[..., 7:].numpy())  # hard counts exact
+    torch.testing.assert_close(fast_stats, gen_stats, rtol=2e-5, atol=2e-5 * H * W * B)
+    torch.testing.assert_close(fast_grad, gen_grad, rtol=1e-4, atol=1e-5)
+    if ignore is not None:
+        assert torch.all(fast_grad.permute(1, 0, 2, 3)[:, y == ignore] == 0)
+
+
+def test_softmax_fast_path_rejects_bad_logits_with_location():
+    y = torch.zeros(1, 300, dtype=torch.int64)
+    for bad, what in ((float("nan"), "NaN"), (float("inf"), r"\+inf")):
+        z = torch.zeros(1, 3, 300)
+        z[0, 1, 280] = bad
+        with pytest.raises(ValueError, match=f"{what} at sample 0, spatial index 280"):
+            medseg_ext.fused_stats(z, y, pointwise="log")
+    z = torch.zeros(1, 3, 300)
+    z[0, :, 7] = float("-inf")
+    with pytest.raises(ValueError, match="all -inf at sample 0, spatial index 7"):
+        medseg_ext.fused_stats(z, y, pointwise="log")
+    z[0, 0, 7] = 0.0  # -inf in other channels is a probability of exactly 0
+    s = medseg_ext.fused_stats(z, y, pointwise="log")
+    assert math.isfinite(float(s.pos_sum.sum()))
+
+
+def test_retained_graph_gives_the_same_gradient_twice():
+    # float32 softmax stores the probabilities in the forward and turns them into the gradient in
+    # place; a second backward through a retained graph must recompute them from the logits
+    z = torch.randn(2, 5, 6, 7).requires_grad_(True)
+    y = torch.randint(0, 5, (2, 6, 7))
+    loss = medseg_ext.losses.dice_ce_loss(z, y)
+    (g1,) = torch.autograd.grad(loss, z, retain_graph=True)
+    (g2,) = torch.autograd.grad(loss, z)
+    torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-7)
+    z64 = z.detach().double().requires_grad_(True)
+    (want,) = torch.autograd.grad(medseg_ext.losses.dice_ce_loss(z64, y), z64)
+    torch.testing.assert_close(g1.double(), want, rtol=1e-4, atol=1e-6)
