@@ -30,6 +30,9 @@ _INT_DTYPES = tuple(d for d in (torch.uint8, torch.int8, torch.int16, torch.int3
                                 getattr(torch, "uint16", None)) if d is not None)
 
 
+_VJP_ENGINES = ("auto", "tower", "tower_exact", "autograd")
+
+
 def _as_tensor(x, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
@@ -217,6 +220,8 @@ def _la_modulate_op(x: torch.Tensor, g1: torch.Tensor, g2: Optional[torch.Tensor
         return (x.double() * f).to(x.dtype), f.to(x.dtype)
     out = torch.empty(x.shape, dtype=x.dtype)
     factor = torch.empty(x.shape, dtype=x.dtype)
+    if x.numel() == 0:  # empty views carry no data pointer for the kernel
+        return out, factor
     _dispatch.extension().la_modulate_cpu(desc(x), desc(g1), None if g2 is None else desc(g2), a, b, c, desc(out),
                                           desc(factor))
     return out, factor
@@ -305,10 +310,13 @@ class LabelAwareModulation(torch.nn.Module):
 
     def __init__(self, head: torch.nn.Module, mode: str = "cls", *, a: Optional[float] = None,
                  b: Optional[float] = None, c: Optional[float] = None, num_bins: int = 17,
-                 enforce_identity: bool = True):
+                 enforce_identity: bool = True, vjp: str = "auto"):
         super().__init__()
         if mode not in ("cls", "reg"):
             raise ValueError(f"mode: expected 'cls' or 'reg', got {mode!r}")
+        if vjp not in _VJP_ENGINES:
+            raise ValueError(f"vjp: expected one of {_VJP_ENGINES}, got {vjp!r}")
+        self.vjp = vjp
         if mode == "reg" and (not isinstance(num_bins, int) or num_bins < 2):
             raise ValueError(f"num_bins: expected an int >= 2, got {num_bins!r}")
         self.head = head
@@ -321,9 +329,9 @@ class LabelAwareModulation(torch.nn.Module):
         if enforce_identity:
             check_identity_constraint(self.a, self.b, self.c)
 
-    def _scores_and_onehots(self, xi: torch.Tensor, labels):
-        logits = self.head(xi)
-        if logits.dim() != 4 or logits.shape[0] != xi.shape[0]:
+    def _onehots(self, logits: torch.Tensor, labels, batch: int, device):
+        """Sigmoid scores of the first pass and the one-hot cotangents Y1, Y2 (Y2 unused in mode 'reg')."""
+        if logits.dim() != 4 or logits.shape[0] != batch:
             raise ValueError(f"head: expected (B, channels, H, W) logits, got {tuple(logits.shape)}")
         s = torch.sigmoid(logits)
         B, CH, H, W = s.shape
@@ -341,17 +349,46 @@ class LabelAwareModulation(torch.nn.Module):
                                      f"{tuple(labels.shape)}")
                 labels = labels.reshape(B * 4, H, W)
         if labels is not None:
-            labels = _as_tensor(labels, "labels").to(xi.device)
+            labels = _as_tensor(labels, "labels").to(device)
             if self.mode == "reg" and (labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_bins)):
                 raise ValueError(f"labels: target bins must lie in [0, {self.num_bins})")
         _, _, y1, y2 = confuse_labels(rows.detach(), labels, return_onehot=True)
         return s, y1.reshape(s.shape), y2.reshape(s.shape)
 
+    def tower_layers(self, x: torch.Tensor):
+        """The head as a flat list of layers when the hand-written first pass applies to it and x, else None."""
+        from .label_aware_tower import compile_tower
+
+        if self.vjp == "autograd" or not isinstance(x, torch.Tensor) or x.dim() != 4 or x.numel() == 0:
+            layers = None
+        else:
+            layers = compile_tower(self.head)
+        if layers is None and self.vjp in ("tower", "tower_exact"):
+            raise ValueError("head: vjp='tower' needs a head made of Conv2d (stride 1, dilation 1, groups 1, "
+                             "zero padding), GroupNorm, ReLU and Identity layers in nn.Sequential and non-empty "
+                             "(B, F, H, W) features; use vjp='auto' or 'autograd' for other heads")
+        return layers
+
     def label_gradients(self, x: torch.Tensor, labels=None):
-        """(g1, g2): ∇_x Σ σ(head(x))·Y1 and ∇_x Σ σ(head(x))·Y2 (g2 None in mode 'reg')."""
+        """(g1, g2): ∇_x Σ σ(head(x))·Y1 and ∇_x Σ σ(head(x))·Y2 (g2 None in mode 'reg').
+
+        A tower head (see :mod:`.label_aware_tower`) takes the hand-written pass: one forward that keeps
+        what the backward needs and the VJPs layer by layer, no autograd graph (``vjp='auto'``/``'tower'``);
+        any other head, or ``vjp='autograd'``, the paper's ``torch.autograd.grad`` calls.
+        """
+        layers = self.tower_layers(x)
+        if layers is not None:
+            from .label_aware_tower import TowerPass
+
+            with torch.no_grad():
+                tp = TowerPass(layers, x, use_nnpack=self.vjp != "tower_exact")
+                s, y1, y2 = self._onehots(tp.logits, labels, x.shape[0], x.device)
+                g1 = tp.vjp(torch.ops.aten.sigmoid_backward(y1, s))
+                g2 = tp.vjp(torch.ops.aten.sigmoid_backward(y2, s)) if self.mode == "cls" else None
+            return g1, g2
         xi = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            s, y1, y2 = self._scores_and_onehots(xi, labels)
+            s, y1, y2 = self._onehots(self.head(xi), labels, xi.shape[0], xi.device)
             if self.mode == "cls":
                 g1 = torch.autograd.grad(s, xi, grad_outputs=(y1,), retain_graph=True)[0]
                 g2 = torch.autograd.grad(s, xi, grad_outputs=(y2,))[0]
