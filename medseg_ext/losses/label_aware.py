@@ -12,8 +12,10 @@
   as the authors' code does (the weights are computed without ``create_graph``).
 * :class:`LabelAwareModulation` — wraps a dense head (cls: tower + classifier conv giving
   (B, C, H, W) logits; reg: tower + regressor giving (B, 4·K, H, W) side-distance bin logits),
-  runs its first pass on a detached copy of x, takes g = ∇_x Σ σ(head(x))·Y by two VJPs, and
-  returns the modulated features for the second pass.
+  runs its first pass on a detached copy of x, takes g = ∇_x Σ σ(head(x))·Y by two VJPs (one when
+  c = 0 or in mode 'reg'), and returns the modulated features for the second pass. Heads made of
+  Conv2d/GroupNorm/ReLU in nn.Sequential (ATSS/FCOS/RetinaNet towers) take a hand-written first pass
+  without an autograd graph (:mod:`.label_aware_tower`); any other head, torch.autograd.grad.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ _INT_DTYPES = tuple(d for d in (torch.uint8, torch.int8, torch.int16, torch.int3
                                 getattr(torch, "uint16", None)) if d is not None)
 
 
-_VJP_ENGINES = ("auto", "tower", "tower_exact", "autograd")
+_VJP_ENGINES = ("auto", "tower", "autograd")
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -299,24 +301,36 @@ class LabelAwareModulation(torch.nn.Module):
         a, b, c: Eq. 7 coefficients (defaults: cls a = b = c = 1, the paper's final setting;
             reg a = 0.5, b = 1, c unused). Eq. 8 is enforced unless ``enforce_identity=False``.
         num_bins: K for mode "reg".
+        vjp: how the label gradients are taken. "auto" (default): the hand-written tower pass when the
+            head is Conv2d (stride 1, dilation 1, groups 1, zero padding) / GroupNorm / ReLU / Identity
+            layers in nn.Sequential and x is a non-empty (B, F, H, W) tensor, else autograd;
+            "tower": that pass or ValueError; "autograd": always ``torch.autograd.grad`` (two calls).
+        conv: convolution layout of the tower pass: "auto" (channels_last for float32/bfloat16 CPU
+            tensors, NCHW otherwise), "nchw", "channels_last", or "nnpack" (NNPACK Winograd for the 3×3
+            convolutions of float32 CPU tensors; for measurements).
 
     ``forward(x, labels=None)`` returns the modulated features x_new for the head's second pass.
     labels: cls — (B, H, W) assigned labels in [0, C] (C = background); reg — (B, 4, H, W)
     target bins in [0, K) (e.g. :func:`distance_bins`). None gives pseudo-labels (argmax of the
     first pass), as at test time. The first pass runs on a detached copy of x, so only the second
     pass trains the head; x_new is differentiable w.r.t. x with the LA weights held constant.
-    ``label_gradients(x, labels)`` returns (g1, g2) (g2 None in reg mode) for inspection.
+    ``label_gradients(x, labels)`` returns (g1, g2) (g2 None in reg mode) for inspection. With
+    c = 0 (Eq. 4 / Eq. 7 without the confuse term) ``forward`` takes one VJP instead of two.
     """
 
     def __init__(self, head: torch.nn.Module, mode: str = "cls", *, a: Optional[float] = None,
                  b: Optional[float] = None, c: Optional[float] = None, num_bins: int = 17,
-                 enforce_identity: bool = True, vjp: str = "auto"):
+                 enforce_identity: bool = True, vjp: str = "auto", conv: str = "auto"):
         super().__init__()
         if mode not in ("cls", "reg"):
             raise ValueError(f"mode: expected 'cls' or 'reg', got {mode!r}")
         if vjp not in _VJP_ENGINES:
             raise ValueError(f"vjp: expected one of {_VJP_ENGINES}, got {vjp!r}")
-        self.vjp = vjp
+        from .label_aware_tower import CONV_ENGINES
+
+        if conv not in CONV_ENGINES:
+            raise ValueError(f"conv: expected one of {CONV_ENGINES}, got {conv!r}")
+        self.vjp, self.conv = vjp, conv
         if mode == "reg" and (not isinstance(num_bins, int) or num_bins < 2):
             raise ValueError(f"num_bins: expected an int >= 2, got {num_bins!r}")
         self.head = head
@@ -363,7 +377,7 @@ class LabelAwareModulation(torch.nn.Module):
             layers = None
         else:
             layers = compile_tower(self.head)
-        if layers is None and self.vjp in ("tower", "tower_exact"):
+        if layers is None and self.vjp == "tower":
             raise ValueError("head: vjp='tower' needs a head made of Conv2d (stride 1, dilation 1, groups 1, "
                              "zero padding), GroupNorm, ReLU and Identity layers in nn.Sequential and non-empty "
                              "(B, F, H, W) features; use vjp='auto' or 'autograd' for other heads")
@@ -373,23 +387,31 @@ class LabelAwareModulation(torch.nn.Module):
         """(g1, g2): ∇_x Σ σ(head(x))·Y1 and ∇_x Σ σ(head(x))·Y2 (g2 None in mode 'reg').
 
         A tower head (see :mod:`.label_aware_tower`) takes the hand-written pass: one forward that keeps
-        what the backward needs and the VJPs layer by layer, no autograd graph (``vjp='auto'``/``'tower'``);
-        any other head, or ``vjp='autograd'``, the paper's ``torch.autograd.grad`` calls.
+        what the backward needs and the VJPs layer by layer, no autograd graph (``vjp='auto'``/``'tower'``;
+        also under ``torch.inference_mode()``); any other head, or ``vjp='autograd'``, the paper's
+        ``torch.autograd.grad`` calls.
         """
+        return self._gradients(x, labels, self.mode == "cls")
+
+    def _gradients(self, x: torch.Tensor, labels, need_g2: bool):
         layers = self.tower_layers(x)
         if layers is not None:
             from .label_aware_tower import TowerPass
 
             with torch.no_grad():
-                tp = TowerPass(layers, x, use_nnpack=self.vjp != "tower_exact")
+                tp = TowerPass(layers, x, self.conv)
                 s, y1, y2 = self._onehots(tp.logits, labels, x.shape[0], x.device)
                 g1 = tp.vjp(torch.ops.aten.sigmoid_backward(y1, s))
-                g2 = tp.vjp(torch.ops.aten.sigmoid_backward(y2, s)) if self.mode == "cls" else None
+                g2 = tp.vjp(torch.ops.aten.sigmoid_backward(y2, s)) if need_g2 else None
             return g1, g2
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("LabelAwareModulation: this head needs autograd for the label gradients, which "
+                               "torch.inference_mode() switches off; run it under torch.no_grad() instead (or use "
+                               "a tower head: Conv2d/GroupNorm/ReLU in nn.Sequential, see vjp='tower')")
         xi = x.detach().requires_grad_(True)
         with torch.enable_grad():
             s, y1, y2 = self._onehots(self.head(xi), labels, xi.shape[0], xi.device)
-            if self.mode == "cls":
+            if need_g2:
                 g1 = torch.autograd.grad(s, xi, grad_outputs=(y1,), retain_graph=True)[0]
                 g2 = torch.autograd.grad(s, xi, grad_outputs=(y2,))[0]
             else:
@@ -398,8 +420,9 @@ class LabelAwareModulation(torch.nn.Module):
         return g1, g2
 
     def forward(self, x: torch.Tensor, labels=None) -> torch.Tensor:
-        g1, g2 = self.label_gradients(x, labels)
-        return la_modulate(x, g1, g2, a=self.a, b=self.b, c=self.c, enforce_identity=False)
+        # c = 0 (Eq. 4 / Eq. 7 without the confuse term) needs one VJP only: σ(g2) would be multiplied by 0
+        g1, g2 = self._gradients(x, labels, self.mode == "cls" and self.c != 0.0)
+        return la_modulate(x, g1, g2, a=self.a, b=self.b, c=self.c if g2 is not None else 0.0, enforce_identity=False)
 
 
 def distance_bins(distances, stride: float, reg_max: int = 16, eps: float = 0.1) -> torch.Tensor:

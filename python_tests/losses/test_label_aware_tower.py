@@ -90,14 +90,16 @@ def test_tower_gradients_equal_autograd_float64(case):
     torch.testing.assert_close(g2, a2, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("engine", ["tower", "tower_exact"])
-def test_tower_float32_matches_autograd(engine):
+@pytest.mark.parametrize("conv", T.CONV_ENGINES)
+def test_tower_float32_matches_autograd(conv):
     C = 6
     head = tower_head(8, 16, C, depth=3, seed=3, dtype=torch.float32, groups=4)
     g = torch.Generator().manual_seed(3)
     x = torch.randn(2, 8, 11, 13, generator=g)
     labels = torch.randint(0, C + 1, (2, 11, 13), generator=g)
-    g1, g2 = LA.LabelAwareModulation(head, vjp=engine).label_gradients(x, labels)
+    la = LA.LabelAwareModulation(head, vjp="tower", conv=conv)
+    assert la.tower_layers(x) is not None
+    g1, g2 = la.label_gradients(x, labels)
     r1, r2 = plain_torch_gradients(head.double(), x.double(), labels, C)
     for got, want in ((g1, r1), (g2, r2)):
         assert got.dtype == torch.float32
@@ -243,3 +245,39 @@ def test_head_weights_are_read_at_call_time():
     ref = plain_torch_gradients(copy.deepcopy(head), x, labels, C)
     torch.testing.assert_close(after[0], ref[0], rtol=1e-10, atol=1e-12)
     assert not torch.allclose(before[0], after[0])
+
+
+@pytest.mark.parametrize("vjp", ["auto", "autograd"])
+def test_c_zero_takes_one_vjp_and_equals_eq4(vjp, monkeypatch):
+    C = 4
+    head = tower_head(3, 6, C, seed=7)
+    x = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    labels = torch.randint(0, C + 1, (2, 4, 5))
+    la = LA.LabelAwareModulation(head, a=0.5, b=1.0, c=0.0, vjp=vjp)
+    r1, _ = plain_torch_gradients(head, x, labels, C)
+    calls = []
+    if vjp == "auto":
+        orig = T.TowerPass.vjp
+        monkeypatch.setattr(T.TowerPass, "vjp", lambda self, u: calls.append(1) or orig(self, u))
+    else:
+        orig = torch.autograd.grad
+        monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(1) or orig(*a, **k))
+    out = la(x, labels)
+    assert len(calls) == 1
+    torch.testing.assert_close(out, x * (0.5 + torch.sigmoid(r1)), rtol=1e-12, atol=1e-12)
+    assert la.label_gradients(x, labels)[1] is not None  # inspection still gives both
+
+
+def test_inference_mode():
+    C = 3
+    head = tower_head(3, 4, C, seed=8, dtype=torch.float32)
+    x = torch.randn(1, 3, 5, 5)
+    la = LA.LabelAwareModulation(head)
+    with torch.no_grad():
+        want = la(x)
+    with torch.inference_mode():
+        got = la(x)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    other = LA.LabelAwareModulation(nn.Sequential(_Scaled(), nn.Conv2d(4, C, 1)))
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        other(x)
