@@ -132,7 +132,8 @@ LA_PART_NOTES = {
     "head_cl": "the same forward in channels_last (PyTorch's fastest CPU layout for these convs)",
     "atss_head": "one whole ATSS head forward (cls + reg towers, classifier, 4·17-bin regressor, centerness), NCHW",
     "modulate": "the fused x·(1 + σ(g1) − σ(g2)) pass alone",
-    "la": "LabelAwareModulation (vjp='auto': hand-written tower pass) — first pass + both label-gradient VJPs + modulation",
+    "la": "LabelAwareModulation (vjp='auto': the hand-written tower pass) — first pass + both label-gradient VJPs "
+          "+ modulation",
     "la_autograd": "the same with vjp='autograd' (previous engine: first pass with graph + two torch.autograd.grad)",
 }
 
@@ -140,13 +141,15 @@ LA_PART_NOTES = {
 def _tower(channels: int, depth: int = 4):
     layers = []
     for _ in range(depth):
-        layers += [torch.nn.Conv2d(channels, channels, 3, padding=1), torch.nn.GroupNorm(8, channels),
+        layers += [torch.nn.Conv2d(channels, channels, 3, padding=1),
+                   torch.nn.GroupNorm(max(1, min(32, channels // 8)), channels),
                    torch.nn.ReLU()]
     return layers
 
 
 def make_la_case(part: str, batch: int = 2, channels: int = 64, size=(50, 84), seed: int = 0) -> harness.Case:
-    """One part of the LA cost table (see LA_PARTS / LA_PART_NOTES); the cls head is the one LA wraps."""
+    """One part of the LA cost table (see LA_PARTS / LA_PART_NOTES); the cls head is the one LA wraps.
+    GroupNorm has 8 groups at 64 channels and 32 (ATSS) at 256."""
     from ..losses import label_aware as LA
 
     torch.manual_seed(seed)
@@ -205,20 +208,22 @@ def measure_interleaved(cases: dict, repeat: int, warmup: int = 2) -> dict:
                 "cpu": statistics.median(cpu[k]), "cpu_min": min(cpu[k])} for k in cases}
 
 
-def la_table(repeat: int = 10, warmup: int = 2, out=print) -> list:
-    t = measure_interleaved({p: make_la_case(p) for p in LA_PARTS}, repeat, warmup)
-    rows = [{"part": p, "median_s": t[p]["median"], "min_s": t[p]["min"], "cpu_s": t[p]["cpu"],
-             "cpu_min_s": t[p]["cpu_min"]} for p in LA_PARTS]
+LA_CONFIGS = ({"channels": 64, "size": (50, 84)}, {"channels": 256, "size": (25, 42)})
+
+
+def la_table(repeat: int = 10, warmup: int = 2, out=print, channels: int = 64, size=(50, 84), batch: int = 2) -> list:
+    t = measure_interleaved({p: make_la_case(p, batch=batch, channels=channels, size=size) for p in LA_PARTS},
+                            repeat, warmup)
+    rows = [{"part": p, "channels": channels, "size": tuple(size), "median_s": t[p]["median"], "min_s": t[p]["min"],
+             "cpu_s": t[p]["cpu"], "cpu_min_s": t[p]["cpu_min"]} for p in LA_PARTS]
     base = {r["part"]: r for r in rows}
-    out(f"LA cost against one head forward (B=2, 64 ch, 50×84, {NUM_CLASSES} classes; torch threads "
-        f"{torch.get_num_threads()}; parts interleaved call by call, {repeat} rounds):")
+    out(f"LA cost against one head forward (B={batch}, {channels} ch, {size[0]}×{size[1]}, {NUM_CLASSES} classes; "
+        f"torch threads {torch.get_num_threads()}; parts interleaved call by call, {repeat} rounds):")
     out(harness.markdown_table([{
         "part": r["part"], "median ms": r["median_s"] * 1e3, "min ms": r["min_s"] * 1e3, "cpu ms": r["cpu_s"] * 1e3,
         "× head (min wall)": r["min_s"] / base["head"]["min_s"], "× head (cpu)": r["cpu_s"] / base["head"]["cpu_s"],
         "× head_cl (cpu)": r["cpu_s"] / base["head_cl"]["cpu_s"],
         "× atss_head (cpu)": r["cpu_s"] / base["atss_head"]["cpu_s"]} for r in rows]))
-    out("; ".join(f"{p}: {note}" for p, note in LA_PART_NOTES.items()) + ". The second (trained) head pass is "
-        "not included.")
     return rows
 
 
@@ -267,8 +272,12 @@ def run(device: str = "cpu", size: str = "small", repeat: int = 10, warmup: int 
         "OpenMP spin-waits included), mem ×ours: implementation / medseg_ext on the same inputs (> 1: medseg_ext "
         "is faster / smaller). Loss values agree to float32 rounding (torchvision's GIoU uses its own eps = 1e-7 rule).")
 
-    out("")
-    la_rows = la_table(repeat, warmup, out)
+    la_rows = []
+    for cfg in LA_CONFIGS:
+        out("")
+        la_rows += la_table(repeat, warmup, out, **cfg)
+    out("; ".join(f"{p}: {note}" for p, note in LA_PART_NOTES.items()) + ". The second (trained) head pass is "
+        "not included.")
     return {"benchmark": "focal + giou + dfl forward+backward; LA modulation", "size": size, "repeat": repeat,
             "load_average": load, "rows": rows, "la_rows": la_rows}
 

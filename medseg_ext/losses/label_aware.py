@@ -404,8 +404,8 @@ class LabelAwareModulation(torch.nn.Module):
                 g1 = tp.vjp(torch.ops.aten.sigmoid_backward(y1, s))
                 g2 = tp.vjp(torch.ops.aten.sigmoid_backward(y2, s)) if need_g2 else None
                 # back to x's layout: the modulation kernel streams x, g1, g2 in one order
-                fmt = (torch.channels_last if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-                       else torch.contiguous_format)
+                cl = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+                fmt = torch.channels_last if cl else torch.contiguous_format
                 g1 = g1.contiguous(memory_format=fmt)
                 g2 = None if g2 is None else g2.contiguous(memory_format=fmt)
             return g1, g2

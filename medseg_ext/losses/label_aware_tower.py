@@ -179,8 +179,9 @@ class TowerPass:
                     _, h, mean, rstd, wgt, groups = entry
                     N, C = h.shape[0], h.shape[1]
                     hxw = h[0, 0].numel() if N * C else 0
-                    d = torch.ops.aten.native_group_norm_backward(d.contiguous(memory_format=self.memory_format), h, mean, rstd, wgt, N, C, hxw,
-                                                                  groups, [True, False, False])[0]
+                    d = torch.ops.aten.native_group_norm_backward(d.contiguous(memory_format=self.memory_format), h,
+                                                                  mean, rstd, wgt, N, C, hxw, groups,
+                                                                  [True, False, False])[0]
                 else:
                     d = torch.ops.aten.threshold_backward(d, entry[1], 0)
         return d
