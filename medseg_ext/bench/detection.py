@@ -126,7 +126,7 @@ def make_case(impl: str, batch: int, pos_fraction: float, seed: int = 0) -> harn
 
 # ---------------------------------------------------------------- LA modulation vs one head forward
 
-LA_PARTS = ("head", "head_cl", "atss_head", "modulate", "la", "la_autograd")
+LA_PARTS = ("head", "head_cl", "atss_head", "modulate", "la", "la_autograd", "la_c0")
 LA_PART_NOTES = {
     "head": "one cls-branch forward: 4 × (conv3×3 + GN + ReLU) + classifier, NCHW (PyTorch default), no_grad",
     "head_cl": "the same forward in channels_last (PyTorch's fastest CPU layout for these convs)",
@@ -135,6 +135,7 @@ LA_PART_NOTES = {
     "la": "LabelAwareModulation (vjp='auto': the hand-written tower pass) — first pass + both label-gradient VJPs "
           "+ modulation",
     "la_autograd": "the same with vjp='autograd' (previous engine: first pass with graph + two torch.autograd.grad)",
+    "la_c0": "LAcls with a = 0.5, b = 1, c = 0 (Eq. 4 form, no confuse term: one VJP), tower pass",
 }
 
 
@@ -180,8 +181,9 @@ def make_la_case(part: str, batch: int = 2, channels: int = 64, size=(50, 84), s
     elif part == "modulate":
         def run():
             return LA.la_modulate(x, g1, g2)
-    elif part in ("la", "la_autograd"):
-        la = LA.LabelAwareModulation(head, vjp="auto" if part == "la" else "autograd")
+    elif part in ("la", "la_autograd", "la_c0"):
+        la = (LA.LabelAwareModulation(head, a=0.5, b=1.0, c=0.0) if part == "la_c0" else
+              LA.LabelAwareModulation(head, vjp="auto" if part == "la" else "autograd"))
 
         def run():
             return la(x, labels)
