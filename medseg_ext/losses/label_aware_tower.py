@@ -8,15 +8,17 @@ for one (LAreg) or two (LAcls) one-hot cotangents. For a head that is a chain of
     (nested nn.Sequential allowed: ATSS / FCOS / RetinaNet / GFL towers + classifier or regressor)
 
 this module runs that pass by hand: a forward in ``torch.no_grad()`` that keeps exactly what the
-backward needs (GroupNorm input, mean, rstd; ReLU outputs), then each VJP layer by layer —
-GroupNorm and ReLU with ATen's own backward kernels, a convolution's input gradient as the forward
-convolution of the cotangent with the transposed, flipped kernel (padding k − 1 − p). No autograd
-graph is built or retained, no weight gradients are touched, and the transposed kernels are built
-once for both VJPs. float32/bfloat16 CPU tensors run the whole pass in channels_last (oneDNN's
-direct NHWC convolutions, no NCHW↔blocked reorders per call; 1.5× faster than NCHW at 64 channels
-here, never slower); float64, other dtypes and CUDA stay NCHW. The VJPs equal autograd's to rounding.
-(NNPACK's Winograd path, ``conv='nnpack'``, is kept for measurements only: at 64 channels it is on a
-par with channels_last, at 128–256 channels 2× slower than oneDNN.)
+backward needs (convolution inputs, GroupNorm input, mean, rstd; ReLU outputs), then each VJP layer by
+layer with ATen's own backward kernels (``convolution_backward`` with the input gradient only,
+``native_group_norm_backward``, ``threshold_backward``; with ``conv='nnpack'`` a convolution's input
+gradient is the forward convolution of the cotangent with the transposed, flipped kernel, padding
+k − 1 − p). No autograd graph is built or retained and no weight gradients are touched. float32/bfloat16 CPU tensors run the whole pass in channels_last (oneDNN's NHWC
+convolutions; about 15 % faster than NCHW at 64 channels here, on a par at 256); float64, other dtypes and
+CUDA stay NCHW. The VJPs equal autograd's to rounding. Speed: one VJP costs one forward (each convolution's
+input gradient is a convolution of the same size), so the pass costs about three forwards of the head, as
+with autograd; what this path adds is no graph, and ``torch.inference_mode()`` support. (NNPACK's Winograd
+path, ``conv='nnpack'``, is kept for measurements: on a par with channels_last at 64 channels, 2× slower
+than oneDNN at 256.)
 
 Forward hooks, subclasses of the listed modules and any other layer make :func:`compile_tower`
 return None, and LabelAwareModulation falls back to autograd.
