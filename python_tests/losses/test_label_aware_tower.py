@@ -281,3 +281,16 @@ def test_inference_mode():
     other = LA.LabelAwareModulation(nn.Sequential(_Scaled(), nn.Conv2d(4, C, 1)))
     with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
         other(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_types_follow_autograd(dtype):
+    C = 5
+    head = tower_head(8, 16, C, seed=9, dtype=dtype, groups=4)
+    x = torch.randn(2, 8, 6, 7).to(dtype)
+    labels = torch.randint(0, C + 1, (2, 6, 7))
+    got = LA.LabelAwareModulation(head).label_gradients(x, labels)
+    want = LA.LabelAwareModulation(head, vjp="autograd").label_gradients(x, labels)
+    for a, b in zip(got, want):
+        assert a.dtype == dtype
+        assert float((a.float() - b.float()).abs().max()) <= 2e-2 * float(b.float().abs().max())
