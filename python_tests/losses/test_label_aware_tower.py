@@ -64,7 +64,7 @@ def tower_cases(draw):
     return B, H, W, cin, C, depth, kw, kernel, padding, seed, pseudo
 
 
-@settings(max_examples=25)
+@settings(max_examples=15)
 @given(tower_cases())
 def test_tower_gradients_equal_autograd_float64(case):
     B, H, W, cin, C, depth, kw, kernel, padding, seed, pseudo = case
