@@ -126,35 +126,107 @@ def make_case(impl: str, batch: int, pos_fraction: float, seed: int = 0) -> harn
 
 # ---------------------------------------------------------------- LA modulation vs one head forward
 
+LA_PARTS = ("head", "head_cl", "atss_head", "modulate", "la", "la_autograd", "la_c0")
+LA_PART_NOTES = {
+    "head": "one cls-branch forward: 4 × (conv3×3 + GN + ReLU) + classifier, NCHW (PyTorch default), no_grad",
+    "head_cl": "the same forward in channels_last (PyTorch's fastest CPU layout for these convs)",
+    "atss_head": "one whole ATSS head forward (cls + reg towers, classifier, 4·17-bin regressor, centerness), NCHW",
+    "modulate": "the fused x·(1 + σ(g1) − σ(g2)) pass alone",
+    "la": "LabelAwareModulation (vjp='auto': the hand-written tower pass) — first pass + both label-gradient VJPs "
+          "+ modulation",
+    "la_autograd": "the same with vjp='autograd' (previous engine: first pass with graph + two torch.autograd.grad)",
+    "la_c0": "LAcls with a = 0.5, b = 1, c = 0 (Eq. 4 form, no confuse term: one VJP), tower pass",
+}
+
+
+def _tower(channels: int, depth: int = 4):
+    layers = []
+    for _ in range(depth):
+        layers += [torch.nn.Conv2d(channels, channels, 3, padding=1),
+                   torch.nn.GroupNorm(max(1, min(32, channels // 8)), channels),
+                   torch.nn.ReLU()]
+    return layers
+
 
 def make_la_case(part: str, batch: int = 2, channels: int = 64, size=(50, 84), seed: int = 0) -> harness.Case:
-    """part: 'head' (one cls-head forward: 4 × (3×3 conv, GN, ReLU) + classifier), 'modulate' (the fused
-    x·(1 + σ(g1) − σ(g2)) pass), 'la' (first pass + two VJPs + modulation: everything LA adds)."""
+    """One part of the LA cost table (see LA_PARTS / LA_PART_NOTES); the cls head is the one LA wraps.
+    GroupNorm has 8 groups at 64 channels and 32 (ATSS) at 256."""
     from ..losses import label_aware as LA
 
     torch.manual_seed(seed)
-    layers = []
-    for _ in range(4):
-        layers += [torch.nn.Conv2d(channels, channels, 3, padding=1), torch.nn.GroupNorm(8, channels),
-                   torch.nn.ReLU()]
-    head = torch.nn.Sequential(*layers, torch.nn.Conv2d(channels, NUM_CLASSES, 3, padding=1))
+    head = torch.nn.Sequential(*_tower(channels), torch.nn.Conv2d(channels, NUM_CLASSES, 3, padding=1))
     x = torch.randn(batch, channels, *size)
     labels = torch.randint(0, NUM_CLASSES + 1, (batch,) + tuple(size))
-    la = LA.LabelAwareModulation(head)
     g1, g2 = torch.randn_like(x), torch.randn_like(x)
     if part == "head":
         def run():
             with torch.no_grad():
                 return head(x)
+    elif part == "head_cl":
+        head_cl = head.to(memory_format=torch.channels_last)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+
+        def run():
+            with torch.no_grad():
+                return head_cl(x_cl)
+    elif part == "atss_head":
+        reg_tower = torch.nn.Sequential(*_tower(channels))
+        reg_out = torch.nn.Conv2d(channels, 4 * NUM_BINS, 3, padding=1)
+        ctr_out = torch.nn.Conv2d(channels, 1, 3, padding=1)
+
+        def run():
+            with torch.no_grad():
+                r = reg_tower(x)
+                return head(x), reg_out(r), ctr_out(r)
     elif part == "modulate":
         def run():
             return LA.la_modulate(x, g1, g2)
-    elif part == "la":
+    elif part in ("la", "la_autograd", "la_c0"):
+        la = (LA.LabelAwareModulation(head, a=0.5, b=1.0, c=0.0) if part == "la_c0" else
+              LA.LabelAwareModulation(head, vjp="auto" if part == "la" else "autograd"))
+
         def run():
             return la(x, labels)
     else:
-        raise ValueError(f"part: expected head, modulate or la, got {part!r}")
+        raise ValueError(f"part: expected one of {LA_PARTS}, got {part!r}")
     return harness.Case(run=run)
+
+
+def measure_interleaved(cases: dict, repeat: int, warmup: int = 2) -> dict:
+    """Like :func:`measure`, but the cases take turns call by call, so that a load change on a shared
+    machine hits every case alike (ratios of these numbers are what the LA table reports)."""
+    for _ in range(warmup):
+        for case in cases.values():
+            case.run()
+    wall = {k: [] for k in cases}
+    cpu = {k: [] for k in cases}
+    for _ in range(repeat):
+        for k, case in cases.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            case.run()
+            wall[k].append(time.perf_counter() - t0)
+            cpu[k].append(time.process_time() - c0)
+    return {k: {"median": statistics.median(wall[k]), "min": min(wall[k]), "max": max(wall[k]),
+                "cpu": statistics.median(cpu[k]), "cpu_min": min(cpu[k])} for k in cases}
+
+
+LA_CONFIGS = ({"channels": 64, "size": (50, 84)}, {"channels": 256, "size": (25, 42)})
+
+
+def la_table(repeat: int = 10, warmup: int = 2, out=print, channels: int = 64, size=(50, 84), batch: int = 2) -> list:
+    t = measure_interleaved({p: make_la_case(p, batch=batch, channels=channels, size=size) for p in LA_PARTS},
+                            repeat, warmup)
+    rows = [{"part": p, "channels": channels, "size": tuple(size), "median_s": t[p]["median"], "min_s": t[p]["min"],
+             "cpu_s": t[p]["cpu"], "cpu_min_s": t[p]["cpu_min"]} for p in LA_PARTS]
+    base = {r["part"]: r for r in rows}
+    out(f"LA cost against one head forward (B={batch}, {channels} ch, {size[0]}×{size[1]}, {NUM_CLASSES} classes; "
+        f"torch threads {torch.get_num_threads()}; parts interleaved call by call, {repeat} rounds):")
+    out(harness.markdown_table([{
+        "part": r["part"], "median ms": r["median_s"] * 1e3, "min ms": r["min_s"] * 1e3, "cpu ms": r["cpu_s"] * 1e3,
+        "× head (min wall)": r["min_s"] / base["head"]["min_s"], "× head (cpu)": r["cpu_s"] / base["head"]["cpu_s"],
+        "× head_cl (cpu)": r["cpu_s"] / base["head_cl"]["cpu_s"],
+        "× atss_head (cpu)": r["cpu_s"] / base["atss_head"]["cpu_s"]} for r in rows]))
+    return rows
 
 
 def run(device: str = "cpu", size: str = "small", repeat: int = 10, warmup: int = 2, measure_memory: bool = True,
@@ -203,19 +275,11 @@ def run(device: str = "cpu", size: str = "small", repeat: int = 10, warmup: int 
         "is faster / smaller). Loss values agree to float32 rounding (torchvision's GIoU uses its own eps = 1e-7 rule).")
 
     la_rows = []
-    for part in ("head", "modulate", "la"):
-        case = make_la_case(part)
-        t = measure(case, repeat, warmup)
-        la_rows.append({"part": part, "median_s": t["median"], "min_s": t["min"], "cpu_s": t["cpu"]})
-    head_t = la_rows[0]["min_s"]
-    head_cpu = la_rows[0]["cpu_s"]
-    out("")
-    out("LA cost against one cls-head forward (B=2, 64 ch, 50×84, 4 × conv3×3+GN+ReLU + classifier):")
-    out(harness.markdown_table([{"part": r["part"], "median ms": r["median_s"] * 1e3, "min ms": r["min_s"] * 1e3,
-                                 "cpu ms": r["cpu_s"] * 1e3, "× head forward (min wall)": r["min_s"] / head_t,
-                                 "× head forward (cpu)": r["cpu_s"] / head_cpu} for r in la_rows]))
-    out("'la' = the first pass + two VJPs through the head + the fused modulation; 'modulate' = the fused pass "
-        "alone. The second (trained) head pass is not included.")
+    for cfg in LA_CONFIGS:
+        out("")
+        la_rows += la_table(repeat, warmup, out, **cfg)
+    out("; ".join(f"{p}: {note}" for p, note in LA_PART_NOTES.items()) + ". The second (trained) head pass is "
+        "not included.")
     return {"benchmark": "focal + giou + dfl forward+backward; LA modulation", "size": size, "repeat": repeat,
             "load_average": load, "rows": rows, "la_rows": la_rows}
 

@@ -12,8 +12,10 @@
   as the authors' code does (the weights are computed without ``create_graph``).
 * :class:`LabelAwareModulation` — wraps a dense head (cls: tower + classifier conv giving
   (B, C, H, W) logits; reg: tower + regressor giving (B, 4·K, H, W) side-distance bin logits),
-  runs its first pass on a detached copy of x, takes g = ∇_x Σ σ(head(x))·Y by two VJPs, and
-  returns the modulated features for the second pass.
+  runs its first pass on a detached copy of x, takes g = ∇_x Σ σ(head(x))·Y by two VJPs (one when
+  c = 0 or in mode 'reg'), and returns the modulated features for the second pass. Heads made of
+  Conv2d/GroupNorm/ReLU in nn.Sequential (ATSS/FCOS/RetinaNet towers) take a hand-written first pass
+  without an autograd graph (:mod:`.label_aware_tower`); any other head, torch.autograd.grad.
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ from .._tensor import FLOAT_DTYPES, desc
 
 _INT_DTYPES = tuple(d for d in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
                                 getattr(torch, "uint16", None)) if d is not None)
+
+
+_VJP_ENGINES = ("auto", "tower", "autograd")
 
 
 def _as_tensor(x, name: str) -> torch.Tensor:
@@ -217,6 +222,8 @@ def _la_modulate_op(x: torch.Tensor, g1: torch.Tensor, g2: Optional[torch.Tensor
         return (x.double() * f).to(x.dtype), f.to(x.dtype)
     out = torch.empty(x.shape, dtype=x.dtype)
     factor = torch.empty(x.shape, dtype=x.dtype)
+    if x.numel() == 0:  # empty views carry no data pointer for the kernel
+        return out, factor
     _dispatch.extension().la_modulate_cpu(desc(x), desc(g1), None if g2 is None else desc(g2), a, b, c, desc(out),
                                           desc(factor))
     return out, factor
@@ -294,21 +301,36 @@ class LabelAwareModulation(torch.nn.Module):
         a, b, c: Eq. 7 coefficients (defaults: cls a = b = c = 1, the paper's final setting;
             reg a = 0.5, b = 1, c unused). Eq. 8 is enforced unless ``enforce_identity=False``.
         num_bins: K for mode "reg".
+        vjp: how the label gradients are taken. "auto" (default): the hand-written tower pass when the
+            head is Conv2d (stride 1, dilation 1, groups 1, zero padding) / GroupNorm / ReLU / Identity
+            layers in nn.Sequential and x is a non-empty (B, F, H, W) tensor, else autograd;
+            "tower": that pass or ValueError; "autograd": always ``torch.autograd.grad`` (two calls).
+        conv: convolution layout of the tower pass: "auto" (channels_last for float32/bfloat16 CPU
+            tensors, NCHW otherwise), "nchw", "channels_last", or "nnpack" (NNPACK Winograd for the 3×3
+            convolutions of float32 CPU tensors; for measurements).
 
     ``forward(x, labels=None)`` returns the modulated features x_new for the head's second pass.
     labels: cls — (B, H, W) assigned labels in [0, C] (C = background); reg — (B, 4, H, W)
     target bins in [0, K) (e.g. :func:`distance_bins`). None gives pseudo-labels (argmax of the
     first pass), as at test time. The first pass runs on a detached copy of x, so only the second
     pass trains the head; x_new is differentiable w.r.t. x with the LA weights held constant.
-    ``label_gradients(x, labels)`` returns (g1, g2) (g2 None in reg mode) for inspection.
+    ``label_gradients(x, labels)`` returns (g1, g2) (g2 None in reg mode) for inspection. With
+    c = 0 (Eq. 4 / Eq. 7 without the confuse term) ``forward`` takes one VJP instead of two.
     """
 
     def __init__(self, head: torch.nn.Module, mode: str = "cls", *, a: Optional[float] = None,
                  b: Optional[float] = None, c: Optional[float] = None, num_bins: int = 17,
-                 enforce_identity: bool = True):
+                 enforce_identity: bool = True, vjp: str = "auto", conv: str = "auto"):
         super().__init__()
         if mode not in ("cls", "reg"):
             raise ValueError(f"mode: expected 'cls' or 'reg', got {mode!r}")
+        if vjp not in _VJP_ENGINES:
+            raise ValueError(f"vjp: expected one of {_VJP_ENGINES}, got {vjp!r}")
+        from .label_aware_tower import CONV_ENGINES
+
+        if conv not in CONV_ENGINES:
+            raise ValueError(f"conv: expected one of {CONV_ENGINES}, got {conv!r}")
+        self.vjp, self.conv = vjp, conv
         if mode == "reg" and (not isinstance(num_bins, int) or num_bins < 2):
             raise ValueError(f"num_bins: expected an int >= 2, got {num_bins!r}")
         self.head = head
@@ -321,9 +343,9 @@ class LabelAwareModulation(torch.nn.Module):
         if enforce_identity:
             check_identity_constraint(self.a, self.b, self.c)
 
-    def _scores_and_onehots(self, xi: torch.Tensor, labels):
-        logits = self.head(xi)
-        if logits.dim() != 4 or logits.shape[0] != xi.shape[0]:
+    def _onehots(self, logits: torch.Tensor, labels, batch: int, device):
+        """Sigmoid scores of the first pass and the one-hot cotangents Y1, Y2 (Y2 unused in mode 'reg')."""
+        if logits.dim() != 4 or logits.shape[0] != batch:
             raise ValueError(f"head: expected (B, channels, H, W) logits, got {tuple(logits.shape)}")
         s = torch.sigmoid(logits)
         B, CH, H, W = s.shape
@@ -341,18 +363,60 @@ class LabelAwareModulation(torch.nn.Module):
                                      f"{tuple(labels.shape)}")
                 labels = labels.reshape(B * 4, H, W)
         if labels is not None:
-            labels = _as_tensor(labels, "labels").to(xi.device)
+            labels = _as_tensor(labels, "labels").to(device)
             if self.mode == "reg" and (labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_bins)):
                 raise ValueError(f"labels: target bins must lie in [0, {self.num_bins})")
         _, _, y1, y2 = confuse_labels(rows.detach(), labels, return_onehot=True)
         return s, y1.reshape(s.shape), y2.reshape(s.shape)
 
+    def tower_layers(self, x: torch.Tensor):
+        """The head as a flat list of layers when the hand-written first pass applies to it and x, else None."""
+        from .label_aware_tower import compile_tower
+
+        if self.vjp == "autograd" or not isinstance(x, torch.Tensor) or x.dim() != 4 or x.numel() == 0:
+            layers = None
+        else:
+            layers = compile_tower(self.head)
+        if layers is None and self.vjp == "tower":
+            raise ValueError("head: vjp='tower' needs a head made of Conv2d (stride 1, dilation 1, groups 1, "
+                             "zero padding), GroupNorm, ReLU and Identity layers in nn.Sequential and non-empty "
+                             "(B, F, H, W) features; use vjp='auto' or 'autograd' for other heads")
+        return layers
+
     def label_gradients(self, x: torch.Tensor, labels=None):
-        """(g1, g2): ∇_x Σ σ(head(x))·Y1 and ∇_x Σ σ(head(x))·Y2 (g2 None in mode 'reg')."""
+        """(g1, g2): ∇_x Σ σ(head(x))·Y1 and ∇_x Σ σ(head(x))·Y2 (g2 None in mode 'reg').
+
+        A tower head (see :mod:`.label_aware_tower`) takes the hand-written pass: one forward that keeps
+        what the backward needs and the VJPs layer by layer, no autograd graph (``vjp='auto'``/``'tower'``;
+        also under ``torch.inference_mode()``); any other head, or ``vjp='autograd'``, the paper's
+        ``torch.autograd.grad`` calls.
+        """
+        return self._gradients(x, labels, self.mode == "cls")
+
+    def _gradients(self, x: torch.Tensor, labels, need_g2: bool):
+        layers = self.tower_layers(x)
+        if layers is not None:
+            from .label_aware_tower import TowerPass
+
+            with torch.no_grad():
+                tp = TowerPass(layers, x, self.conv)
+                s, y1, y2 = self._onehots(tp.logits, labels, x.shape[0], x.device)
+                g1 = tp.vjp(torch.ops.aten.sigmoid_backward(y1, s))
+                g2 = tp.vjp(torch.ops.aten.sigmoid_backward(y2, s)) if need_g2 else None
+                # back to x's layout: the modulation kernel streams x, g1, g2 in one order
+                cl = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+                fmt = torch.channels_last if cl else torch.contiguous_format
+                g1 = g1.contiguous(memory_format=fmt)
+                g2 = None if g2 is None else g2.contiguous(memory_format=fmt)
+            return g1, g2
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("LabelAwareModulation: this head needs autograd for the label gradients, which "
+                               "torch.inference_mode() switches off; run it under torch.no_grad() instead (or use "
+                               "a tower head: Conv2d/GroupNorm/ReLU in nn.Sequential, see vjp='tower')")
         xi = x.detach().requires_grad_(True)
         with torch.enable_grad():
-            s, y1, y2 = self._scores_and_onehots(xi, labels)
-            if self.mode == "cls":
+            s, y1, y2 = self._onehots(self.head(xi), labels, xi.shape[0], xi.device)
+            if need_g2:
                 g1 = torch.autograd.grad(s, xi, grad_outputs=(y1,), retain_graph=True)[0]
                 g2 = torch.autograd.grad(s, xi, grad_outputs=(y2,))[0]
             else:
@@ -361,8 +425,9 @@ class LabelAwareModulation(torch.nn.Module):
         return g1, g2
 
     def forward(self, x: torch.Tensor, labels=None) -> torch.Tensor:
-        g1, g2 = self.label_gradients(x, labels)
-        return la_modulate(x, g1, g2, a=self.a, b=self.b, c=self.c, enforce_identity=False)
+        # c = 0 (Eq. 4 / Eq. 7 without the confuse term) needs one VJP only: σ(g2) would be multiplied by 0
+        g1, g2 = self._gradients(x, labels, self.mode == "cls" and self.c != 0.0)
+        return la_modulate(x, g1, g2, a=self.a, b=self.b, c=self.c if g2 is not None else 0.0, enforce_identity=False)
 
 
 def distance_bins(distances, stride: float, reg_max: int = 16, eps: float = 0.1) -> torch.Tensor:
