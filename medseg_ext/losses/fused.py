@@ -262,11 +262,33 @@ def fused_stats_raw(logits, labels, sigmoid: bool, per_sample: bool, ignore_inde
     """(U, C, 4), (U, C, 5) float64 statistics of validated inputs, differentiable w.r.t. logits."""
     backend = _dispatch.select_backend(logits=logits, labels=labels)
     if backend == "cpu":
-        store = (not sigmoid and spec.kind in (0, 1) and logits.dtype == torch.float32 and logits.requires_grad
-                 and torch.is_grad_enabled() and _dense_spatial(logits, 2) and _dense_spatial(labels, 1))
+        store = stores_probs(logits, labels, sigmoid, spec.kind)
         stats, ext, _ = _fused_stats_op(logits, labels, sigmoid, per_sample, ignore_index, *spec, store)
         return stats, ext
     return torch_fused_stats(logits, labels, sigmoid, per_sample, ignore_index, spec)
+
+
+def stores_probs(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, kind: int = 0) -> bool:
+    """Whether the CPU forward keeps the softmax probabilities for an in-place backward: float32
+    softmax logits that need a gradient, in the kernel's fast-path layout (the caller has picked the
+    CPU backend). The buffer is the size of the gradient it becomes, so peak memory does not grow.
+    Off under torch.compile, whose graphs keep the plain two-pass form."""
+    return (not torch.compiler.is_compiling() and not sigmoid and kind in (0, 1) and logits.dtype == torch.float32 and logits.requires_grad
+            and torch.is_grad_enabled() and _dense_spatial(logits, 2) and _dense_spatial(labels, 1))
+
+
+def softmax_stats_storing_probs(logits, labels, per_sample: bool, ignore_index: Optional[int]):
+    """(U, C, 4) statistics and the stored probabilities (for :func:`probs_to_grad_`), no autograd."""
+    stats, _, probs = _fused_stats_op(logits, labels, False, per_sample, ignore_index,
+                                      *pointwise_spec("none", sigmoid=False, outputs=0), True)
+    return stats, probs
+
+
+def probs_to_grad_(probs, labels, coeff, per_sample: bool, ignore_index: Optional[int]) -> torch.Tensor:
+    """Turns stored probabilities into dL/dlogits in place from region coefficients (U, C, 2)."""
+    ext_coeff = torch.zeros(coeff.shape[:-1] + (3,), dtype=torch.float64)
+    _probs_backward_op(coeff, ext_coeff, probs, labels, per_sample, ignore_index, 0, 0)
+    return probs
 
 
 def _dense_spatial(t: torch.Tensor, first: int) -> bool:

@@ -13,7 +13,9 @@ from typing import List, Optional, Tuple
 
 import torch
 
+from .. import _dispatch
 from ._inputs import check_region_inputs
+from .fused import probs_to_grad_, softmax_stats_storing_probs, stores_probs
 from .region import logits_backward, stats_forward
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -150,20 +152,25 @@ def _epilogue(kind, stats, params, include_background, reduction, empty, weight_
 def _region_loss_op(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, per_sample: bool,
                     ignore_index: Optional[int], validate: bool, kind: str, params: List[float],
                     include_background: bool, reduction: str, empty: str, weight_type: str, absent: str,
-                    dist_sync: bool, class_weight: Optional[List[float]]) -> Tuple[torch.Tensor, torch.Tensor]:
-    stats = stats_forward(logits, labels, sigmoid, per_sample, ignore_index, validate)
+                    dist_sync: bool, class_weight: Optional[List[float]],
+                    store_probs: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    if store_probs:  # CPU float32 softmax that needs a gradient: keep p for an in-place backward
+        stats, probs = softmax_stats_storing_probs(logits, labels, per_sample, ignore_index)
+    else:
+        stats = stats_forward(logits, labels, sigmoid, per_sample, ignore_index, validate)
+        probs = logits.new_empty((0,), dtype=torch.float32)
     if dist_sync:
         # batch statistics pooled over all ranks: every rank evaluates the loss of the global batch
         torch.distributed.all_reduce(stats)
     loss, coeff = _epilogue(kind, stats, params, include_background, reduction, empty, weight_type, absent,
                             class_weight)
     out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    return loss.to(out_dtype), coeff
+    return loss.to(out_dtype), coeff, probs
 
 
 @_region_loss_op.register_fake
 def _(logits, labels, sigmoid, per_sample, ignore_index, validate, kind, params, include_background, reduction,
-      empty, weight_type, absent, dist_sync, class_weight):
+      empty, weight_type, absent, dist_sync, class_weight, store_probs):
     U = logits.shape[0] if per_sample else 1
     C = logits.shape[1]
     out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
@@ -173,7 +180,8 @@ def _(logits, labels, sigmoid, per_sample, ignore_index, validate, kind, params,
         loss = logits.new_empty((U,), dtype=out_dtype)
     else:
         loss = logits.new_empty((U, C - 1 if (not include_background and C > 1) else C), dtype=out_dtype)
-    return loss, logits.new_empty((U, C, 2), dtype=torch.float64)
+    probs = logits.new_empty(logits.shape if store_probs else (0,), dtype=torch.float32)
+    return loss, logits.new_empty((U, C, 2), dtype=torch.float64), probs
 
 
 def _setup_context(ctx, inputs, output):
@@ -183,10 +191,12 @@ def _setup_context(ctx, inputs, output):
     ctx.drop_background = not inputs[8] and logits.shape[1] > 1
     ctx.reduction = inputs[9]
     ctx.per_unit = inputs[6] == "generalized_dice"
-    ctx.mark_non_differentiable(output[1])
+    ctx.mark_non_differentiable(output[1], output[2])
+    # used once, in place (they become the gradient); a retained graph's second backward recomputes
+    ctx.probs = output[2] if inputs[-1] else None
 
 
-def _backward(ctx, grad_loss, _grad_coeff):
+def _backward(ctx, grad_loss, _grad_coeff, _grad_probs):
     logits, labels, coeff = ctx.saved_tensors
     g = grad_loss.to(torch.float64)
     if ctx.reduction != "none":
@@ -198,8 +208,11 @@ def _backward(ctx, grad_loss, _grad_coeff):
             g = torch.nn.functional.pad(g, (1, 0))  # the background column got no loss
         # entries skipped as NaN have coefficient 0 and must stay 0 whatever gradient they receive
         coeff = torch.where(coeff != 0, coeff * g[..., None], 0.0)
+    probs, ctx.probs = ctx.probs, None
+    if probs is not None:
+        return (probs_to_grad_(probs, labels, coeff, ctx.params[1], ctx.params[2]),) + (None,) * 15
     grad = logits_backward(coeff, logits, labels, *ctx.params)
-    return (grad,) + (None,) * 14
+    return (grad,) + (None,) * 15
 
 
 _region_loss_op.register_autograd(_backward, setup_context=_setup_context)
@@ -266,9 +279,11 @@ def region_loss(logits, labels, *, kind: str = "dice", activation: str = "softma
     if not include_background and inp.logits.shape[1] == 1:
         warnings.warn("include_background=False ignored: a single-channel output has no background channel",
                       stacklevel=3)
-    loss, _ = _region_loss_op(inp.logits, inp.labels, inp.sigmoid, inp.per_sample, inp.ignore_index, validate,
-                              kind, params, include_background, reduction, empty, weight_type, absent, dist_sync,
-                              class_weight)
+    store = (stores_probs(inp.logits, inp.labels, inp.sigmoid)
+             and _dispatch.select_backend(logits=inp.logits, labels=inp.labels) == "cpu")
+    loss, _, _ = _region_loss_op(inp.logits, inp.labels, inp.sigmoid, inp.per_sample, inp.ignore_index, validate,
+                                 kind, params, include_background, reduction, empty, weight_type, absent, dist_sync,
+                                 class_weight, store)
     return loss
 
 
