@@ -231,7 +231,9 @@ def run(device: str = "cpu", size: str = "small", repeat: int = 10, warmup: int 
     variants = _variants(device, peers)
     bw = harness.copy_bandwidth(device)
     out(f"device {device}; torch threads {torch.get_num_threads()}; copy bandwidth "
-        f"{bw['bytes_per_s'] / 1e9:.1f} GB/s (median of a {bw['buffer_bytes'] // harness.MiB} MiB copy_)")
+        f"{bw['bytes_per_s'] / 1e9:.1f} GB/s read+write (median of a {bw['buffer_bytes'] // harness.MiB} MiB "
+        f"copy_; {bw['bytes_per_s'] / 2e9:.1f} GB/s of bytes copied, the convention of issue #4, whose floor "
+        "is twice the floor column)")
     if measure_memory and not device.startswith("cuda") and not harness.cpu_peak_supported():
         out("note: CPU peak memory needs Linux /proc/self/clear_refs; not measured")
 
@@ -259,7 +261,7 @@ def run(device: str = "cpu", size: str = "small", repeat: int = 10, warmup: int 
     out(format_table(rows))
     out("")
     out("time ×ours, mem ×ours: peer / the first medseg_ext row of the same shape (> 1: medseg_ext is better). "
-        "floor: (2×logits + 2×labels + grad bytes) ÷ copy bandwidth; ×floor = median / floor.")
+        "floor: (2×logits + 2×labels + grad bytes) ÷ copy bandwidth (read+write); ×floor = median / floor.")
     out("Loss values differ only by convention: SMP pools the batch, uses smooth 0 and zeroes absent classes; "
         "MONAI's DiceCELoss computes its Dice in float32.")
     return {"benchmark": "segmentation losses forward+backward", "size": size, "repeat": repeat, "warmup": warmup,
