@@ -317,7 +317,8 @@ inline bool vector_kind(PointwiseKind k) {
 }
 
 // Extras of one sigmoid channel c over a tile (acc: Q, Spos, Sneg, Ph, TPh of that channel).
-template <typename T, bool kFocal>
+// kSquare: gamma == 2 exactly (the focal default), where the powers are products, not exp(gamma log).
+template <typename T, bool kFocal, bool kSquare = false>
 void sigmoid_row_extras(const T* raw, const T* prow, const int32_t* cls, const T* wt, int32_t c, int64_t n, T gamma,
                         T zt, bool pw, double* acc) {
   double q2 = 0, sp = 0, sn = 0, ph = 0, tph = 0;
@@ -334,7 +335,10 @@ void sigmoid_row_extras(const T* raw, const T* prow, const int32_t* cls, const T
     T p, q, lp, lq;
     sigmoid_parts_v(z, p, q, lp, lq);
     T fpos = -lp, fneg = -lq;
-    if (kFocal) {
+    if (kFocal && kSquare) {
+      fpos *= q * q;
+      fneg *= p * p;
+    } else if (kFocal) {
       fpos *= vexp(gamma * lq);  // (1 - p)^gamma
       fneg *= vexp(gamma * lp);  // p^gamma
     }
@@ -351,7 +355,7 @@ void sigmoid_row_extras(const T* raw, const T* prow, const int32_t* cls, const T
 }
 
 // Backward of one sigmoid channel: dz = p q (A + [pos] B + 2 p cQ) + [pos] cpos kpos q - [neg] cneg kneg p.
-template <typename S, typename T, bool kFocal>
+template <typename S, typename T, bool kFocal, bool kSquare = false>
 void sigmoid_row_backward(const T* raw, const int32_t* cls, const T* wt, int32_t c, int64_t n, T a, T b, T cq,
                           T cpos, T cneg, T gamma, S* o) {
 #pragma omp simd
@@ -362,7 +366,10 @@ void sigmoid_row_backward(const T* raw, const int32_t* cls, const T* wt, int32_t
     sigmoid_parts_v(raw[t], p, q, lp, lq);
     T dz = p * q * (a + (pos ? b : T(0)) + T(2) * p * cq);
     T kpos = T(-1), kneg = T(-1);
-    if (kFocal) {
+    if (kFocal && kSquare) {
+      kpos = T(2) * p * q * lp - q * q;
+      kneg = T(2) * q * p * lq - p * p;
+    } else if (kFocal) {
       kpos = gamma * p * vexp((gamma - T(1)) * lq) * lp - vexp(gamma * lq);
       kneg = gamma * q * vexp((gamma - T(1)) * lp) * lq - vexp(gamma * lp);
     }
@@ -457,7 +464,9 @@ void tile_extras(const T* buf, const T* raw, const T* lse, const int32_t* cls, c
     for (int64_t c = 0; c < C; ++c) {
       double row[5] = {0, 0, 0, 0, 0};
       const int32_t ci = static_cast<int32_t>(c);
-      if (ex.kind == PointwiseKind::focal)
+      if (ex.kind == PointwiseKind::focal && ex.gamma == 2.0)
+        sigmoid_row_extras<T, true, true>(raw + c * kTile, buf + c * kTile, cls, wt, ci, n, gamma, zt, pw, row);
+      else if (ex.kind == PointwiseKind::focal)
         sigmoid_row_extras<T, true>(raw + c * kTile, buf + c * kTile, cls, wt, ci, n, gamma, zt, pw, row);
       else
         sigmoid_row_extras<T, false>(raw + c * kTile, buf + c * kTile, cls, wt, ci, n, gamma, zt, pw, row);
@@ -1004,7 +1013,10 @@ void extras_backward_job(const S* lg, const L* lab, const Geometry& g, const Reg
       for (int64_t c = 0; c < C; ++c) {
         S* o = out + (b * C + c) * g.S + s0;
         const int32_t ci = static_cast<int32_t>(c);
-        if (ex.kind == PointwiseKind::focal)
+        if (ex.kind == PointwiseKind::focal && ex.gamma == 2.0)
+          sigmoid_row_backward<S, T, true, true>(raw.data() + c * kTile, cls, wt, ci, n, A[c], Bc[c], cq[c],
+                                                 cpos[c], cneg[c], gamma, o);
+        else if (ex.kind == PointwiseKind::focal)
           sigmoid_row_backward<S, T, true>(raw.data() + c * kTile, cls, wt, ci, n, A[c], Bc[c], cq[c], cpos[c],
                                            cneg[c], gamma, o);
         else

@@ -238,3 +238,28 @@ def test_retained_graph_gives_the_same_gradient_twice():
     z64 = z.detach().double().requires_grad_(True)
     (want,) = torch.autograd.grad(medseg_ext.losses.dice_ce_loss(z64, y), z64)
     torch.testing.assert_close(g1.double(), want, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "softmax"])
+def test_focal_gamma_two_product_path_matches_eager_twin(activation):
+    # gamma == 2 (the focal default) takes a path with products instead of exp(gamma log q)
+    g = torch.Generator().manual_seed(3)
+    z = (torch.randn(2, 4, 9, 11, generator=g, dtype=torch.float64) * 6).requires_grad_(True)
+    y = torch.randint(0, 4, (2, 9, 11), generator=g)
+    spec = pointwise_spec("focal", gamma=2.0, sigmoid=activation == "sigmoid")
+    w4 = torch.randn(2, 4, 4, generator=g, dtype=torch.float64)
+    w5 = torch.randn(2, 4, 5, generator=g, dtype=torch.float64)
+    w5[..., 3:] = 0
+    outs = []
+    for fn in (_kernel, torch_fused_stats):
+        zz = z.detach().clone().requires_grad_(True)
+        stats, ext = fn(zz, y, activation == "sigmoid", True, None, spec)
+        (grad,) = torch.autograd.grad((stats * w4).sum() + (ext * w5).sum(), zz)
+        outs.append((ext.detach(), grad))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(outs[0][1], outs[1][1], rtol=1e-9, atol=1e-9)
+    z32 = z.detach().float().requires_grad_(True)  # float32 kernels (the vectorised rows) against float64
+    stats, ext = _kernel(z32, y, activation == "sigmoid", True, None, spec)
+    (grad32,) = torch.autograd.grad((stats * w4.float()).sum() + (ext * w5.float()).sum(), z32)
+    torch.testing.assert_close(ext.detach(), outs[1][0], rtol=2e-4, atol=2e-4)
+    torch.testing.assert_close(grad32.double(), outs[1][1], rtol=2e-3, atol=2e-4)
