@@ -53,6 +53,7 @@ class BinomialTable {
     }
   }
   index_t operator()(int64_t v, int k) const { return table_[k * (n_ + 1) + v]; }
+  const index_t& at_row(int k) const { return table_[k * (n_ + 1)]; }  // C(., k) for v = 0..n
 
  private:
   index_t& at(int64_t v, int k) { return table_[k * (n_ + 1) + v]; }
@@ -122,19 +123,24 @@ class IndexMap {
   int shift_ = 60;
 };
 
-struct Entry {
+// A coboundary entry; the diameter in the filtration's value type (16 bytes for float: the
+// reduction heap moves half the memory of a double-keyed entry).
+template <typename value_t>
+struct EntryT {
   index_t index;
-  double diam;  // stored in double; the values themselves are of the filtration's value type
+  value_t diam;
   int32_t coef;
 };
 
 // Filtration order: smaller diameter first, ties broken by larger index first.
-inline bool later_in_filtration(double da, index_t ia, double db, index_t ib) {
+template <typename A, typename B>
+inline bool later_in_filtration(A da, index_t ia, B db, index_t ib) {
   return da > db || (da == db && ia < ib);
 }
 struct HeapLater {
-  bool operator()(const Entry& a, const Entry& b) const {
-    return later_in_filtration(a.diam, a.index, b.diam, b.index);
+  template <typename E>
+  bool operator()(const E& a, const E& b) const {
+    return a.diam > b.diam || (a.diam == b.diam && a.index < b.index);
   }
 };
 
@@ -154,6 +160,8 @@ struct PivotSlot {
 
 template <typename value_t>
 class RipsComputer {
+  using Entry = EntryT<value_t>;
+
  public:
   RipsComputer(const double* dist, int64_t n, const RipsOptions& opt)
       : n_(n), maxdim_(opt.maxdim), p_(opt.coeff), binom_(n, opt.maxdim + 2), dist_(n * n) {
@@ -198,6 +206,12 @@ class RipsComputer {
         }
         edges_to_reduce.clear();
         edges_to_reduce.shrink_to_fit();
+      } else if (d == 2) {
+        std::vector<Column> next;
+        if (keep_next) next.reserve(simplices.size());
+        if (keep_next) assemble_triangles<true>(simplices, cleared, columns, next, next_cleared);
+        else assemble_triangles<false>(simplices, cleared, columns, next, next_cleared);
+        simplices.swap(next);
       } else {
         std::vector<Column> next;
         if (keep_next) next.reserve(simplices.size());
@@ -235,6 +249,69 @@ class RipsComputer {
       }
     }
     return out_;
+  }
+
+  // Dimension 2 written out for three vertices (the bulk of the work at maxdim 2: hundreds of
+  // thousands of triangles per 185-point cloud, nearly all in apparent pairs). Same decisions as
+  // the generic path (cleared -> skipped; apparent -> recorded; else a column with its
+  // zero-diameter earliest cofacet), all comparisons in the filtration's value type.
+  //  * clearing by a bitset over triangle indices (when C(n, 3) is small), not hash probes;
+  //  * the earliest cofacet with the triangle's diameter: vertices x scanned descending;
+  //  * the triangle sigma = tau - {x} is the latest facet of that cofacet tau iff no facet tau - {y}
+  //    with y > x (a smaller index) has the same diameter: at most three facets of three edges.
+  template <bool kKeepNext>
+  void assemble_triangles(const std::vector<Column>& edges, const IndexMap& cleared, std::vector<Column>& columns,
+                          std::vector<Column>& next, IndexMap& next_cleared) {
+    const int64_t n = n_;
+    const index_t ntri = binom_(n, 3);
+    const bool use_bits = ntri <= (index_t(1) << 24);  // 2 MiB of bits at most (n <= 465)
+    if (use_bits) {
+      cleared_bits_.assign(static_cast<size_t>((ntri + 63) / 64), 0);
+      cleared.for_each([&](index_t k, int64_t) { cleared_bits_[k >> 6] |= uint64_t(1) << (k & 63); });
+    }
+    const uint64_t* bits = cleared_bits_.data();
+    const value_t thr = static_cast<value_t>(threshold_);  // exact: threshold_ is a value_t value
+    const value_t* D = dist_.data();
+    const index_t* c1 = &binom_.at_row(1);
+    const index_t* c2 = &binom_.at_row(2);
+    const index_t* c3 = &binom_.at_row(3);
+    const index_t* c4 = &binom_.at_row(4);
+    for (const Column& e : edges) {
+      int64_t ev[2];
+      get_vertices(e.index, 1, ev);
+      const int64_t b = ev[0], a = ev[1];
+      const value_t* rb = D + b * n;
+      const value_t* ra = D + a * n;
+      const value_t dab = static_cast<value_t>(e.diam);
+      for (int64_t w = n - 1; w > b; --w) {
+        const value_t diam = std::max(dab, std::max(ra[w], rb[w]));
+        if (diam > thr) continue;
+        const index_t idx = e.index + c3[w];
+        if (kKeepNext) next.push_back({idx, static_cast<double>(diam), kNone});
+        if (use_bits ? ((bits[idx >> 6] >> (idx & 63)) & 1) != 0 : cleared.contains(idx)) continue;
+        const value_t* rw = D + w * n;
+        int64_t x = n - 1;
+        for (; x >= 0; --x)
+          if (rw[x] <= diam && rb[x] <= diam && ra[x] <= diam && x != w && x != b && x != a) break;
+        if (x < 0) {
+          columns.push_back({idx, static_cast<double>(diam), kNone});
+          continue;
+        }
+        // facets of tau = {w, b, a, x} before sigma in index order: tau - {y} for y > x
+        bool apparent = true;
+        if (w > x) apparent = std::max(dab, std::max(rb[x], ra[x])) < diam;                      // {b, a, x}
+        if (apparent && b > x) apparent = std::max(ra[w], std::max(rw[x], ra[x])) < diam;        // {w, a, x}
+        if (apparent && a > x) apparent = std::max(rb[w], std::max(rw[x], rb[x])) < diam;        // {w, b, x}
+        if (apparent && !kKeepNext) continue;
+        index_t z;
+        if (x > w) z = c4[x] + c3[w] + c2[b] + c1[a];
+        else if (x > b) z = c4[w] + c3[x] + c2[b] + c1[a];
+        else if (x > a) z = c4[w] + c3[b] + c2[x] + c1[a];
+        else z = c4[w] + c3[b] + c2[a] + c1[x];
+        if (apparent) next_cleared.insert(z, 0);
+        else columns.push_back({idx, static_cast<double>(diam), z});
+      }
+    }
   }
 
   // A d-simplex that forms an apparent pair with its earliest cofacet is not a column: the pair
@@ -373,7 +450,7 @@ class RipsComputer {
         for (int i = 1; i <= dim; ++i) dmax = std::max(dmax, row[i][w]);
         const double d = std::max(diam, static_cast<double>(dmax));
         if (d > threshold_) continue;
-        out.push_back({above + binom_(w, k + 1) + below, d, coef});
+        out.push_back({above + binom_(w, k + 1) + below, static_cast<value_t>(d), coef});
       }
       if (j <= dim) {
         below -= binom_(v[j], k);
@@ -441,14 +518,43 @@ class RipsComputer {
         const bool taken_by_apparent =
             f != kNone && f != col.index && zero_pivot_cofacet(f, col.diam, d) == col.zero_cofacet;
         if (!taken_by_apparent) {
-          scratch.clear();
-          coboundary(col.index, col.diam, d, 1, scratch);
-          add_pivot(col.zero_cofacet, {col.index, -1, -1, coefficient_of(scratch, col.zero_cofacet)});
+          int32_t coef = 1;  // over Z/2 every coefficient is 1
+          if (p_ != 2) {
+            scratch.clear();
+            coboundary(col.index, col.diam, d, 1, scratch);
+            coef = coefficient_of(scratch, col.zero_cofacet);
+          }
+          add_pivot(col.zero_cofacet, {col.index, -1, -1, coef});
           continue;
         }
       }
+      // Plain coboundary first (its entries are distinct cofacets, so its pivot is its earliest
+      // entry): when that pivot is new the column is reduced as it is and is stored as "recompute"
+      // (no heap, no explicit copy). Only columns that need additions go through the heap.
       heap.clear();
       coboundary(col.index, col.diam, d, 1, heap);
+      if (heap.empty()) {
+        out_[d].push_back(col.diam);
+        out_[d].push_back(std::numeric_limits<double>::infinity());
+        continue;
+      }
+      {
+        const Entry* first = &heap[0];
+        for (const Entry& e : heap)
+          if (later_in_filtration(first->diam, first->index, e.diam, e.index)) first = &e;
+        if (!pivots.contains(first->index)) {
+          const index_t f = zero_pivot_facet(first->index, first->diam, d + 1);
+          const bool apparent = f != kNone && zero_pivot_cofacet(f, first->diam, d) == first->index;
+          if (!apparent) {
+            add_pivot(first->index, {col.index, -1, -1, first->coef});
+            if (first->diam > col.diam) {
+              out_[d].push_back(col.diam);
+              out_[d].push_back(first->diam);
+            }
+            continue;
+          }
+        }
+      }
       std::make_heap(heap.begin(), heap.end(), HeapLater());
       Entry pivot;
       while (true) {
@@ -554,6 +660,7 @@ class RipsComputer {
   Diagrams out_;
   std::vector<PivotSlot> slots_;
   std::vector<Entry> stored_;
+  std::vector<uint64_t> cleared_bits_;
 };
 
 }  // namespace
