@@ -156,6 +156,7 @@ struct PivotSlot {
   int64_t begin;     // into stored entries; -1: the plain coboundary of `simplex`
   int64_t end;
   int32_t pivot_coef;
+  bool compact;      // stored entries combined (sorted by index, no duplicates, no zeros)
 };
 
 template <typename value_t>
@@ -498,6 +499,28 @@ class RipsComputer {
     }
   }
 
+  // Combines the duplicate entries of a lazily stored column (coefficients summed mod p, zeros
+  // dropped), in place; the column's sum is unchanged.
+  void compact_slot(PivotSlot& slot) {
+    Entry* first = stored_.data() + slot.begin;
+    Entry* last = stored_.data() + slot.end;
+    std::sort(first, last, [](const Entry& a, const Entry& b) { return a.index < b.index; });
+    Entry* out = first;
+    for (Entry* it = first; it != last;) {
+      int64_t coef = 0;
+      Entry* run = it;
+      for (; it != last && it->index == run->index; ++it) coef += it->coef;
+      coef %= p_;
+      if (coef != 0) {
+        *out = *run;
+        out->coef = static_cast<int32_t>(coef);
+        ++out;
+      }
+    }
+    slot.end = slot.begin + (out - first);
+    slot.compact = true;
+  }
+
   int32_t coefficient_of(const std::vector<Entry>& col, index_t idx) const {
     for (const Entry& e : col)
       if (e.index == idx) return e.coef;
@@ -524,7 +547,7 @@ class RipsComputer {
             coboundary(col.index, col.diam, d, 1, scratch);
             coef = coefficient_of(scratch, col.zero_cofacet);
           }
-          add_pivot(col.zero_cofacet, {col.index, -1, -1, coef});
+          add_pivot(col.zero_cofacet, {col.index, -1, -1, coef, true});
           continue;
         }
       }
@@ -546,7 +569,7 @@ class RipsComputer {
           const index_t f = zero_pivot_facet(first->index, first->diam, d + 1);
           const bool apparent = f != kNone && zero_pivot_cofacet(f, first->diam, d) == first->index;
           if (!apparent) {
-            add_pivot(first->index, {col.index, -1, -1, first->coef});
+            add_pivot(first->index, {col.index, -1, -1, first->coef, true});
             if (first->diam > col.diam) {
               out_[d].push_back(col.diam);
               out_[d].push_back(first->diam);
@@ -570,11 +593,12 @@ class RipsComputer {
           if (f != kNone && zero_pivot_cofacet(f, pivot.diam, d) == pivot.index) apparent = f;
         }
         if (found == nullptr && apparent == kNone) {
-          // new pivot: store the reduced column (pivot first, then the rest in filtration order)
-          PivotSlot slot{col.index, static_cast<int64_t>(stored_.size()), 0, pivot.coef};
+          // new pivot: store the reduced column lazily, as the heap's raw contents (pivot first,
+          // the rest unsorted, duplicates not yet combined): a copy, no pops. Most stored columns
+          // are never added to another one; those that are get compacted on first use.
+          PivotSlot slot{col.index, static_cast<int64_t>(stored_.size()), 0, pivot.coef, false};
           stored_.push_back(pivot);
-          Entry e;
-          while (pop_pivot(heap, e)) stored_.push_back(e);
+          stored_.insert(stored_.end(), heap.begin(), heap.end());
           slot.end = static_cast<int64_t>(stored_.size());
           add_pivot(pivot.index, slot);
           if (pivot.diam > col.diam) {
@@ -587,8 +611,9 @@ class RipsComputer {
         heap.push_back(pivot);
         std::push_heap(heap.begin(), heap.end(), HeapLater());
         scratch.clear();
-        const PivotSlot* slot = found != nullptr ? &slots_[*found] : nullptr;
+        PivotSlot* slot = found != nullptr ? &slots_[*found] : nullptr;
         if (slot != nullptr && slot->begin >= 0) {
+          if (!slot->compact) compact_slot(*slot);
           const int32_t factor = static_cast<int32_t>(((p_ - pivot.coef) % p_) * inverse_[slot->pivot_coef] % p_);
           for (int64_t i = slot->begin; i < slot->end; ++i) {
             Entry e = stored_[i];
