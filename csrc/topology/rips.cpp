@@ -20,7 +20,12 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <type_traits>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "common/errors.h"
 
@@ -67,6 +72,7 @@ class BinomialTable {
 class IndexMap {
  public:
   explicit IndexMap(size_t expected = 16) { rehash(std::max<size_t>(16, expected * 2)); }
+  size_t bytes() const { return keys_.capacity() * sizeof(index_t) + values_.capacity() * sizeof(int64_t); }
   void clear() {
     std::fill(keys_.begin(), keys_.end(), kEmpty);
     size_ = 0;
@@ -85,6 +91,13 @@ class IndexMap {
     if (keys_[i] == kEmpty) ++size_;
     keys_[i] = key;
     values_[i] = value;
+  }
+  void swap(IndexMap& o) {
+    keys_.swap(o.keys_);
+    values_.swap(o.values_);
+    std::swap(mask_, o.mask_);
+    std::swap(size_, o.size_);
+    std::swap(shift_, o.shift_);
   }
   template <typename F>
   void for_each(F&& f) const {
@@ -159,13 +172,37 @@ struct PivotSlot {
   bool compact;      // stored entries combined (sorted by index, no duplicates, no zeros)
 };
 
+// Buffers of one cloud's computation, kept by a caller that runs many clouds (one per thread in
+// the batch) so that no cloud allocates, page-faults or rehashes from scratch.
+template <typename value_t>
+struct Workspace {
+  std::vector<value_t> dist;
+  std::vector<PivotSlot> slots;
+  std::vector<EntryT<value_t>> stored, heap, scratch;
+  std::vector<uint64_t> cleared_bits;
+  std::vector<Column> edges, edges_to_reduce, simplices, columns, next;
+  std::vector<int64_t> parent;
+  IndexMap cleared, next_cleared, pivots;
+
+  size_t bytes() const {
+    return dist.capacity() * sizeof(value_t) + slots.capacity() * sizeof(PivotSlot) +
+           (stored.capacity() + heap.capacity() + scratch.capacity()) * sizeof(EntryT<value_t>) +
+           cleared_bits.capacity() * 8 +
+           (edges.capacity() + edges_to_reduce.capacity() + simplices.capacity() + columns.capacity() +
+            next.capacity()) * sizeof(Column) +
+           parent.capacity() * 8 + cleared.bytes() + next_cleared.bytes() + pivots.bytes();
+  }
+};
+
 template <typename value_t>
 class RipsComputer {
   using Entry = EntryT<value_t>;
 
  public:
-  RipsComputer(const double* dist, int64_t n, const RipsOptions& opt)
-      : n_(n), maxdim_(opt.maxdim), p_(opt.coeff), binom_(n, opt.maxdim + 2), dist_(n * n) {
+  RipsComputer(const double* dist, int64_t n, const RipsOptions& opt, Workspace<value_t>& ws)
+      : n_(n), maxdim_(opt.maxdim), p_(opt.coeff), binom_(n, opt.maxdim + 2), ws_(ws), dist_(ws.dist),
+        slots_(ws.slots), stored_(ws.stored), cleared_bits_(ws.cleared_bits) {
+    dist_.resize(static_cast<size_t>(n * n));
     for (int64_t i = 0; i < n * n; ++i) dist_[i] = static_cast<value_t>(dist[i]);
     // Enclosing radius: at this value the complex is a cone, so nothing of degree >= 1 survives
     // past it and H0 is one component; truncating there changes no diagram (Henselman-Petrusek).
@@ -188,16 +225,20 @@ class RipsComputer {
     if (n_ == 0) return out_;
     // Dimension 1 needs no clearing list for dimension 0: compute_h0 hands over only the edges that
     // did not merge two components (the others are the dimension-0 pivots).
-    std::vector<Column> edges_to_reduce;
-    std::vector<Column> simplices;  // all (d-1)-simplices within the threshold, for building dimension d
+    std::vector<Column>& edges_to_reduce = ws_.edges_to_reduce;
+    std::vector<Column>& simplices = ws_.simplices;  // all (d-1)-simplices within the threshold, for building dimension d
+    edges_to_reduce.clear();
+    simplices.clear();
     compute_h0(edges_to_reduce, simplices);
-    IndexMap cleared;      // d-simplices that are pivots of dimension d-1 (incl. apparent pairs)
-    IndexMap next_cleared;
-    IndexMap pivots;       // (d+1)-simplex -> slot in slots_
+    IndexMap& cleared = ws_.cleared;  // d-simplices that are pivots of dimension d-1 (incl. apparent pairs)
+    IndexMap& next_cleared = ws_.next_cleared;
+    IndexMap& pivots = ws_.pivots;    // (d+1)-simplex -> slot in slots_
+    cleared.clear();
     for (int d = 1; d <= maxdim_; ++d) {
       const bool keep_next = d < maxdim_;
       next_cleared.clear();
-      std::vector<Column> columns;
+      std::vector<Column>& columns = ws_.columns;
+      columns.clear();
       if (d == 1) {
         columns.reserve(edges_to_reduce.size());
         int64_t v[8];
@@ -206,15 +247,16 @@ class RipsComputer {
           add_column_or_record_apparent(e.index, e.diam, 1, v, keep_next, columns, next_cleared);
         }
         edges_to_reduce.clear();
-        edges_to_reduce.shrink_to_fit();
       } else if (d == 2) {
-        std::vector<Column> next;
+        std::vector<Column>& next = ws_.next;
+        next.clear();
         if (keep_next) next.reserve(simplices.size());
         if (keep_next) assemble_triangles<true>(simplices, cleared, columns, next, next_cleared);
         else assemble_triangles<false>(simplices, cleared, columns, next, next_cleared);
         simplices.swap(next);
       } else {
-        std::vector<Column> next;
+        std::vector<Column>& next = ws_.next;
+        next.clear();
         if (keep_next) next.reserve(simplices.size());
         // simplices holds the (d-1)-simplices; adding a vertex above all of theirs gives every
         // d-simplex exactly once
@@ -246,7 +288,7 @@ class RipsComputer {
       reduce_dimension(d, columns, pivots);
       if (keep_next) {
         pivots.for_each([&](index_t key, int64_t) { next_cleared.insert(key, 0); });
-        std::swap(cleared, next_cleared);
+        cleared.swap(next_cleared);
       }
     }
     return out_;
@@ -291,9 +333,7 @@ class RipsComputer {
         if (kKeepNext) next.push_back({idx, static_cast<double>(diam), kNone});
         if (use_bits ? ((bits[idx >> 6] >> (idx & 63)) & 1) != 0 : cleared.contains(idx)) continue;
         const value_t* rw = D + w * n;
-        int64_t x = n - 1;
-        for (; x >= 0; --x)
-          if (rw[x] <= diam && rb[x] <= diam && ra[x] <= diam && x != w && x != b && x != a) break;
+        const int64_t x = last_vertex_within(rw, rb, ra, diam, n, w, b, a);
         if (x < 0) {
           columns.push_back({idx, static_cast<double>(diam), kNone});
           continue;
@@ -313,6 +353,35 @@ class RipsComputer {
         else columns.push_back({idx, static_cast<double>(diam), z});
       }
     }
+  }
+
+  // The largest vertex x outside {w, b, a} with max(rw[x], rb[x], ra[x]) <= limit, or -1: the
+  // added vertex of the earliest cofacet of the triangle {w, b, a} with diameter `limit`. Four
+  // vertices per step with SSE for float; one branch per vertex otherwise.
+  static int64_t last_vertex_within(const value_t* rw, const value_t* rb, const value_t* ra, value_t limit, int64_t n,
+                                    int64_t w, int64_t b, int64_t a) {
+    int64_t x = n;
+#if defined(__SSE2__)
+    if constexpr (std::is_same_v<value_t, float>) {
+      const __m128 lim = _mm_set1_ps(limit);
+      while (x >= 4) {
+        x -= 4;
+        const __m128 m = _mm_max_ps(_mm_max_ps(_mm_loadu_ps(rw + x), _mm_loadu_ps(rb + x)), _mm_loadu_ps(ra + x));
+        int mask = _mm_movemask_ps(_mm_cmple_ps(m, lim));
+        while (mask != 0) {
+          const int bit = 31 - __builtin_clz(static_cast<unsigned>(mask));
+          const int64_t y = x + bit;
+          if (y != w && y != b && y != a) return y;
+          mask &= ~(1 << bit);
+        }
+      }
+    }
+#endif
+    while (--x >= 0) {
+      const value_t m = std::max(std::max(rw[x], rb[x]), ra[x]);
+      if (m <= limit && x != w && x != b && x != a) return x;
+    }
+    return -1;
   }
 
   // A d-simplex that forms an apparent pair with its earliest cofacet is not a column: the pair
@@ -528,7 +597,8 @@ class RipsComputer {
   }
 
   void reduce_dimension(int d, const std::vector<Column>& columns, IndexMap& pivots) {
-    std::vector<Entry> heap, scratch;
+    std::vector<Entry>& heap = ws_.heap;
+    std::vector<Entry>& scratch = ws_.scratch;
     auto add_pivot = [&](index_t pivot, const PivotSlot& slot) {
       pivots.insert(pivot, static_cast<int64_t>(slots_.size()));
       slots_.push_back(slot);
@@ -625,7 +695,8 @@ class RipsComputer {
           coboundary(simplex, simplex_diameter(simplex, d), d, 1, scratch);
           const int32_t other_coef = slot != nullptr ? slot->pivot_coef : coefficient_of(scratch, pivot.index);
           const int32_t factor = static_cast<int32_t>(((p_ - pivot.coef) % p_) * inverse_[other_coef] % p_);
-          for (Entry& e : scratch) e.coef = static_cast<int32_t>((static_cast<int64_t>(e.coef) * factor) % p_);
+          if (factor != 1)
+            for (Entry& e : scratch) e.coef = static_cast<int32_t>((static_cast<int64_t>(e.coef) * factor) % p_);
         }
         push_all(heap, scratch);
       }
@@ -633,17 +704,19 @@ class RipsComputer {
   }
 
   void compute_h0(std::vector<Column>& edges_to_reduce, std::vector<Column>& simplices) {
-    std::vector<Column> edges;
+    std::vector<Column>& edges = ws_.edges;
+    edges.clear();
     for (int64_t j = 1; j < n_; ++j)
       for (int64_t i = 0; i < j; ++i) {
         const double d = static_cast<double>(dist_[j * n_ + i]);
         if (d <= threshold_) edges.push_back({binom_(j, 2) + i, d, kNone});
       }
-    if (maxdim_ >= 2) simplices = edges;
+    if (maxdim_ >= 2) simplices.assign(edges.begin(), edges.end());
     std::sort(edges.begin(), edges.end(), [](const Column& a, const Column& b) {
       return later_in_filtration(b.diam, b.index, a.diam, a.index);  // filtration order
     });
-    std::vector<int64_t> parent(n_);
+    std::vector<int64_t>& parent = ws_.parent;
+    parent.resize(static_cast<size_t>(n_));
     std::iota(parent.begin(), parent.end(), 0);
     auto find = [&](int64_t x) {
       while (parent[x] != x) {
@@ -679,13 +752,14 @@ class RipsComputer {
   int maxdim_;
   int p_;
   BinomialTable binom_;
-  std::vector<value_t> dist_;
+  Workspace<value_t>& ws_;
+  std::vector<value_t>& dist_;
   double threshold_;
   std::vector<int> inverse_;
   Diagrams out_;
-  std::vector<PivotSlot> slots_;
-  std::vector<Entry> stored_;
-  std::vector<uint64_t> cleared_bits_;
+  std::vector<PivotSlot>& slots_;
+  std::vector<Entry>& stored_;
+  std::vector<uint64_t>& cleared_bits_;
 };
 
 }  // namespace
@@ -697,12 +771,35 @@ void check_index_range(int64_t n, int maxdim) {
 }
 
 Diagrams rips_from_distances(const double* dist, int64_t n, const RipsOptions& opt) {
+  RipsWorkspace local;
+  return rips_from_distances(dist, n, opt, local);
+}
+
+struct RipsWorkspace::Impl {
+  Workspace<float> f32;
+  Workspace<double> f64;
+};
+
+RipsWorkspace::RipsWorkspace() : impl_(new Impl) {}
+RipsWorkspace::~RipsWorkspace() = default;
+
+namespace {
+template <typename value_t>
+Diagrams run_in(Workspace<value_t>& ws, const double* dist, int64_t n, const RipsOptions& opt) {
+  Diagrams out = RipsComputer<value_t>(dist, n, opt, ws).run();
+  // a workspace that grew past 256 MiB (one big cloud) is given back rather than kept
+  if (ws.bytes() > (size_t(256) << 20)) ws = Workspace<value_t>();
+  return out;
+}
+}  // namespace
+
+Diagrams rips_from_distances(const double* dist, int64_t n, const RipsOptions& opt, RipsWorkspace& ws) {
   MEDSEG_CHECK(opt.maxdim >= 0 && opt.maxdim <= 5, "maxdim: expected 0..5, got ", opt.maxdim);
   MEDSEG_CHECK(opt.coeff >= 2, "coeff: expected a prime, got ", opt.coeff);
   for (int a = 2; a * a <= opt.coeff; ++a) MEDSEG_CHECK(opt.coeff % a != 0, "coeff: expected a prime, got ", opt.coeff);
   MEDSEG_CHECK(opt.coeff < 46341, "coeff: expected a prime below 46341, got ", opt.coeff);
-  if (opt.float64) return RipsComputer<double>(dist, n, opt).run();
-  return RipsComputer<float>(dist, n, opt).run();
+  if (opt.float64) return run_in(ws.impl_->f64, dist, n, opt);
+  return run_in(ws.impl_->f32, dist, n, opt);
 }
 
 void pairwise_distances(const double* points, int64_t n, int64_t dim, Metric metric, double* out) {
