@@ -74,6 +74,15 @@ class IndexMap {
   explicit IndexMap(size_t expected = 16) { rehash(std::max<size_t>(16, expected * 2)); }
   size_t bytes() const { return keys_.capacity() * sizeof(index_t) + values_.capacity() * sizeof(int64_t); }
   void clear() {
+    // A table much larger than its last use (left by an earlier, bigger cloud of a reused
+    // workspace) restarts at the size of that use instead of being swept whole every time.
+    if (keys_.size() > 1024 && size_ * 8 < keys_.size()) {
+      const size_t want = std::max<size_t>(16, size_ * 2);
+      keys_.clear();
+      values_.clear();
+      rehash(want);
+      return;
+    }
     std::fill(keys_.begin(), keys_.end(), kEmpty);
     size_ = 0;
   }
