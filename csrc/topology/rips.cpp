@@ -191,6 +191,7 @@ struct Workspace {
   std::vector<uint64_t> cleared_bits;
   std::vector<Column> edges, edges_to_reduce, simplices, columns, next;
   std::vector<int64_t> parent;
+  std::vector<uint64_t> keys;
   IndexMap cleared, next_cleared, pivots;
 
   size_t bytes() const {
@@ -199,7 +200,7 @@ struct Workspace {
            cleared_bits.capacity() * 8 +
            (edges.capacity() + edges_to_reduce.capacity() + simplices.capacity() + columns.capacity() +
             next.capacity()) * sizeof(Column) +
-           parent.capacity() * 8 + cleared.bytes() + next_cleared.bytes() + pivots.bytes();
+           (parent.capacity() + keys.capacity()) * 8 + cleared.bytes() + next_cleared.bytes() + pivots.bytes();
   }
 };
 
@@ -212,7 +213,8 @@ class RipsComputer {
       : n_(n), maxdim_(opt.maxdim), p_(opt.coeff), binom_(n, opt.maxdim + 2), ws_(ws), dist_(ws.dist),
         slots_(ws.slots), stored_(ws.stored), cleared_bits_(ws.cleared_bits) {
     dist_.resize(static_cast<size_t>(n * n));
-    for (int64_t i = 0; i < n * n; ++i) dist_[i] = static_cast<value_t>(dist[i]);
+    // + 0: a -0 entry becomes +0 (equal in every comparison; keeps float bits monotone for keys)
+    for (int64_t i = 0; i < n * n; ++i) dist_[i] = static_cast<value_t>(dist[i]) + value_t(0);
     // Enclosing radius: at this value the complex is a cone, so nothing of degree >= 1 survives
     // past it and H0 is one component; truncating there changes no diagram (Henselman-Petrusek).
     double enclosing = std::numeric_limits<double>::infinity();
@@ -426,20 +428,32 @@ class RipsComputer {
     return diam;
   }
 
-  // Vertices of a dim-simplex, descending.
+  // Vertices of a dim-simplex, descending. Level k: the largest v <= top with C(v, k) <= idx; a
+  // binary search for k >= 3, the inverse of v(v-1)/2 (then exact correction steps) for k = 2,
+  // and v = idx for k = 1.
   void get_vertices(index_t idx, int dim, int64_t* out) const {
     int64_t top = n_ - 1;
     for (int k = dim + 1; k >= 1; --k) {
-      // largest v in [k-1, top] with C(v, k) <= idx
-      int64_t lo = k - 1, hi = top;
-      while (lo < hi) {
-        const int64_t mid = lo + (hi - lo + 1) / 2;
-        if (binom_(mid, k) <= idx) lo = mid;
-        else hi = mid - 1;
+      int64_t v;
+      if (k == 1) {
+        v = idx;
+      } else if (k == 2) {
+        v = static_cast<int64_t>(0.5 * (1.0 + std::sqrt(1.0 + 8.0 * static_cast<double>(idx))));
+        v = std::min(std::max<int64_t>(v, 1), top);
+        while (v > 1 && binom_(v, 2) > idx) --v;
+        while (v < top && binom_(v + 1, 2) <= idx) ++v;
+      } else {
+        int64_t lo = k - 1, hi = top;
+        while (lo < hi) {
+          const int64_t mid = lo + (hi - lo + 1) / 2;
+          if (binom_(mid, k) <= idx) lo = mid;
+          else hi = mid - 1;
+        }
+        v = lo;
       }
-      out[dim + 1 - k] = lo;
-      idx -= binom_(lo, k);
-      top = lo - 1;
+      out[dim + 1 - k] = v;
+      idx -= binom_(v, k);
+      top = v - 1;
     }
   }
 
@@ -712,6 +726,35 @@ class RipsComputer {
     }
   }
 
+  // Filtration order (diameter ascending, ties: larger index first). For float values and edge
+  // indices below 2^32 one 64-bit key per edge, (float bits << 32) | (2^32 - 1 - index): the bits
+  // of a non-negative float (no -0: see the constructor) order as its value.
+  void sort_edges_in_filtration_order(std::vector<Column>& edges) {
+    if constexpr (std::is_same_v<value_t, float>) {
+      if (binom_(n_, 2) <= index_t(0xFFFFFFFF)) {
+        std::vector<uint64_t>& keys = ws_.keys;
+        keys.resize(edges.size());
+        for (size_t i = 0; i < edges.size(); ++i) {
+          const float f = static_cast<float>(edges[i].diam);
+          uint32_t bits;
+          std::memcpy(&bits, &f, 4);
+          keys[i] = (static_cast<uint64_t>(bits) << 32) | (0xFFFFFFFFu - static_cast<uint32_t>(edges[i].index));
+        }
+        std::sort(keys.begin(), keys.end());
+        for (size_t i = 0; i < edges.size(); ++i) {
+          const uint32_t bits = static_cast<uint32_t>(keys[i] >> 32);
+          float f;
+          std::memcpy(&f, &bits, 4);
+          edges[i] = {static_cast<index_t>(0xFFFFFFFFu - static_cast<uint32_t>(keys[i])), static_cast<double>(f), kNone};
+        }
+        return;
+      }
+    }
+    std::sort(edges.begin(), edges.end(), [](const Column& a, const Column& b) {
+      return later_in_filtration(b.diam, b.index, a.diam, a.index);
+    });
+  }
+
   void compute_h0(std::vector<Column>& edges_to_reduce, std::vector<Column>& simplices) {
     std::vector<Column>& edges = ws_.edges;
     edges.clear();
@@ -721,9 +764,7 @@ class RipsComputer {
         if (d <= threshold_) edges.push_back({binom_(j, 2) + i, d, kNone});
       }
     if (maxdim_ >= 2) simplices.assign(edges.begin(), edges.end());
-    std::sort(edges.begin(), edges.end(), [](const Column& a, const Column& b) {
-      return later_in_filtration(b.diam, b.index, a.diam, a.index);  // filtration order
-    });
+    sort_edges_in_filtration_order(edges);
     std::vector<int64_t>& parent = ws_.parent;
     parent.resize(static_cast<size_t>(n_));
     std::iota(parent.begin(), parent.end(), 0);

@@ -123,3 +123,15 @@ def test_batch_of_paper_clouds_equals_single_calls_float64():
     batch = medseg_ext.vietoris_rips_batch(X, maxdim=2, precision="float64")
     for b in range(len(X)):
         assert_same_diagrams(batch[b], medseg_ext.vietoris_rips(X[b], maxdim=2, precision="float64"), 2)
+
+
+@pytest.mark.peer
+def test_negative_zero_distances_are_zero():
+    # duplicate points with -0.0 in the distance matrix (allowed: -0.0 >= 0): the packed sort keys
+    # of the edges must see +0
+    D = distance_matrix(_cloud("duplicates", 40, 9))
+    want = ripser.ripser(D, maxdim=2, distance_matrix=True)["dgms"]
+    Dn = D.copy()
+    Dn[(Dn == 0) & ~np.eye(len(D), dtype=bool)] = -0.0
+    assert np.signbit(Dn).any()
+    assert_same_diagrams(medseg_ext.vietoris_rips(Dn, maxdim=2, distance_matrix=True), want, 2)
