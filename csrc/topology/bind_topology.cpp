@@ -4,7 +4,9 @@
 #include <pybind11/numpy.h>
 
 #include <cmath>
+#include <exception>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -88,6 +90,50 @@ topo::Diagrams one_cloud(const double* data, int64_t n, int64_t dim, topo::Metri
   return topo::rips_from_distances(dist.data(), n, opt);
 }
 
+// The same with a thread's reusable buffers (batch): no per-cloud allocation.
+topo::Diagrams one_cloud(const double* data, int64_t n, int64_t dim, topo::Metric metric, const topo::RipsOptions& opt,
+                         topo::RipsWorkspace& ws, std::vector<double>& dist) {
+  if (dim == 0) return topo::rips_from_distances(data, n, opt, ws);
+  dist.resize(static_cast<size_t>(n * n));
+  topo::pairwise_distances(data, n, dim, metric, dist.data());
+  return topo::rips_from_distances(dist.data(), n, opt, ws);
+}
+
+// f(b, workspace, distance buffer) for b in [0, B): one workspace per thread, kept across clouds;
+// dynamic schedule, one cloud at a time (clouds differ in cost, and on a shared machine a thread
+// may stall: no thread waits on a fixed share). Each cloud writes only its own result, so the
+// output does not depend on the schedule. The first exception is rethrown after the loop.
+template <typename F>
+void for_each_cloud(int64_t B, F&& f) {
+  if (B <= 0) return;
+  bool failed = false;
+  std::exception_ptr error;
+#pragma omp parallel if (B > 1)
+  {
+    std::unique_ptr<topo::RipsWorkspace> ws;
+    std::vector<double> dist;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t b = 0; b < B; ++b) {
+      bool skip;
+#pragma omp atomic read
+      skip = failed;
+      if (skip) continue;
+      try {
+        if (!ws) ws.reset(new topo::RipsWorkspace());
+        f(b, *ws, dist);
+      } catch (...) {
+#pragma omp critical(medseg_topology_batch_error)
+        {
+          if (!error) error = std::current_exception();
+#pragma omp atomic write
+          failed = true;
+        }
+      }
+    }
+  }
+  if (error) std::rethrow_exception(error);
+}
+
 void bind_topology(py::module_& m) {
   m.def(
       "rips_cpu",
@@ -136,7 +182,9 @@ void bind_topology(py::module_& m) {
         std::vector<topo::Diagrams> results(B);
         {
           py::gil_scoped_release release;
-          medseg::parallel_for(B, [&](int64_t b) { results[b] = one_cloud(ptr + start[b], sizes[b], dim, met, opt); });
+          for_each_cloud(B, [&](int64_t b, topo::RipsWorkspace& ws, std::vector<double>& dist) {
+            results[b] = one_cloud(ptr + start[b], sizes[b], dim, met, opt, ws, dist);
+          });
         }
         // ragged per dimension: values (total, 2), offsets (B + 1) in pairs
         py::list values, offsets;

@@ -20,7 +20,12 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <type_traits>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "common/errors.h"
 
@@ -53,6 +58,7 @@ class BinomialTable {
     }
   }
   index_t operator()(int64_t v, int k) const { return table_[k * (n_ + 1) + v]; }
+  const index_t& at_row(int k) const { return table_[k * (n_ + 1)]; }  // C(., k) for v = 0..n
 
  private:
   index_t& at(int64_t v, int k) { return table_[k * (n_ + 1) + v]; }
@@ -66,7 +72,17 @@ class BinomialTable {
 class IndexMap {
  public:
   explicit IndexMap(size_t expected = 16) { rehash(std::max<size_t>(16, expected * 2)); }
+  size_t bytes() const { return keys_.capacity() * sizeof(index_t) + values_.capacity() * sizeof(int64_t); }
   void clear() {
+    // A table much larger than its last use (left by an earlier, bigger cloud of a reused
+    // workspace) restarts at the size of that use instead of being swept whole every time.
+    if (keys_.size() > 1024 && size_ * 8 < keys_.size()) {
+      const size_t want = std::max<size_t>(16, size_ * 2);
+      keys_.clear();
+      values_.clear();
+      rehash(want);
+      return;
+    }
     std::fill(keys_.begin(), keys_.end(), kEmpty);
     size_ = 0;
   }
@@ -84,6 +100,13 @@ class IndexMap {
     if (keys_[i] == kEmpty) ++size_;
     keys_[i] = key;
     values_[i] = value;
+  }
+  void swap(IndexMap& o) {
+    keys_.swap(o.keys_);
+    values_.swap(o.values_);
+    std::swap(mask_, o.mask_);
+    std::swap(size_, o.size_);
+    std::swap(shift_, o.shift_);
   }
   template <typename F>
   void for_each(F&& f) const {
@@ -122,19 +145,24 @@ class IndexMap {
   int shift_ = 60;
 };
 
-struct Entry {
+// A coboundary entry; the diameter in the filtration's value type (16 bytes for float: the
+// reduction heap moves half the memory of a double-keyed entry).
+template <typename value_t>
+struct EntryT {
   index_t index;
-  double diam;  // stored in double; the values themselves are of the filtration's value type
+  value_t diam;
   int32_t coef;
 };
 
 // Filtration order: smaller diameter first, ties broken by larger index first.
-inline bool later_in_filtration(double da, index_t ia, double db, index_t ib) {
+template <typename A, typename B>
+inline bool later_in_filtration(A da, index_t ia, B db, index_t ib) {
   return da > db || (da == db && ia < ib);
 }
 struct HeapLater {
-  bool operator()(const Entry& a, const Entry& b) const {
-    return later_in_filtration(a.diam, a.index, b.diam, b.index);
+  template <typename E>
+  bool operator()(const E& a, const E& b) const {
+    return a.diam > b.diam || (a.diam == b.diam && a.index < b.index);
   }
 };
 
@@ -150,14 +178,43 @@ struct PivotSlot {
   int64_t begin;     // into stored entries; -1: the plain coboundary of `simplex`
   int64_t end;
   int32_t pivot_coef;
+  bool compact;      // stored entries combined (sorted by index, no duplicates, no zeros)
+};
+
+// Buffers of one cloud's computation, kept by a caller that runs many clouds (one per thread in
+// the batch) so that no cloud allocates, page-faults or rehashes from scratch.
+template <typename value_t>
+struct Workspace {
+  std::vector<value_t> dist;
+  std::vector<PivotSlot> slots;
+  std::vector<EntryT<value_t>> stored, heap, scratch;
+  std::vector<uint64_t> cleared_bits;
+  std::vector<Column> edges, edges_to_reduce, simplices, columns, next;
+  std::vector<int64_t> parent;
+  std::vector<uint64_t> keys;
+  IndexMap cleared, next_cleared, pivots;
+
+  size_t bytes() const {
+    return dist.capacity() * sizeof(value_t) + slots.capacity() * sizeof(PivotSlot) +
+           (stored.capacity() + heap.capacity() + scratch.capacity()) * sizeof(EntryT<value_t>) +
+           cleared_bits.capacity() * 8 +
+           (edges.capacity() + edges_to_reduce.capacity() + simplices.capacity() + columns.capacity() +
+            next.capacity()) * sizeof(Column) +
+           (parent.capacity() + keys.capacity()) * 8 + cleared.bytes() + next_cleared.bytes() + pivots.bytes();
+  }
 };
 
 template <typename value_t>
 class RipsComputer {
+  using Entry = EntryT<value_t>;
+
  public:
-  RipsComputer(const double* dist, int64_t n, const RipsOptions& opt)
-      : n_(n), maxdim_(opt.maxdim), p_(opt.coeff), binom_(n, opt.maxdim + 2), dist_(n * n) {
-    for (int64_t i = 0; i < n * n; ++i) dist_[i] = static_cast<value_t>(dist[i]);
+  RipsComputer(const double* dist, int64_t n, const RipsOptions& opt, Workspace<value_t>& ws)
+      : n_(n), maxdim_(opt.maxdim), p_(opt.coeff), binom_(n, opt.maxdim + 2), ws_(ws), dist_(ws.dist),
+        slots_(ws.slots), stored_(ws.stored), cleared_bits_(ws.cleared_bits) {
+    dist_.resize(static_cast<size_t>(n * n));
+    // + 0: a -0 entry becomes +0 (equal in every comparison; keeps float bits monotone for keys)
+    for (int64_t i = 0; i < n * n; ++i) dist_[i] = static_cast<value_t>(dist[i]) + value_t(0);
     // Enclosing radius: at this value the complex is a cone, so nothing of degree >= 1 survives
     // past it and H0 is one component; truncating there changes no diagram (Henselman-Petrusek).
     double enclosing = std::numeric_limits<double>::infinity();
@@ -179,16 +236,20 @@ class RipsComputer {
     if (n_ == 0) return out_;
     // Dimension 1 needs no clearing list for dimension 0: compute_h0 hands over only the edges that
     // did not merge two components (the others are the dimension-0 pivots).
-    std::vector<Column> edges_to_reduce;
-    std::vector<Column> simplices;  // all (d-1)-simplices within the threshold, for building dimension d
+    std::vector<Column>& edges_to_reduce = ws_.edges_to_reduce;
+    std::vector<Column>& simplices = ws_.simplices;  // all (d-1)-simplices within the threshold, for building dimension d
+    edges_to_reduce.clear();
+    simplices.clear();
     compute_h0(edges_to_reduce, simplices);
-    IndexMap cleared;      // d-simplices that are pivots of dimension d-1 (incl. apparent pairs)
-    IndexMap next_cleared;
-    IndexMap pivots;       // (d+1)-simplex -> slot in slots_
+    IndexMap& cleared = ws_.cleared;  // d-simplices that are pivots of dimension d-1 (incl. apparent pairs)
+    IndexMap& next_cleared = ws_.next_cleared;
+    IndexMap& pivots = ws_.pivots;    // (d+1)-simplex -> slot in slots_
+    cleared.clear();
     for (int d = 1; d <= maxdim_; ++d) {
       const bool keep_next = d < maxdim_;
       next_cleared.clear();
-      std::vector<Column> columns;
+      std::vector<Column>& columns = ws_.columns;
+      columns.clear();
       if (d == 1) {
         columns.reserve(edges_to_reduce.size());
         int64_t v[8];
@@ -197,9 +258,16 @@ class RipsComputer {
           add_column_or_record_apparent(e.index, e.diam, 1, v, keep_next, columns, next_cleared);
         }
         edges_to_reduce.clear();
-        edges_to_reduce.shrink_to_fit();
+      } else if (d == 2) {
+        std::vector<Column>& next = ws_.next;
+        next.clear();
+        if (keep_next) next.reserve(simplices.size());
+        if (keep_next) assemble_triangles<true>(simplices, cleared, columns, next, next_cleared);
+        else assemble_triangles<false>(simplices, cleared, columns, next, next_cleared);
+        simplices.swap(next);
       } else {
-        std::vector<Column> next;
+        std::vector<Column>& next = ws_.next;
+        next.clear();
         if (keep_next) next.reserve(simplices.size());
         // simplices holds the (d-1)-simplices; adding a vertex above all of theirs gives every
         // d-simplex exactly once
@@ -231,10 +299,100 @@ class RipsComputer {
       reduce_dimension(d, columns, pivots);
       if (keep_next) {
         pivots.for_each([&](index_t key, int64_t) { next_cleared.insert(key, 0); });
-        std::swap(cleared, next_cleared);
+        cleared.swap(next_cleared);
       }
     }
     return out_;
+  }
+
+  // Dimension 2 written out for three vertices (the bulk of the work at maxdim 2: hundreds of
+  // thousands of triangles per 185-point cloud, nearly all in apparent pairs). Same decisions as
+  // the generic path (cleared -> skipped; apparent -> recorded; else a column with its
+  // zero-diameter earliest cofacet), all comparisons in the filtration's value type.
+  //  * clearing by a bitset over triangle indices (when C(n, 3) is small), not hash probes;
+  //  * the earliest cofacet with the triangle's diameter: vertices x scanned descending;
+  //  * the triangle sigma = tau - {x} is the latest facet of that cofacet tau iff no facet tau - {y}
+  //    with y > x (a smaller index) has the same diameter: at most three facets of three edges.
+  template <bool kKeepNext>
+  void assemble_triangles(const std::vector<Column>& edges, const IndexMap& cleared, std::vector<Column>& columns,
+                          std::vector<Column>& next, IndexMap& next_cleared) {
+    const int64_t n = n_;
+    const index_t ntri = binom_(n, 3);
+    const bool use_bits = ntri <= (index_t(1) << 24);  // 2 MiB of bits at most (n <= 465)
+    if (use_bits) {
+      cleared_bits_.assign(static_cast<size_t>((ntri + 63) / 64), 0);
+      cleared.for_each([&](index_t k, int64_t) { cleared_bits_[k >> 6] |= uint64_t(1) << (k & 63); });
+    }
+    const uint64_t* bits = cleared_bits_.data();
+    const value_t thr = static_cast<value_t>(threshold_);  // exact: threshold_ is a value_t value
+    const value_t* D = dist_.data();
+    const index_t* c1 = &binom_.at_row(1);
+    const index_t* c2 = &binom_.at_row(2);
+    const index_t* c3 = &binom_.at_row(3);
+    const index_t* c4 = &binom_.at_row(4);
+    for (const Column& e : edges) {
+      int64_t ev[2];
+      get_vertices(e.index, 1, ev);
+      const int64_t b = ev[0], a = ev[1];
+      const value_t* rb = D + b * n;
+      const value_t* ra = D + a * n;
+      const value_t dab = static_cast<value_t>(e.diam);
+      for (int64_t w = n - 1; w > b; --w) {
+        const value_t diam = std::max(dab, std::max(ra[w], rb[w]));
+        if (diam > thr) continue;
+        const index_t idx = e.index + c3[w];
+        if (kKeepNext) next.push_back({idx, static_cast<double>(diam), kNone});
+        if (use_bits ? ((bits[idx >> 6] >> (idx & 63)) & 1) != 0 : cleared.contains(idx)) continue;
+        const value_t* rw = D + w * n;
+        const int64_t x = last_vertex_within(rw, rb, ra, diam, n, w, b, a);
+        if (x < 0) {
+          columns.push_back({idx, static_cast<double>(diam), kNone});
+          continue;
+        }
+        // facets of tau = {w, b, a, x} before sigma in index order: tau - {y} for y > x
+        bool apparent = true;
+        if (w > x) apparent = std::max(dab, std::max(rb[x], ra[x])) < diam;                      // {b, a, x}
+        if (apparent && b > x) apparent = std::max(ra[w], std::max(rw[x], ra[x])) < diam;        // {w, a, x}
+        if (apparent && a > x) apparent = std::max(rb[w], std::max(rw[x], rb[x])) < diam;        // {w, b, x}
+        if (apparent && !kKeepNext) continue;
+        index_t z;
+        if (x > w) z = c4[x] + c3[w] + c2[b] + c1[a];
+        else if (x > b) z = c4[w] + c3[x] + c2[b] + c1[a];
+        else if (x > a) z = c4[w] + c3[b] + c2[x] + c1[a];
+        else z = c4[w] + c3[b] + c2[a] + c1[x];
+        if (apparent) next_cleared.insert(z, 0);
+        else columns.push_back({idx, static_cast<double>(diam), z});
+      }
+    }
+  }
+
+  // The largest vertex x outside {w, b, a} with max(rw[x], rb[x], ra[x]) <= limit, or -1: the
+  // added vertex of the earliest cofacet of the triangle {w, b, a} with diameter `limit`. Four
+  // vertices per step with SSE for float; one branch per vertex otherwise.
+  static int64_t last_vertex_within(const value_t* rw, const value_t* rb, const value_t* ra, value_t limit, int64_t n,
+                                    int64_t w, int64_t b, int64_t a) {
+    int64_t x = n;
+#if defined(__SSE2__)
+    if constexpr (std::is_same_v<value_t, float>) {
+      const __m128 lim = _mm_set1_ps(limit);
+      while (x >= 4) {
+        x -= 4;
+        const __m128 m = _mm_max_ps(_mm_max_ps(_mm_loadu_ps(rw + x), _mm_loadu_ps(rb + x)), _mm_loadu_ps(ra + x));
+        int mask = _mm_movemask_ps(_mm_cmple_ps(m, lim));
+        while (mask != 0) {
+          const int bit = 31 - __builtin_clz(static_cast<unsigned>(mask));
+          const int64_t y = x + bit;
+          if (y != w && y != b && y != a) return y;
+          mask &= ~(1 << bit);
+        }
+      }
+    }
+#endif
+    while (--x >= 0) {
+      const value_t m = std::max(std::max(rw[x], rb[x]), ra[x]);
+      if (m <= limit && x != w && x != b && x != a) return x;
+    }
+    return -1;
   }
 
   // A d-simplex that forms an apparent pair with its earliest cofacet is not a column: the pair
@@ -270,20 +428,32 @@ class RipsComputer {
     return diam;
   }
 
-  // Vertices of a dim-simplex, descending.
+  // Vertices of a dim-simplex, descending. Level k: the largest v <= top with C(v, k) <= idx; a
+  // binary search for k >= 3, the inverse of v(v-1)/2 (then exact correction steps) for k = 2,
+  // and v = idx for k = 1.
   void get_vertices(index_t idx, int dim, int64_t* out) const {
     int64_t top = n_ - 1;
     for (int k = dim + 1; k >= 1; --k) {
-      // largest v in [k-1, top] with C(v, k) <= idx
-      int64_t lo = k - 1, hi = top;
-      while (lo < hi) {
-        const int64_t mid = lo + (hi - lo + 1) / 2;
-        if (binom_(mid, k) <= idx) lo = mid;
-        else hi = mid - 1;
+      int64_t v;
+      if (k == 1) {
+        v = idx;
+      } else if (k == 2) {
+        v = static_cast<int64_t>(0.5 * (1.0 + std::sqrt(1.0 + 8.0 * static_cast<double>(idx))));
+        v = std::min(std::max<int64_t>(v, 1), top);
+        while (v > 1 && binom_(v, 2) > idx) --v;
+        while (v < top && binom_(v + 1, 2) <= idx) ++v;
+      } else {
+        int64_t lo = k - 1, hi = top;
+        while (lo < hi) {
+          const int64_t mid = lo + (hi - lo + 1) / 2;
+          if (binom_(mid, k) <= idx) lo = mid;
+          else hi = mid - 1;
+        }
+        v = lo;
       }
-      out[dim + 1 - k] = lo;
-      idx -= binom_(lo, k);
-      top = lo - 1;
+      out[dim + 1 - k] = v;
+      idx -= binom_(v, k);
+      top = v - 1;
     }
   }
 
@@ -373,7 +543,7 @@ class RipsComputer {
         for (int i = 1; i <= dim; ++i) dmax = std::max(dmax, row[i][w]);
         const double d = std::max(diam, static_cast<double>(dmax));
         if (d > threshold_) continue;
-        out.push_back({above + binom_(w, k + 1) + below, d, coef});
+        out.push_back({above + binom_(w, k + 1) + below, static_cast<value_t>(d), coef});
       }
       if (j <= dim) {
         below -= binom_(v[j], k);
@@ -421,6 +591,28 @@ class RipsComputer {
     }
   }
 
+  // Combines the duplicate entries of a lazily stored column (coefficients summed mod p, zeros
+  // dropped), in place; the column's sum is unchanged.
+  void compact_slot(PivotSlot& slot) {
+    Entry* first = stored_.data() + slot.begin;
+    Entry* last = stored_.data() + slot.end;
+    std::sort(first, last, [](const Entry& a, const Entry& b) { return a.index < b.index; });
+    Entry* out = first;
+    for (Entry* it = first; it != last;) {
+      int64_t coef = 0;
+      Entry* run = it;
+      for (; it != last && it->index == run->index; ++it) coef += it->coef;
+      coef %= p_;
+      if (coef != 0) {
+        *out = *run;
+        out->coef = static_cast<int32_t>(coef);
+        ++out;
+      }
+    }
+    slot.end = slot.begin + (out - first);
+    slot.compact = true;
+  }
+
   int32_t coefficient_of(const std::vector<Entry>& col, index_t idx) const {
     for (const Entry& e : col)
       if (e.index == idx) return e.coef;
@@ -428,7 +620,8 @@ class RipsComputer {
   }
 
   void reduce_dimension(int d, const std::vector<Column>& columns, IndexMap& pivots) {
-    std::vector<Entry> heap, scratch;
+    std::vector<Entry>& heap = ws_.heap;
+    std::vector<Entry>& scratch = ws_.scratch;
     auto add_pivot = [&](index_t pivot, const PivotSlot& slot) {
       pivots.insert(pivot, static_cast<int64_t>(slots_.size()));
       slots_.push_back(slot);
@@ -441,14 +634,43 @@ class RipsComputer {
         const bool taken_by_apparent =
             f != kNone && f != col.index && zero_pivot_cofacet(f, col.diam, d) == col.zero_cofacet;
         if (!taken_by_apparent) {
-          scratch.clear();
-          coboundary(col.index, col.diam, d, 1, scratch);
-          add_pivot(col.zero_cofacet, {col.index, -1, -1, coefficient_of(scratch, col.zero_cofacet)});
+          int32_t coef = 1;  // over Z/2 every coefficient is 1
+          if (p_ != 2) {
+            scratch.clear();
+            coboundary(col.index, col.diam, d, 1, scratch);
+            coef = coefficient_of(scratch, col.zero_cofacet);
+          }
+          add_pivot(col.zero_cofacet, {col.index, -1, -1, coef, true});
           continue;
         }
       }
+      // Plain coboundary first (its entries are distinct cofacets, so its pivot is its earliest
+      // entry): when that pivot is new the column is reduced as it is and is stored as "recompute"
+      // (no heap, no explicit copy). Only columns that need additions go through the heap.
       heap.clear();
       coboundary(col.index, col.diam, d, 1, heap);
+      if (heap.empty()) {
+        out_[d].push_back(col.diam);
+        out_[d].push_back(std::numeric_limits<double>::infinity());
+        continue;
+      }
+      {
+        const Entry* first = &heap[0];
+        for (const Entry& e : heap)
+          if (later_in_filtration(first->diam, first->index, e.diam, e.index)) first = &e;
+        if (!pivots.contains(first->index)) {
+          const index_t f = zero_pivot_facet(first->index, first->diam, d + 1);
+          const bool apparent = f != kNone && zero_pivot_cofacet(f, first->diam, d) == first->index;
+          if (!apparent) {
+            add_pivot(first->index, {col.index, -1, -1, first->coef, true});
+            if (first->diam > col.diam) {
+              out_[d].push_back(col.diam);
+              out_[d].push_back(first->diam);
+            }
+            continue;
+          }
+        }
+      }
       std::make_heap(heap.begin(), heap.end(), HeapLater());
       Entry pivot;
       while (true) {
@@ -464,11 +686,12 @@ class RipsComputer {
           if (f != kNone && zero_pivot_cofacet(f, pivot.diam, d) == pivot.index) apparent = f;
         }
         if (found == nullptr && apparent == kNone) {
-          // new pivot: store the reduced column (pivot first, then the rest in filtration order)
-          PivotSlot slot{col.index, static_cast<int64_t>(stored_.size()), 0, pivot.coef};
+          // new pivot: store the reduced column lazily, as the heap's raw contents (pivot first,
+          // the rest unsorted, duplicates not yet combined): a copy, no pops. Most stored columns
+          // are never added to another one; those that are get compacted on first use.
+          PivotSlot slot{col.index, static_cast<int64_t>(stored_.size()), 0, pivot.coef, false};
           stored_.push_back(pivot);
-          Entry e;
-          while (pop_pivot(heap, e)) stored_.push_back(e);
+          stored_.insert(stored_.end(), heap.begin(), heap.end());
           slot.end = static_cast<int64_t>(stored_.size());
           add_pivot(pivot.index, slot);
           if (pivot.diam > col.diam) {
@@ -481,8 +704,9 @@ class RipsComputer {
         heap.push_back(pivot);
         std::push_heap(heap.begin(), heap.end(), HeapLater());
         scratch.clear();
-        const PivotSlot* slot = found != nullptr ? &slots_[*found] : nullptr;
+        PivotSlot* slot = found != nullptr ? &slots_[*found] : nullptr;
         if (slot != nullptr && slot->begin >= 0) {
+          if (!slot->compact) compact_slot(*slot);
           const int32_t factor = static_cast<int32_t>(((p_ - pivot.coef) % p_) * inverse_[slot->pivot_coef] % p_);
           for (int64_t i = slot->begin; i < slot->end; ++i) {
             Entry e = stored_[i];
@@ -494,25 +718,55 @@ class RipsComputer {
           coboundary(simplex, simplex_diameter(simplex, d), d, 1, scratch);
           const int32_t other_coef = slot != nullptr ? slot->pivot_coef : coefficient_of(scratch, pivot.index);
           const int32_t factor = static_cast<int32_t>(((p_ - pivot.coef) % p_) * inverse_[other_coef] % p_);
-          for (Entry& e : scratch) e.coef = static_cast<int32_t>((static_cast<int64_t>(e.coef) * factor) % p_);
+          if (factor != 1)
+            for (Entry& e : scratch) e.coef = static_cast<int32_t>((static_cast<int64_t>(e.coef) * factor) % p_);
         }
         push_all(heap, scratch);
       }
     }
   }
 
+  // Filtration order (diameter ascending, ties: larger index first). For float values and edge
+  // indices below 2^32 one 64-bit key per edge, (float bits << 32) | (2^32 - 1 - index): the bits
+  // of a non-negative float (no -0: see the constructor) order as its value.
+  void sort_edges_in_filtration_order(std::vector<Column>& edges) {
+    if constexpr (std::is_same_v<value_t, float>) {
+      if (binom_(n_, 2) <= index_t(0xFFFFFFFF)) {
+        std::vector<uint64_t>& keys = ws_.keys;
+        keys.resize(edges.size());
+        for (size_t i = 0; i < edges.size(); ++i) {
+          const float f = static_cast<float>(edges[i].diam);
+          uint32_t bits;
+          std::memcpy(&bits, &f, 4);
+          keys[i] = (static_cast<uint64_t>(bits) << 32) | (0xFFFFFFFFu - static_cast<uint32_t>(edges[i].index));
+        }
+        std::sort(keys.begin(), keys.end());
+        for (size_t i = 0; i < edges.size(); ++i) {
+          const uint32_t bits = static_cast<uint32_t>(keys[i] >> 32);
+          float f;
+          std::memcpy(&f, &bits, 4);
+          edges[i] = {static_cast<index_t>(0xFFFFFFFFu - static_cast<uint32_t>(keys[i])), static_cast<double>(f), kNone};
+        }
+        return;
+      }
+    }
+    std::sort(edges.begin(), edges.end(), [](const Column& a, const Column& b) {
+      return later_in_filtration(b.diam, b.index, a.diam, a.index);
+    });
+  }
+
   void compute_h0(std::vector<Column>& edges_to_reduce, std::vector<Column>& simplices) {
-    std::vector<Column> edges;
+    std::vector<Column>& edges = ws_.edges;
+    edges.clear();
     for (int64_t j = 1; j < n_; ++j)
       for (int64_t i = 0; i < j; ++i) {
         const double d = static_cast<double>(dist_[j * n_ + i]);
         if (d <= threshold_) edges.push_back({binom_(j, 2) + i, d, kNone});
       }
-    if (maxdim_ >= 2) simplices = edges;
-    std::sort(edges.begin(), edges.end(), [](const Column& a, const Column& b) {
-      return later_in_filtration(b.diam, b.index, a.diam, a.index);  // filtration order
-    });
-    std::vector<int64_t> parent(n_);
+    if (maxdim_ >= 2) simplices.assign(edges.begin(), edges.end());
+    sort_edges_in_filtration_order(edges);
+    std::vector<int64_t>& parent = ws_.parent;
+    parent.resize(static_cast<size_t>(n_));
     std::iota(parent.begin(), parent.end(), 0);
     auto find = [&](int64_t x) {
       while (parent[x] != x) {
@@ -548,12 +802,14 @@ class RipsComputer {
   int maxdim_;
   int p_;
   BinomialTable binom_;
-  std::vector<value_t> dist_;
+  Workspace<value_t>& ws_;
+  std::vector<value_t>& dist_;
   double threshold_;
   std::vector<int> inverse_;
   Diagrams out_;
-  std::vector<PivotSlot> slots_;
-  std::vector<Entry> stored_;
+  std::vector<PivotSlot>& slots_;
+  std::vector<Entry>& stored_;
+  std::vector<uint64_t>& cleared_bits_;
 };
 
 }  // namespace
@@ -565,12 +821,35 @@ void check_index_range(int64_t n, int maxdim) {
 }
 
 Diagrams rips_from_distances(const double* dist, int64_t n, const RipsOptions& opt) {
+  RipsWorkspace local;
+  return rips_from_distances(dist, n, opt, local);
+}
+
+struct RipsWorkspace::Impl {
+  Workspace<float> f32;
+  Workspace<double> f64;
+};
+
+RipsWorkspace::RipsWorkspace() : impl_(new Impl) {}
+RipsWorkspace::~RipsWorkspace() = default;
+
+namespace {
+template <typename value_t>
+Diagrams run_in(Workspace<value_t>& ws, const double* dist, int64_t n, const RipsOptions& opt) {
+  Diagrams out = RipsComputer<value_t>(dist, n, opt, ws).run();
+  // a workspace that grew past 256 MiB (one big cloud) is given back rather than kept
+  if (ws.bytes() > (size_t(256) << 20)) ws = Workspace<value_t>();
+  return out;
+}
+}  // namespace
+
+Diagrams rips_from_distances(const double* dist, int64_t n, const RipsOptions& opt, RipsWorkspace& ws) {
   MEDSEG_CHECK(opt.maxdim >= 0 && opt.maxdim <= 5, "maxdim: expected 0..5, got ", opt.maxdim);
   MEDSEG_CHECK(opt.coeff >= 2, "coeff: expected a prime, got ", opt.coeff);
   for (int a = 2; a * a <= opt.coeff; ++a) MEDSEG_CHECK(opt.coeff % a != 0, "coeff: expected a prime, got ", opt.coeff);
   MEDSEG_CHECK(opt.coeff < 46341, "coeff: expected a prime below 46341, got ", opt.coeff);
-  if (opt.float64) return RipsComputer<double>(dist, n, opt).run();
-  return RipsComputer<float>(dist, n, opt).run();
+  if (opt.float64) return run_in(ws.impl_->f64, dist, n, opt);
+  return run_in(ws.impl_->f32, dist, n, opt);
 }
 
 void pairwise_distances(const double* points, int64_t n, int64_t dim, Metric metric, double* out) {

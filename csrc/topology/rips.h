@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 namespace medseg {
@@ -29,6 +30,20 @@ using Diagrams = std::vector<std::vector<double>>;
 
 // dist: n×n row-major symmetric matrix with zero diagonal (checked by the caller).
 Diagrams rips_from_distances(const double* dist, int64_t n, const RipsOptions& opt);
+
+// Reusable buffers for many clouds in a row (one per thread): the same result as the call above,
+// without per-cloud allocation. Not shared between threads. Above 256 MiB it is released after
+// the cloud that grew it.
+class RipsWorkspace {
+ public:
+  RipsWorkspace();
+  ~RipsWorkspace();
+  RipsWorkspace(const RipsWorkspace&) = delete;
+  RipsWorkspace& operator=(const RipsWorkspace&) = delete;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+Diagrams rips_from_distances(const double* dist, int64_t n, const RipsOptions& opt, RipsWorkspace& ws);
 
 // points: n×dim row-major, contiguous. out: n×n.
 void pairwise_distances(const double* points, int64_t n, int64_t dim, Metric metric, double* out);

@@ -6,8 +6,9 @@ Cases (all on the same generated data, in this process, fixed seeds):
   length 187, as the MCI paper's ROI series), maxdim 2: medseg_ext vs ripser.py vs giotto-ph
   (1 and 2 threads).
 * ``vr-sphere``: 192 random points on S³ (Ripser's sphere_3_192 benchmark, regenerated), maxdim 2.
-* ``vr-batch``: B such clouds: ``vietoris_rips_batch`` (OpenMP over clouds) vs a loop of
-  giotto-ph (2 threads per cloud) and of ripser.py (ripser.py on the first 8 clouds only, scaled).
+* ``vr-batch``: B such clouds (64 at ``--size small``, 512 ``paper``, 2,000 ``large``: the issue's
+  case): ``vietoris_rips_batch`` (OpenMP over clouds) vs a loop of giotto-ph (2 threads per cloud)
+  and of ripser.py (ripser.py on the first 8 clouds only, extrapolated to B: labelled "scaled").
 * ``w-h0`` / ``w-h1``: one pair of H0 (184 finite points) / H1 diagrams: persim.wasserstein,
   GUDHI (POT backend), medseg_ext (H0: the exact DP; also the assignment solver alone).
 * ``pr-matrix``: the PR matrix of one 34-ROI network (H0): persim over all ordered pairs, as the
@@ -27,7 +28,10 @@ import numpy as np
 from . import harness
 
 PEERS = ("ripser", "giotto-ph", "persim", "gudhi", "POT")
-SIZES = {"small": {"batch": 64, "repeat_slow": 1}, "paper": {"batch": 512, "repeat_slow": 3}}
+# "large" is the issue's batch case: 2,000 clouds × 185 points in R³, maxdim 2, 2 threads (minutes:
+# the giotto-ph loop alone takes ~2–4 min on a 2-core machine). Not the default.
+SIZES = {"small": {"batch": 64, "repeat_slow": 1}, "paper": {"batch": 512, "repeat_slow": 3},
+         "large": {"batch": 2000, "repeat_slow": 1}}
 
 
 def make_clouds(count: int, seed: int = 0, T: int = 187) -> np.ndarray:
@@ -261,3 +265,21 @@ def run(device: str = "cpu", size: str = "small", repeat: int = 5, measure_memor
         "(sums threads); cpu_ratio: the same ratio in CPU time (robust on a loaded machine). Peak MiB: VmHWM "
         "growth of one call in a fresh process.")
     return {"rows": rows, "table": table, "size": size}
+
+
+def main(argv=None) -> int:
+    """``python -m medseg_ext.bench.topology [--size small|paper|large] [--repeat N] [--no-memory]``
+    (the same as ``medseg-ext bench topology``; ``large`` runs the issue's 2,000-cloud batch)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m medseg_ext.bench.topology")
+    ap.add_argument("--size", choices=tuple(SIZES), default="small")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--no-memory", action="store_true")
+    args = ap.parse_args(argv)
+    run("cpu", size=args.size, repeat=args.repeat, measure_memory=not args.no_memory)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
