@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("bench", help="benchmark a family against its peer libraries")
     s.add_argument("family", metavar="name", help=f"one of: {', '.join(implemented_bench())}")
     s.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    s.add_argument("--size", choices=("small", "paper"), default="small")
+    s.add_argument("--size", choices=("small", "paper", "large"), default="small")
     s.add_argument("--repeat", type=int, default=10, help="timed calls per case (after 2 warm-up calls)")
     s.add_argument("--json", action="store_true", help="also write benchmarks/results/<family>-<device>-<date>.json")
     s.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
