@@ -299,6 +299,31 @@ inline float vlog1p01(float x) {
 }
 inline double vlog1p01(double x) { return std::log1p(x); }
 
+// log(x) for normal floats x > 0 without a libm call, so the per-element log-sum-exp vectorises:
+// x = 2^k m with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(s), s = (m - 1)/(m + 1), |s| < 0.172,
+// odd series to s^9 (truncation < 1e-9); k ln 2 with the Cody-Waite split of ln 2.
+inline float vlog(float x) {
+  int32_t bits;
+  std::memcpy(&bits, &x, sizeof(bits));
+  int32_t k = ((bits >> 23) & 0xff) - 127;
+  const int32_t mbits = (bits & 0x007fffff) | 0x3f800000;
+  float m;
+  std::memcpy(&m, &mbits, sizeof(m));
+  const bool big = m > 1.41421356f;
+  m = big ? m * 0.5f : m;
+  k = big ? k + 1 : k;
+  const float s = (m - 1.0f) / (m + 1.0f);
+  const float s2 = s * s;
+  float r = 1.0f / 9.0f;
+  r = r * s2 + 1.0f / 7.0f;
+  r = r * s2 + 0.2f;
+  r = r * s2 + 1.0f / 3.0f;
+  r = r * s2 + 1.0f;
+  const float kf = static_cast<float>(k);
+  return kf * 0.693359375f + (kf * -2.12194440e-4f + 2.0f * s * r);
+}
+inline double vlog(double x) { return std::log(x); }
+
 // sigmoid_parts with vexp/vlog1p01: branch-free, for the vectorised log and focal rows below.
 template <typename T>
 inline void sigmoid_parts_v(T z, T& p, T& q, T& lp, T& lq) {
@@ -374,6 +399,100 @@ void sigmoid_row_backward(const T* raw, const int32_t* cls, const T* wt, int32_t
       kneg = gamma * q * vexp((gamma - T(1)) * lp) * lq - vexp(gamma * lp);
     }
     dz += pos ? cpos * kpos * q : -cneg * kneg * p;
+    store_from(o + t, w != T(0) ? dz : T(0));
+  }
+}
+
+// 1 - exp(x) for x <= 0 given e = exp(x): a series near 0 (float: error < 2e-9 relative), expm1 in double.
+inline float one_minus_exp(float x, float e) {
+  const float series = -x * (1.0f + x * (0.5f + x * (1.0f / 6.0f + x * (1.0f / 24.0f + x * (1.0f / 120.0f)))));
+  return x > -0.1f ? series : 1.0f - e;
+}
+inline double one_minus_exp(double x, double) { return -std::expm1(x); }
+
+// DIBE_Dis (seeds-losses.md §2.5) of one orientation, vectorisable: the focal branch where yhat
+// equals the label (same), else -(1 - p^a)^gamma a log p; f and kappa = p df/dp as pointwise_term.
+// Both branches are computed and one selected; 1 - p^a uses a series where p^a is close to 1.
+template <typename T, bool kSquare>
+inline void dibe_term_v(T lp, T p, T q, T lq, bool same, T gamma, T a, T& f, T& kappa) {
+  T qg, qg1;  // q^gamma, q^(gamma - 1)
+  if (kSquare) {
+    qg = q * q;
+    qg1 = q;
+  } else {
+    qg = vexp(gamma * lq);
+    qg1 = vexp((gamma - T(1)) * lq);
+  }
+  const T f_focal = -qg * lp;
+  const T lead = gamma * p * qg1 * lp;
+  const T k_focal = (q == T(0) ? T(0) : lead) - qg;  // gamma = 0: lead is 0 already
+  const T x = a * lp;  // <= 0
+  const T pa = vexp(x);
+  const T w = one_minus_exp(x, pa);  // 1 - p^a without cancellation
+  T wg, wg1;  // w^gamma, w^(gamma - 1)
+  if (kSquare) {
+    wg = w * w;
+    wg1 = w;
+  } else {
+    const T lw = vlog(w > T(0) ? w : T(1));
+    const T wg_pos = vexp(gamma * lw);
+    const T wg_zero = gamma == T(0) ? T(1) : T(0);
+    wg = w > T(0) ? wg_pos : wg_zero;
+    wg1 = vexp((gamma - T(1)) * lw);
+  }
+  const T f_mod = -wg * a * lp;
+  const T k_mod = w > T(0) ? a * wg1 * (gamma * a * pa * lp - w) : T(0);
+  f = same ? f_focal : f_mod;
+  kappa = same ? k_focal : k_mod;
+}
+
+// DIBE_Dis extras of one sigmoid channel (Spos, Sneg; Q and the hard counts as sigmoid_row_extras).
+template <typename T, bool kSquare>
+void sigmoid_row_extras_dibe(const T* raw, const T* prow, const int32_t* cls, const T* wt, int32_t c, int64_t n,
+                             T gamma, T a_pos, T a_neg, T zt, double* acc) {
+  double q2 = 0, sp = 0, sn = 0, ph = 0, tph = 0;
+#pragma omp simd reduction(+ : q2, sp, sn, ph, tph)
+  for (int64_t t = 0; t < n; ++t) {
+    const T w = wt[t];
+    const bool pos = cls[t] == c;
+    const bool neg = !pos && w != T(0);
+    const T z = raw[t];
+    const bool yhat = z > zt;
+    q2 += double(prow[t] * prow[t] * w);
+    ph += yhat ? double(w) : 0.0;
+    tph += (pos & yhat) ? 1.0 : 0.0;
+    T p, q, lp, lq, fp, kp, fn, kn;
+    sigmoid_parts_v(z, p, q, lp, lq);
+    dibe_term_v<T, kSquare>(lp, p, q, lq, yhat, gamma, a_pos, fp, kp);
+    dibe_term_v<T, kSquare>(lq, q, p, lp, z <= zt, gamma, a_neg, fn, kn);
+    sp += pos ? double(fp) : 0.0;
+    sn += neg ? double(fn) : 0.0;
+  }
+  acc[0] += q2;
+  acc[1] += sp;
+  acc[2] += sn;
+  acc[3] += ph;
+  acc[4] += tph;
+}
+
+// Backward of one DIBE_Dis sigmoid channel (the formula of sigmoid_row_backward).
+template <typename S, typename T, bool kSquare>
+void sigmoid_row_backward_dibe(const T* raw, const int32_t* cls, const T* wt, int32_t c, int64_t n, T a, T b,
+                               T cq, T cpos, T cneg, T gamma, T a_pos, T a_neg, T zt, S* o) {
+#pragma omp simd
+  for (int64_t t = 0; t < n; ++t) {
+    const T w = wt[t];
+    const bool pos = cls[t] == c;
+    const T z = raw[t];
+    const bool yhat = z > zt;
+    const bool nyhat = z <= zt;
+    T p, q, lp, lq, fp, kp, fn, kn;
+    sigmoid_parts_v(z, p, q, lp, lq);
+    dibe_term_v<T, kSquare>(lp, p, q, lq, yhat, gamma, a_pos, fp, kp);
+    dibe_term_v<T, kSquare>(lq, q, p, lp, nyhat, gamma, a_neg, fn, kn);
+    const T bpos = pos ? b : T(0);
+    const T tpos = cpos * kp * q, tneg = -cneg * kn * p;
+    const T dz = p * q * (a + bpos + T(2) * p * cq) + (pos ? tpos : tneg);
     store_from(o + t, w != T(0) ? dz : T(0));
   }
 }
@@ -458,6 +577,26 @@ void tile_extras(const T* buf, const T* raw, const T* lse, const int32_t* cls, c
   double* Sneg = acc + 2 * C;
   double* Ph = acc + 3 * C;
   double* TPh = acc + 4 * C;
+  if (sigmoid && ex.kind == PointwiseKind::dibe) {
+    T wt[kTile];
+    for (int64_t t = 0; t < n; ++t) wt[t] = valid[t] ? T(1) : T(0);
+    for (int64_t c = 0; c < C; ++c) {
+      double row[5] = {0, 0, 0, 0, 0};
+      const int32_t ci = static_cast<int32_t>(c);
+      if (ex.gamma == 2.0)
+        sigmoid_row_extras_dibe<T, true>(raw + c * kTile, buf + c * kTile, cls, wt, ci, n, gamma, a_pos, a_neg, zt,
+                                         row);
+      else
+        sigmoid_row_extras_dibe<T, false>(raw + c * kTile, buf + c * kTile, cls, wt, ci, n, gamma, a_pos, a_neg,
+                                          zt, row);
+      Q[c] += row[0];
+      Spos[c] += row[1];
+      Sneg[c] += row[2];
+      Ph[c] += row[3];
+      TPh[c] += row[4];
+    }
+    return;
+  }
   if (sigmoid && vector_kind(ex.kind)) {
     T wt[kTile];
     for (int64_t t = 0; t < n; ++t) wt[t] = valid[t] ? T(1) : T(0);
@@ -516,30 +655,6 @@ void tile_extras(const T* buf, const T* raw, const T* lse, const int32_t* cls, c
 // only the exponentials are kept in the tile buffer, probabilities are never normalised in place,
 // and each class's statistics are one vectorised loop over its row. Same definitions and checks
 // as the general path; per-tile sums are float (at most kTile terms), accumulated in double.
-
-// log(x) for normal floats x > 0 without a libm call, so the per-element log-sum-exp vectorises:
-// x = 2^k m with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(s), s = (m - 1)/(m + 1), |s| < 0.172,
-// odd series to s^9 (truncation < 1e-9); k ln 2 with the Cody-Waite split of ln 2.
-inline float vlog(float x) {
-  int32_t bits;
-  std::memcpy(&bits, &x, sizeof(bits));
-  int32_t k = ((bits >> 23) & 0xff) - 127;
-  const int32_t mbits = (bits & 0x007fffff) | 0x3f800000;
-  float m;
-  std::memcpy(&m, &mbits, sizeof(m));
-  const bool big = m > 1.41421356f;
-  m = big ? m * 0.5f : m;
-  k = big ? k + 1 : k;
-  const float s = (m - 1.0f) / (m + 1.0f);
-  const float s2 = s * s;
-  float r = 1.0f / 9.0f;
-  r = r * s2 + 1.0f / 7.0f;
-  r = r * s2 + 0.2f;
-  r = r * s2 + 1.0f / 3.0f;
-  r = r * s2 + 1.0f;
-  const float kf = static_cast<float>(k);
-  return kf * 0.693359375f + (kf * -2.12194440e-4f + 2.0f * s * r);
-}
 
 inline bool softmax_fast_eligible(const Geometry& g, const RegionStatsParams& prm, const ExtraParams* ex) {
   return !prm.sigmoid && g.logits_linear && g.labels_linear &&
@@ -1009,6 +1124,19 @@ void extras_backward_job(const S* lg, const L* lab, const Geometry& g, const Reg
     const int64_t n = std::min(kTile, c1 - s0);
     prepare_tile(lg, lab, g, prm, b, s0, n, loff, yoff, cls, valid, wt, buf.data(), raw.data(),
                  (!prm.sigmoid && pw) ? lse : nullptr);
+    if (prm.sigmoid && ex.kind == PointwiseKind::dibe) {
+      for (int64_t c = 0; c < C; ++c) {
+        S* o = out + (b * C + c) * g.S + s0;
+        const int32_t ci = static_cast<int32_t>(c);
+        if (ex.gamma == 2.0)
+          sigmoid_row_backward_dibe<S, T, true>(raw.data() + c * kTile, cls, wt, ci, n, A[c], Bc[c], cq[c], cpos[c],
+                                                cneg[c], gamma, a_pos, a_neg, zt, o);
+        else
+          sigmoid_row_backward_dibe<S, T, false>(raw.data() + c * kTile, cls, wt, ci, n, A[c], Bc[c], cq[c],
+                                                 cpos[c], cneg[c], gamma, a_pos, a_neg, zt, o);
+      }
+      continue;
+    }
     if (prm.sigmoid && vector_kind(ex.kind)) {
       for (int64_t c = 0; c < C; ++c) {
         S* o = out + (b * C + c) * g.S + s0;

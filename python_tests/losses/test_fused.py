@@ -263,3 +263,31 @@ def test_focal_gamma_two_product_path_matches_eager_twin(activation):
     (grad32,) = torch.autograd.grad((stats * w4.float()).sum() + (ext * w5.float()).sum(), z32)
     torch.testing.assert_close(ext.detach(), outs[1][0], rtol=2e-4, atol=2e-4)
     torch.testing.assert_close(grad32.double(), outs[1][1], rtol=2e-3, atol=2e-4)
+
+
+@pytest.mark.parametrize("gamma", [2.0, 1.5, 0.5, 0.0])
+@pytest.mark.parametrize("threshold", [0.5, 0.95, 0.05])
+def test_dibe_vector_rows_match_eager_twin(gamma, threshold):
+    # DIBE_Dis runs row-wise (both branches computed, one selected; a series for 1 - p^a near p = 1)
+    g = torch.Generator().manual_seed(int(gamma * 10) + int(threshold * 100))
+    z = torch.randn(2, 3, 7, 13, generator=g, dtype=torch.float64) * 5
+    z[0, 0, 0, :6] = torch.tensor([1e-7, -1e-7, 30.0, -30.0, 0.0, 4.0])  # at/around the threshold, saturated
+    y = torch.randint(0, 3, (2, 7, 13), generator=g)
+    spec = pointwise_spec("dibe", gamma=gamma, alpha=0.3, beta=0.7, threshold=threshold, sigmoid=True)
+    w4 = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    w5 = torch.randn(2, 3, 5, generator=g, dtype=torch.float64)
+    w5[..., 3:] = 0
+
+    def run(fn, zz):
+        zz = zz.detach().clone().requires_grad_(True)
+        stats, ext = fn(zz, y, True, True, None, spec)
+        (grad,) = torch.autograd.grad((stats * w4.to(zz.dtype)).sum() + (ext * w5.to(zz.dtype)).sum(), zz)
+        return ext.detach().double(), grad.double()
+
+    want_ext, want_grad = run(torch_fused_stats, z)
+    got_ext, got_grad = run(_kernel, z)
+    torch.testing.assert_close(got_ext, want_ext, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-8, atol=1e-9)
+    got_ext, got_grad = run(_kernel, z.float())
+    torch.testing.assert_close(got_ext, want_ext, rtol=2e-4, atol=2e-4)
+    torch.testing.assert_close(got_grad, want_grad, rtol=2e-3, atol=2e-4)
