@@ -168,36 +168,66 @@ def _tile(logits_ptr, labels_ptr, b, blk, C, S, S2, S3, lb, lc, l1, l2, l3, yb, 
 
 
 @triton.jit
-def _fused_fwd_kernel(logits_ptr, labels_ptr, partial_ptr, counts_ptr, C, S, S2, S3, n_blocks,
+def _fused_fwd_kernel(logits_ptr, labels_ptr, partial_ptr, counts_ptr, C, S, S2, S3, n_progs, iters,
                       lb, lc, l1, l2, l3, yb, y1, y2, y3, ignore_index, prm_ptr,
                       HAS_IGNORE: tl.constexpr, SIGMOID: tl.constexpr, BINARY: tl.constexpr, KIND: tl.constexpr,
                       C_PAD: tl.constexpr, BLOCK_S: tl.constexpr, F64: tl.constexpr):
-    blk = tl.program_id(0).to(tl.int64)
+    """Program (pid, b) sums the tiles pid * iters ... pid * iters + iters - 1 of sample b in registers
+    and writes one partial, so the partials stay small when C is large (tiles are then narrow)."""
+    pid = tl.program_id(0).to(tl.int64)
     b = tl.program_id(1).to(tl.int64)
-    s, in_range, valid, bad_label, bad_logit, c, cmask, m2, p, q, g, yhat, f, kappa = _tile(
-        logits_ptr, labels_ptr, b, blk, C, S, S2, S3, lb, lc, l1, l2, l3, yb, y1, y2, y3, ignore_index,
-        prm_ptr, HAS_IGNORE, SIGMOID, BINARY, KIND, C_PAD, BLOCK_S, F64)
-    gf = tl.where(g, 1.0, 0.0).to(p.dtype)
-    hf = tl.where(yhat, 1.0, 0.0).to(p.dtype)
-    if SIGMOID:
-        s_pos = tl.sum(tl.where(g, f, 0.0), axis=1)
-        s_neg = tl.sum(tl.where(m2 & (g == 0), f, 0.0), axis=1)
+    if F64:
+        acc_dt = tl.float64
     else:
-        s_pos = tl.sum(tl.where(g, f[None, :], 0.0), axis=1)
-        s_neg = s_pos * 0.0
-    base = (b * n_blocks + blk) * 8
-    tl.store(partial_ptr + (base + 0) * C + c, tl.sum(p * gf, axis=1), mask=cmask)
-    tl.store(partial_ptr + (base + 1) * C + c, tl.sum(p, axis=1), mask=cmask)
-    tl.store(partial_ptr + (base + 2) * C + c, tl.sum(gf, axis=1), mask=cmask)
-    tl.store(partial_ptr + (base + 3) * C + c, tl.sum(p * p, axis=1), mask=cmask)
-    tl.store(partial_ptr + (base + 4) * C + c, s_pos, mask=cmask)
-    tl.store(partial_ptr + (base + 5) * C + c, s_neg, mask=cmask)
-    tl.store(partial_ptr + (base + 6) * C + c, tl.sum(hf, axis=1), mask=cmask)
-    tl.store(partial_ptr + (base + 7) * C + c, tl.sum(hf * gf, axis=1), mask=cmask)
-    cbase = (b * n_blocks + blk) * 3
-    tl.store(counts_ptr + cbase + 0, tl.sum(valid.to(tl.int32), axis=0))
-    tl.store(counts_ptr + cbase + 1, tl.sum(bad_logit.to(tl.int32), axis=0))
-    tl.store(counts_ptr + cbase + 2, tl.sum(bad_label.to(tl.int32), axis=0))
+        acc_dt = tl.float32
+    a_i = tl.zeros([C_PAD], dtype=acc_dt)
+    a_p = tl.zeros([C_PAD], dtype=acc_dt)
+    a_g = tl.zeros([C_PAD], dtype=acc_dt)
+    a_q = tl.zeros([C_PAD], dtype=acc_dt)
+    a_sp = tl.zeros([C_PAD], dtype=acc_dt)
+    a_sn = tl.zeros([C_PAD], dtype=acc_dt)
+    a_ph = tl.zeros([C_PAD], dtype=acc_dt)
+    a_tp = tl.zeros([C_PAD], dtype=acc_dt)
+    n_valid = tl.zeros([BLOCK_S], dtype=tl.int32)
+    n_bad_logit = tl.zeros([BLOCK_S], dtype=tl.int32)
+    n_bad_label = tl.zeros([BLOCK_S], dtype=tl.int32)
+    for it in range(0, iters):
+        blk = pid * iters + it
+        s, in_range, valid, bad_label, bad_logit, c, cmask, m2, p, q, g, yhat, f, kappa = _tile(
+            logits_ptr, labels_ptr, b, blk, C, S, S2, S3, lb, lc, l1, l2, l3, yb, y1, y2, y3, ignore_index,
+            prm_ptr, HAS_IGNORE, SIGMOID, BINARY, KIND, C_PAD, BLOCK_S, F64)
+        gf = tl.where(g, 1.0, 0.0).to(p.dtype)
+        hf = tl.where(yhat, 1.0, 0.0).to(p.dtype)
+        a_i += tl.sum(p * gf, axis=1)
+        a_p += tl.sum(p, axis=1)
+        a_g += tl.sum(gf, axis=1)
+        a_q += tl.sum(p * p, axis=1)
+        if KIND != 0:
+            if SIGMOID:
+                a_sp += tl.sum(tl.where(g, f, 0.0), axis=1)
+                a_sn += tl.sum(tl.where(m2 & (g == 0), f, 0.0), axis=1)
+            else:
+                a_sp += tl.sum(tl.where(g, f[None, :], 0.0), axis=1)
+        a_ph += tl.sum(hf, axis=1)
+        a_tp += tl.sum(hf * gf, axis=1)
+        n_valid += valid.to(tl.int32)
+        n_bad_logit += bad_logit.to(tl.int32)
+        n_bad_label += bad_label.to(tl.int32)
+    c = tl.arange(0, C_PAD).to(tl.int64)
+    cmask = c < C
+    base = (b * n_progs + pid) * 8
+    tl.store(partial_ptr + (base + 0) * C + c, a_i, mask=cmask)
+    tl.store(partial_ptr + (base + 1) * C + c, a_p, mask=cmask)
+    tl.store(partial_ptr + (base + 2) * C + c, a_g, mask=cmask)
+    tl.store(partial_ptr + (base + 3) * C + c, a_q, mask=cmask)
+    tl.store(partial_ptr + (base + 4) * C + c, a_sp, mask=cmask)
+    tl.store(partial_ptr + (base + 5) * C + c, a_sn, mask=cmask)
+    tl.store(partial_ptr + (base + 6) * C + c, a_ph, mask=cmask)
+    tl.store(partial_ptr + (base + 7) * C + c, a_tp, mask=cmask)
+    cbase = (b * n_progs + pid) * 3
+    tl.store(counts_ptr + cbase + 0, tl.sum(n_valid, axis=0))
+    tl.store(counts_ptr + cbase + 1, tl.sum(n_bad_logit, axis=0))
+    tl.store(counts_ptr + cbase + 2, tl.sum(n_bad_label, axis=0))
 
 
 @triton.jit
@@ -248,10 +278,27 @@ def _geometry(logits: torch.Tensor, labels: torch.Tensor):
     return B, C, S1 * S2 * S3, S2, S3, (logits.stride(0), logits.stride(1)) + lstr, (labels.stride(0),) + ystr
 
 
+# Launch shape (never timed on a GPU; chosen from ptxas -v register counts for sm_90a of every
+# kind: a 1024-element tile with 8 warps needs <= ~125 registers per thread in the forward, with its
+# loop-carried per-class sums, and <= ~60 in the backward, spilling nothing; the region kernel's
+# 4096-element tile with 4 warps would use 255 registers and spill for the focal/DIBE kinds).
+TILE_ELEMS = 1024
+NUM_WARPS = 8
+TARGET_PROGRAMS = 4096  # forward: programs to aim for over the whole batch (then tiles per program)
+
+
 def _tile_shape(C: int):
     c_pad = max(2, triton.next_power_of_2(C))
-    block_s = max(16, min(1024, 4096 // c_pad))
+    block_s = max(16, min(1024, TILE_ELEMS // c_pad))
     return c_pad, block_s
+
+
+def _forward_grid(B: int, S: int, block_s: int):
+    """(programs per sample, tiles per program) for the forward kernel."""
+    n_tiles = triton.cdiv(S, block_s)
+    per_sample = max(1, min(n_tiles, triton.cdiv(TARGET_PROGRAMS, max(B, 1))))
+    iters = triton.cdiv(n_tiles, per_sample)
+    return triton.cdiv(n_tiles, iters), iters
 
 
 def _scalars(logits, ignore_index, spec):
@@ -262,22 +309,23 @@ def _scalars(logits, ignore_index, spec):
 
 
 def fused_partials(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, ignore_index: Optional[int], spec):
-    """Per-program partials: (B, n_blocks, 8, C) sums of I, P, G, Q, Spos, Sneg, Ph, TPh (float32;
-    float64 for float64 logits) and (B, n_blocks, 3) int32 counts of valid elements, bad logits, bad
-    labels. ``spec``: a PointwiseSpec (kind, gamma, a_pos, a_neg, logit_threshold, ...)."""
+    """Per-program partials: (B, n_programs, 8, C) sums of I, P, G, Q, Spos, Sneg, Ph, TPh (float32;
+    float64 for float64 logits) and (B, n_programs, 3) int32 counts of valid elements, bad logits, bad
+    labels (n_programs * B is about TARGET_PROGRAMS). ``spec``: a PointwiseSpec (kind, gamma, a_pos, a_neg, logit_threshold, ...)."""
     B, C, S, S2, S3, ls, ys = _geometry(logits, labels)
     c_pad, block_s = _tile_shape(C)
-    n_blocks = triton.cdiv(S, block_s)
+    n_progs, iters = _forward_grid(B, S, block_s) if S else (0, 0)
     f64 = logits.dtype == torch.float64
-    alloc = torch.empty if B and n_blocks and C else torch.zeros  # the kernel writes every launched slot
-    partial = alloc((B, n_blocks, N_SUMS, C), dtype=torch.float64 if f64 else torch.float32, device=logits.device)
-    counts = alloc((B, n_blocks, 3), dtype=torch.int32, device=logits.device)
-    if B == 0 or n_blocks == 0 or C == 0:
+    alloc = torch.empty if B and n_progs and C else torch.zeros  # the kernel writes every launched slot
+    partial = alloc((B, n_progs, N_SUMS, C), dtype=torch.float64 if f64 else torch.float32, device=logits.device)
+    counts = alloc((B, n_progs, 3), dtype=torch.int32, device=logits.device)
+    if B == 0 or n_progs == 0 or C == 0:
         return partial, counts
-    _fused_fwd_kernel[(n_blocks, B)](
-        logits, labels, partial, counts, C, S, S2, S3, n_blocks, *ls, *ys, *_scalars(logits, ignore_index, spec),
+    _fused_fwd_kernel[(n_progs, B)](
+        logits, labels, partial, counts, C, S, S2, S3, n_progs, iters, *ls, *ys,
+        *_scalars(logits, ignore_index, spec),
         HAS_IGNORE=ignore_index is not None, SIGMOID=sigmoid, BINARY=sigmoid and C == 1, KIND=int(spec[0]),
-        C_PAD=c_pad, BLOCK_S=block_s, F64=f64)
+        C_PAD=c_pad, BLOCK_S=block_s, F64=f64, num_warps=NUM_WARPS)
     return partial, counts
 
 
@@ -294,5 +342,6 @@ def fused_backward(coeff: torch.Tensor, logits: torch.Tensor, labels: torch.Tens
     _fused_bwd_kernel[(n_blocks, B)](
         logits, labels, coeff, grad, C, S, S2, S3, *ls, *ys, *_scalars(logits, ignore_index, spec),
         HAS_IGNORE=ignore_index is not None, SIGMOID=sigmoid, BINARY=sigmoid and C == 1, KIND=int(spec[0]),
-        PER_SAMPLE=per_sample, C_PAD=c_pad, BLOCK_S=block_s, F64=logits.dtype == torch.float64)
+        PER_SAMPLE=per_sample, C_PAD=c_pad, BLOCK_S=block_s, F64=logits.dtype == torch.float64,
+        num_warps=NUM_WARPS)
     return grad

@@ -247,3 +247,20 @@ def test_triton_fused_opcheck():
     spec = F.pointwise_spec("focal", sigmoid=False)
     torch.library.opcheck(F._fused_stats_triton_op, (z, y, False, True, None, *spec),
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+@pytest.mark.parametrize("sigmoid, kind", [(False, "focal"), (True, "dibe")])
+def test_triton_fused_many_tiles_per_program(monkeypatch, sigmoid, kind):
+    """Narrow tiles and few programs: each forward program loops over several tiles (and the last
+    one runs past the end of the sample)."""
+    from medseg_ext.triton import fused_stats as tf
+
+    monkeypatch.setattr(tf, "TILE_ELEMS", 64)
+    monkeypatch.setattr(tf, "TARGET_PROGRAMS", 3)
+    c_pad, block_s = tf._tile_shape(3)
+    assert tf._forward_grid(2, 7 * 9 * 5, block_s)[1] > 2
+    rng = np.random.default_rng(13)
+    z, y = make_case(rng, 3, (7, 9, 5), torch.float32, sigmoid, ignore_index=255, layout="channels_last")
+    spec = F.pointwise_spec(kind, gamma=2.0, alpha=0.3, sigmoid=sigmoid)
+    got, want = run_both(z, y, sigmoid, True, 255, spec)
+    assert_close_stats(got, want, torch.float32, y.numel())
