@@ -13,9 +13,10 @@ Beside the region statistics I, P, G, N of :func:`soft_region_stats` the same re
 Backward: a second pass from the coefficients dL/dI, dL/dP, dL/dQ, dL/dSpos, dL/dSneg, so a
 compound loss (Dice + CE, DIBE, ...) costs two reads of the logits whatever it combines.
 
-On CPU both passes are the C++ kernel; on other devices an eager PyTorch implementation of the
-same definitions (:func:`torch_fused_stats`, differentiable by autograd) runs instead: correct, but
-not fused (the GPU kernels cover only the region statistics so far).
+On CPU both passes are the C++ kernel; on the Triton backend (CUDA tensors with triton installed)
+both passes are the Triton kernels of medseg_ext/triton/fused_stats.py; on other backends an eager
+PyTorch implementation of the same definitions (:func:`torch_fused_stats`, differentiable by
+autograd) runs instead: correct, but not fused.
 """
 from __future__ import annotations
 
@@ -254,6 +255,88 @@ def torch_fused_stats(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool,
     return stats, ext
 
 
+# ---------------------------------------------------------------- Triton kernels as a custom op
+
+# Pointwise kinds with Triton kernels (medseg_ext/triton/fused_stats.py); others run eagerly.
+TRITON_KINDS = frozenset(POINTWISE_KINDS.values())
+
+
+def _finish_triton_partials(partial: torch.Tensor, counts: torch.Tensor, per_sample: bool):
+    """(B, nblk, 8, C) partials + (B, nblk, 3) counts -> (U, C, 4), (U, C, 5) float64, summed in a
+    fixed order; raises ValueError on bad labels / logits (one host sync, as the region path)."""
+    sums = partial.sum(dim=1, dtype=torch.float64).transpose(1, 2)  # (B, C, 8)
+    cnt = counts.sum(dim=1, dtype=torch.int64)                      # (B, 3)
+    bad_logits, bad_labels = cnt[:, 1:].sum(dim=0).tolist()
+    if bad_labels:
+        raise ValueError(f"labels: {bad_labels} element(s) outside the allowed class range (and not ignore_index)")
+    if bad_logits:
+        raise ValueError(f"logits: {bad_logits} element(s) with NaN (softmax also rejects +inf and rows of all -inf)")
+    B, C = sums.shape[:2]
+    n = cnt[:, :1].to(torch.float64)[:, None, :].expand(B, C, 1)
+    stats = torch.cat([sums[..., :3], n], dim=-1)
+    ext = sums[..., 3:].contiguous()
+    if not per_sample:
+        stats, ext = stats.sum(dim=0, keepdim=True), ext.sum(dim=0, keepdim=True)
+    return stats.contiguous(), ext
+
+
+@torch.library.custom_op("medseg_ext::fused_stats_triton", mutates_args=())
+def _fused_stats_triton_op(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, per_sample: bool,
+                           ignore_index: Optional[int], kind: int, gamma: float, a_pos: float, a_neg: float,
+                           logit_threshold: float, outputs: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Every statistic by the Triton kernel (Q and the hard counts are always computed: they
+    cost no extra read, so ``outputs`` is not consulted)."""
+    from ..triton import fused_stats as tf
+
+    spec = PointwiseSpec(kind, gamma, a_pos, a_neg, logit_threshold, outputs)
+    partial, counts = tf.fused_partials(logits, labels, sigmoid, ignore_index, spec)
+    return _finish_triton_partials(partial, counts, per_sample)
+
+
+@_fused_stats_triton_op.register_fake
+def _(logits, labels, sigmoid, per_sample, ignore_index, kind, gamma, a_pos, a_neg, logit_threshold, outputs):
+    U = logits.shape[0] if per_sample else 1
+    C = logits.shape[1]
+    return logits.new_empty((U, C, 4), dtype=torch.float64), logits.new_empty((U, C, 5), dtype=torch.float64)
+
+
+@torch.library.custom_op("medseg_ext::fused_stats_triton_backward", mutates_args=())
+def _fused_triton_backward_op(coeff: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool,
+                              per_sample: bool, ignore_index: Optional[int], kind: int, gamma: float, a_pos: float,
+                              a_neg: float, logit_threshold: float, outputs: int) -> torch.Tensor:
+    """dL/dlogits from coeff (U, C, 5) = dL/dI, dL/dP, dL/dQ, dL/dSpos, dL/dSneg (second pass)."""
+    from ..triton import fused_stats as tf
+
+    cdt = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    coeff = coeff.to(device=logits.device, dtype=cdt).contiguous()
+    spec = PointwiseSpec(kind, gamma, a_pos, a_neg, logit_threshold, outputs)
+    return tf.fused_backward(coeff, logits, labels, sigmoid, per_sample, ignore_index, spec)
+
+
+@_fused_triton_backward_op.register_fake
+def _(coeff, logits, labels, sigmoid, per_sample, ignore_index, kind, gamma, a_pos, a_neg, logit_threshold, outputs):
+    return logits.new_empty(logits.shape)
+
+
+def _triton_setup_context(ctx, inputs, output):
+    logits, labels = inputs[:2]
+    ctx.save_for_backward(logits, labels)
+    ctx.params = inputs[2:]
+
+
+def _triton_backward(ctx, grad_stats, grad_ext):
+    logits, labels = ctx.saved_tensors
+    U, C = (logits.shape[0] if ctx.params[1] else 1), logits.shape[1]
+    zeros = lambda k: torch.zeros((U, C, k), dtype=torch.float64, device=logits.device)  # noqa: E731
+    coeff = zeros(2) if grad_stats is None else grad_stats[..., :2]
+    ext_coeff = zeros(3) if grad_ext is None else grad_ext[..., :3]  # Ph and TPh take no gradient
+    grad = _fused_triton_backward_op(torch.cat([coeff, ext_coeff], dim=-1), logits, labels, *ctx.params)
+    return (grad,) + (None,) * 10
+
+
+_fused_stats_triton_op.register_autograd(_triton_backward, setup_context=_triton_setup_context)
+
+
 # ---------------------------------------------------------------- public API
 
 
@@ -265,6 +348,8 @@ def fused_stats_raw(logits, labels, sigmoid: bool, per_sample: bool, ignore_inde
         store = stores_probs(logits, labels, sigmoid, spec.kind)
         stats, ext, _ = _fused_stats_op(logits, labels, sigmoid, per_sample, ignore_index, *spec, store)
         return stats, ext
+    if backend == "triton" and spec.kind in TRITON_KINDS:
+        return _fused_stats_triton_op(logits, labels, sigmoid, per_sample, ignore_index, *spec)
     return torch_fused_stats(logits, labels, sigmoid, per_sample, ignore_index, spec)
 
 
