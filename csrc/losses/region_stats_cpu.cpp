@@ -497,8 +497,6 @@ void sigmoid_row_backward_dibe(const T* raw, const int32_t* cls, const T* wt, in
   }
 }
 
-// The extra statistics of one prepared tile (see ExtraParams), added to acc (5 x C: Q, Spos,
-// Sneg, Ph, TPh). Scalar code: the pointwise terms call log/pow per element anyway.
 // Hard softmax counts of one tile: ŷ = argmax of the logits (first index on ties, torch.argmax).
 template <typename T>
 void softmax_hard_counts(const T* raw, const int32_t* cls, const bool* valid, int64_t C, int64_t n, double* Ph,
@@ -567,6 +565,9 @@ void softmax_tile_extras(const T* buf, const T* raw, const T* lse, const int32_t
   }
 }
 
+// The extra statistics of one prepared tile (see ExtraParams), added to acc (5 x C: Q, Spos,
+// Sneg, Ph, TPh): row-wise and vectorised for softmax and the sigmoid none/log/focal/dibe kinds,
+// per element for the sigmoid el kind.
 template <typename T>
 void tile_extras(const T* buf, const T* raw, const T* lse, const int32_t* cls, const bool* valid, int64_t C,
                  int64_t n, bool sigmoid, const ExtraParams& ex, double* acc) {
@@ -577,38 +578,25 @@ void tile_extras(const T* buf, const T* raw, const T* lse, const int32_t* cls, c
   double* Sneg = acc + 2 * C;
   double* Ph = acc + 3 * C;
   double* TPh = acc + 4 * C;
-  if (sigmoid && ex.kind == PointwiseKind::dibe) {
+  if (sigmoid && (vector_kind(ex.kind) || ex.kind == PointwiseKind::dibe)) {  // row-wise, vectorised
     T wt[kTile];
     for (int64_t t = 0; t < n; ++t) wt[t] = valid[t] ? T(1) : T(0);
+    const bool square = ex.gamma == 2.0;
     for (int64_t c = 0; c < C; ++c) {
       double row[5] = {0, 0, 0, 0, 0};
       const int32_t ci = static_cast<int32_t>(c);
-      if (ex.gamma == 2.0)
-        sigmoid_row_extras_dibe<T, true>(raw + c * kTile, buf + c * kTile, cls, wt, ci, n, gamma, a_pos, a_neg, zt,
-                                         row);
-      else
-        sigmoid_row_extras_dibe<T, false>(raw + c * kTile, buf + c * kTile, cls, wt, ci, n, gamma, a_pos, a_neg,
-                                          zt, row);
-      Q[c] += row[0];
-      Spos[c] += row[1];
-      Sneg[c] += row[2];
-      Ph[c] += row[3];
-      TPh[c] += row[4];
-    }
-    return;
-  }
-  if (sigmoid && vector_kind(ex.kind)) {
-    T wt[kTile];
-    for (int64_t t = 0; t < n; ++t) wt[t] = valid[t] ? T(1) : T(0);
-    for (int64_t c = 0; c < C; ++c) {
-      double row[5] = {0, 0, 0, 0, 0};
-      const int32_t ci = static_cast<int32_t>(c);
-      if (ex.kind == PointwiseKind::focal && ex.gamma == 2.0)
-        sigmoid_row_extras<T, true, true>(raw + c * kTile, buf + c * kTile, cls, wt, ci, n, gamma, zt, pw, row);
+      const T* zr = raw + c * kTile;
+      const T* pr = buf + c * kTile;
+      if (ex.kind == PointwiseKind::dibe && square)
+        sigmoid_row_extras_dibe<T, true>(zr, pr, cls, wt, ci, n, gamma, a_pos, a_neg, zt, row);
+      else if (ex.kind == PointwiseKind::dibe)
+        sigmoid_row_extras_dibe<T, false>(zr, pr, cls, wt, ci, n, gamma, a_pos, a_neg, zt, row);
+      else if (ex.kind == PointwiseKind::focal && square)
+        sigmoid_row_extras<T, true, true>(zr, pr, cls, wt, ci, n, gamma, zt, pw, row);
       else if (ex.kind == PointwiseKind::focal)
-        sigmoid_row_extras<T, true>(raw + c * kTile, buf + c * kTile, cls, wt, ci, n, gamma, zt, pw, row);
+        sigmoid_row_extras<T, true>(zr, pr, cls, wt, ci, n, gamma, zt, pw, row);
       else
-        sigmoid_row_extras<T, false>(raw + c * kTile, buf + c * kTile, cls, wt, ci, n, gamma, zt, pw, row);
+        sigmoid_row_extras<T, false>(zr, pr, cls, wt, ci, n, gamma, zt, pw, row);
       Q[c] += row[0];
       Spos[c] += row[1];
       Sneg[c] += row[2];
@@ -1101,7 +1089,7 @@ void stats_impl(const TensorDesc& logits, const TensorDesc& labels, double* out,
 
 // Backward of one chunk [c0, c1) of sample b with the extra statistics: region coefficients A
 // (dL/dP), Bc (dL/dI) plus ec = (dL/dQ, dL/dSpos, dL/dSneg) per class. Softmax and the sigmoid
-// log/focal kinds run row-wise (vectorised); the sigmoid el/dibe kinds per element.
+// log/focal/dibe kinds run row-wise (vectorised); the sigmoid el kind per element.
 template <typename S, typename L, typename T>
 void extras_backward_job(const S* lg, const L* lab, const Geometry& g, const RegionStatsParams& prm,
                          const ExtraParams& ex, int64_t b, int64_t c0, int64_t c1, const std::vector<T>& A,
@@ -1124,32 +1112,25 @@ void extras_backward_job(const S* lg, const L* lab, const Geometry& g, const Reg
     const int64_t n = std::min(kTile, c1 - s0);
     prepare_tile(lg, lab, g, prm, b, s0, n, loff, yoff, cls, valid, wt, buf.data(), raw.data(),
                  (!prm.sigmoid && pw) ? lse : nullptr);
-    if (prm.sigmoid && ex.kind == PointwiseKind::dibe) {
+    if (prm.sigmoid && (vector_kind(ex.kind) || ex.kind == PointwiseKind::dibe)) {  // row-wise, vectorised
+      const bool square = ex.gamma == 2.0;
       for (int64_t c = 0; c < C; ++c) {
         S* o = out + (b * C + c) * g.S + s0;
         const int32_t ci = static_cast<int32_t>(c);
-        if (ex.gamma == 2.0)
-          sigmoid_row_backward_dibe<S, T, true>(raw.data() + c * kTile, cls, wt, ci, n, A[c], Bc[c], cq[c], cpos[c],
-                                                cneg[c], gamma, a_pos, a_neg, zt, o);
-        else
-          sigmoid_row_backward_dibe<S, T, false>(raw.data() + c * kTile, cls, wt, ci, n, A[c], Bc[c], cq[c],
-                                                 cpos[c], cneg[c], gamma, a_pos, a_neg, zt, o);
-      }
-      continue;
-    }
-    if (prm.sigmoid && vector_kind(ex.kind)) {
-      for (int64_t c = 0; c < C; ++c) {
-        S* o = out + (b * C + c) * g.S + s0;
-        const int32_t ci = static_cast<int32_t>(c);
-        if (ex.kind == PointwiseKind::focal && ex.gamma == 2.0)
-          sigmoid_row_backward<S, T, true, true>(raw.data() + c * kTile, cls, wt, ci, n, A[c], Bc[c], cq[c],
-                                                 cpos[c], cneg[c], gamma, o);
+        const T* zr = raw.data() + c * kTile;
+        const T cp = pw ? cpos[c] : T(0), cn = pw ? cneg[c] : T(0);
+        if (ex.kind == PointwiseKind::dibe && square)
+          sigmoid_row_backward_dibe<S, T, true>(zr, cls, wt, ci, n, A[c], Bc[c], cq[c], cp, cn, gamma, a_pos, a_neg,
+                                                zt, o);
+        else if (ex.kind == PointwiseKind::dibe)
+          sigmoid_row_backward_dibe<S, T, false>(zr, cls, wt, ci, n, A[c], Bc[c], cq[c], cp, cn, gamma, a_pos, a_neg,
+                                                 zt, o);
+        else if (ex.kind == PointwiseKind::focal && square)
+          sigmoid_row_backward<S, T, true, true>(zr, cls, wt, ci, n, A[c], Bc[c], cq[c], cp, cn, gamma, o);
         else if (ex.kind == PointwiseKind::focal)
-          sigmoid_row_backward<S, T, true>(raw.data() + c * kTile, cls, wt, ci, n, A[c], Bc[c], cq[c], cpos[c],
-                                           cneg[c], gamma, o);
+          sigmoid_row_backward<S, T, true>(zr, cls, wt, ci, n, A[c], Bc[c], cq[c], cp, cn, gamma, o);
         else
-          sigmoid_row_backward<S, T, false>(raw.data() + c * kTile, cls, wt, ci, n, A[c], Bc[c], cq[c],
-                                            pw ? cpos[c] : T(0), pw ? cneg[c] : T(0), gamma, o);
+          sigmoid_row_backward<S, T, false>(zr, cls, wt, ci, n, A[c], Bc[c], cq[c], cp, cn, gamma, o);
       }
       continue;
     }
