@@ -23,6 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .region_stats import geometry, load_labels_logits
+
 N_SUMS = 8  # I, P, G, Q, Spos, Sneg, Ph, TPh
 
 
@@ -87,34 +89,9 @@ def _tile(logits_ptr, labels_ptr, b, blk, C, S, S2, S3, lb, lc, l1, l2, l3, yb, 
     a_pos = tl.load(prm_ptr + 1)
     a_neg = tl.load(prm_ptr + 2)
     zt = tl.load(prm_ptr + 3)
-    s = blk * BLOCK_S + tl.arange(0, BLOCK_S).to(tl.int64)
-    in_range = s < S
-    i3 = s % S3
-    rest = s // S3
-    i2 = rest % S2
-    i1 = rest // S2
-    y = tl.load(labels_ptr + b * yb + i1 * y1 + i2 * y2 + i3 * y3, mask=in_range, other=0).to(tl.int64)
-    valid = in_range
-    if HAS_IGNORE:
-        valid = valid & (y != ignore_index)
-    if BINARY:
-        ok = (y == 0) | (y == 1)
-        cls = tl.where(y == 1, 0, -1)
-    else:
-        ok = (y >= 0) & (y < C)
-        cls = y
-    bad_label = valid & (ok == 0)
-    valid = valid & ok
-    c = tl.arange(0, C_PAD).to(tl.int64)
-    cmask = c < C
-    m2 = cmask[:, None] & valid[None, :]
-    loff = b * lb + i1 * l1 + i2 * l2 + i3 * l3
-    z = tl.load(logits_ptr + c[:, None] * lc + loff[None, :], mask=m2, other=0.0)
-    if F64:
-        z = z.to(tl.float64)
-    else:
-        z = z.to(tl.float32)
-    has_nan = tl.max(tl.where(m2 & (z != z), 1, 0), axis=0) > 0
+    s, in_range, valid, bad_label, c, cmask, m2, cls, z, has_nan = load_labels_logits(
+        logits_ptr, labels_ptr, b, blk, C, S, S2, S3, lb, lc, l1, l2, l3, yb, y1, y2, y3, ignore_index,
+        HAS_IGNORE, BINARY, C_PAD, BLOCK_S, F64)
     g = (c[:, None] == cls[None, :]) & m2
     if SIGMOID:
         bad_logit = valid & has_nan
@@ -268,16 +245,6 @@ def _fused_bwd_kernel(logits_ptr, labels_ptr, coeff_ptr, grad_ptr, C, S, S2, S3,
     tl.store(out, dz.to(grad_ptr.dtype.element_ty), mask=cmask[:, None] & in_range[None, :])
 
 
-def _geometry(logits: torch.Tensor, labels: torch.Tensor):
-    B, C = logits.shape[:2]
-    spatial = tuple(logits.shape[2:])
-    pad = (1,) * (3 - len(spatial))
-    S1, S2, S3 = pad + spatial
-    lstr = (0,) * (3 - len(spatial)) + tuple(logits.stride()[2:])
-    ystr = (0,) * (3 - len(spatial)) + tuple(labels.stride()[1:])
-    return B, C, S1 * S2 * S3, S2, S3, (logits.stride(0), logits.stride(1)) + lstr, (labels.stride(0),) + ystr
-
-
 # Launch shape (never timed on a GPU; chosen from ptxas -v register counts for sm_90a of every
 # kind: a 1024-element tile with 8 warps needs <= ~125 registers per thread in the forward, with its
 # loop-carried per-class sums, and <= ~60 in the backward, spilling nothing; the region kernel's
@@ -312,7 +279,7 @@ def fused_partials(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, ig
     """Per-program partials: (B, n_programs, 8, C) sums of I, P, G, Q, Spos, Sneg, Ph, TPh (float32;
     float64 for float64 logits) and (B, n_programs, 3) int32 counts of valid elements, bad logits, bad
     labels (n_programs * B is about TARGET_PROGRAMS). ``spec``: a PointwiseSpec (kind, gamma, a_pos, a_neg, logit_threshold, ...)."""
-    B, C, S, S2, S3, ls, ys = _geometry(logits, labels)
+    B, C, S, S2, S3, ls, ys = geometry(logits, labels)
     c_pad, block_s = _tile_shape(C)
     n_progs, iters = _forward_grid(B, S, block_s) if S else (0, 0)
     f64 = logits.dtype == torch.float64
@@ -333,7 +300,7 @@ def fused_backward(coeff: torch.Tensor, logits: torch.Tensor, labels: torch.Tens
                    ignore_index: Optional[int], spec) -> torch.Tensor:
     """coeff: contiguous (U, C, 5) = dL/dI, dL/dP, dL/dQ, dL/dSpos, dL/dSneg (float32, or float64
     for float64 logits). Returns contiguous dL/dlogits in the logits' dtype."""
-    B, C, S, S2, S3, ls, ys = _geometry(logits, labels)
+    B, C, S, S2, S3, ls, ys = geometry(logits, labels)
     grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
     if grad.numel() == 0:
         return grad

@@ -15,9 +15,13 @@ import triton.language as tl
 
 
 @triton.jit
-def _load_tile(logits_ptr, labels_ptr, b, blk, C, S, S2, S3, lb, lc, l1, l2, l3, yb, y1, y2, y3, ignore_index,
-               HAS_IGNORE: tl.constexpr, SIGMOID: tl.constexpr, BINARY: tl.constexpr, C_PAD: tl.constexpr,
-               BLOCK_S: tl.constexpr, F64: tl.constexpr):
+def load_labels_logits(logits_ptr, labels_ptr, b, blk, C, S, S2, S3, lb, lc, l1, l2, l3, yb, y1, y2, y3,
+                       ignore_index, HAS_IGNORE: tl.constexpr, BINARY: tl.constexpr, C_PAD: tl.constexpr,
+                       BLOCK_S: tl.constexpr, F64: tl.constexpr):
+    """The labels and the C_PAD x BLOCK_S logits of one tile (any strides), shared with the fused
+    kernels: s, in_range, valid, bad_label, c, cmask, m2 (class x element mask of valid elements),
+    cls (the class whose g is 1; -1 for a binary background), z (compute dtype, 0 where masked) and
+    has_nan per element."""
     s = blk * BLOCK_S + tl.arange(0, BLOCK_S).to(tl.int64)
     in_range = s < S
     i3 = s % S3
@@ -46,6 +50,16 @@ def _load_tile(logits_ptr, labels_ptr, b, blk, C, S, S2, S3, lb, lc, l1, l2, l3,
     else:
         z = z.to(tl.float32)
     has_nan = tl.max(tl.where(m2 & (z != z), 1, 0), axis=0) > 0
+    return s, in_range, valid, bad_label, c, cmask, m2, cls, z, has_nan
+
+
+@triton.jit
+def _load_tile(logits_ptr, labels_ptr, b, blk, C, S, S2, S3, lb, lc, l1, l2, l3, yb, y1, y2, y3, ignore_index,
+               HAS_IGNORE: tl.constexpr, SIGMOID: tl.constexpr, BINARY: tl.constexpr, C_PAD: tl.constexpr,
+               BLOCK_S: tl.constexpr, F64: tl.constexpr):
+    s, in_range, valid, bad_label, c, cmask, m2, cls, z, has_nan = load_labels_logits(
+        logits_ptr, labels_ptr, b, blk, C, S, S2, S3, lb, lc, l1, l2, l3, yb, y1, y2, y3, ignore_index,
+        HAS_IGNORE, BINARY, C_PAD, BLOCK_S, F64)
     if SIGMOID:
         e = tl.exp(-tl.abs(z))
         r = 1.0 / (1.0 + e)
@@ -113,7 +127,7 @@ def _region_stats_bwd_kernel(logits_ptr, labels_ptr, coeff_ptr, grad_ptr, C, S, 
     tl.store(out, dz.to(grad_ptr.dtype.element_ty), mask=cmask[:, None] & in_range[None, :])
 
 
-def _geometry(logits: torch.Tensor, labels: torch.Tensor):
+def geometry(logits: torch.Tensor, labels: torch.Tensor):
     B, C = logits.shape[:2]
     spatial = tuple(logits.shape[2:])
     pad = (1,) * (3 - len(spatial))
@@ -132,7 +146,7 @@ def _tile(C: int):
 def region_stats_partials(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, ignore_index: Optional[int]):
     """Per-program partials: (B, n_blocks, 3, C) sums of I, P, G and (B, n_blocks, 3) int32 counts
     of valid elements, bad logits, bad labels."""
-    B, C, S, S2, S3, ls, ys = _geometry(logits, labels)
+    B, C, S, S2, S3, ls, ys = geometry(logits, labels)
     c_pad, block_s = _tile(C)
     n_blocks = triton.cdiv(S, block_s)
     f64 = logits.dtype == torch.float64
@@ -152,7 +166,7 @@ def region_stats_partials(logits: torch.Tensor, labels: torch.Tensor, sigmoid: b
 def region_stats_backward(coeff: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool,
                           per_sample: bool, ignore_index: Optional[int]) -> torch.Tensor:
     """coeff: contiguous (U, C, 2) = dL/dI, dL/dP. Returns contiguous dL/dlogits in the logits dtype."""
-    B, C, S, S2, S3, ls, ys = _geometry(logits, labels)
+    B, C, S, S2, S3, ls, ys = geometry(logits, labels)
     grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
     if grad.numel() == 0:
         return grad
