@@ -665,6 +665,17 @@ class LRP:
                 g = torch.ops.aten.convolution_backward(sf, dummy, w, None, stride, padding, dilation, transposed,
                                                         opad, groups, [True, False, False])[0]
                 return g.reshape(tuple(lead) + (x.shape[0],) + ishape)
+            def pair(uv, w, wa):
+                # one grouped adjoint call: [u; v] (K, N, 2C_out, ...) against [W; |W|] -> [Wᵀu; |W|ᵀv]
+                lead = uv.shape[:-x.dim()]
+                sf = uv.reshape((-1,) + tuple(uv.shape[-(x.dim() - 1):]))
+                ishape = (2 * x.shape[1],) + tuple(x.shape[2:])
+                dummy = sf.new_empty(1).expand((sf.shape[0],) + ishape)
+                g = torch.ops.aten.convolution_backward(sf, dummy, torch.cat([w, wa], 0), None, stride, padding,
+                                                        dilation, transposed, opad, 2 * groups,
+                                                        [True, False, False])[0]
+                return g.reshape(tuple(lead) + (x.shape[0],) + ishape)
+            adj.pair = pair
             fwd.layout = {"groups": groups, "out_dim": 1 if transposed else 0, "ch_dim": 1}
         return node.rule.weighted(x, p["weight"], p["bias"], z, R, fwd, adj)
 
