@@ -92,7 +92,35 @@ void combine(const py::tuple& x, const py::tuple& g, const py::tuple& out, doubl
   }
 }
 
+void eps_div(const py::tuple& R, const py::tuple& z, const py::object& mult, const py::tuple& out, double eps) {
+  const TensorDesc dR = to_desc(R, "R"), dz = to_desc(z, "z"), dout = to_desc(out, "out");
+  MEDSEG_CHECK(dz.dtype == DType::Float32 || dz.dtype == DType::Float64, "z: expected float32 or float64, got ",
+               medseg::dtype_name(dz.dtype));
+  MEDSEG_CHECK(dz.ndim == 1 && dR.ndim == 2, "R, z: expected (K, n) and (n,)");
+  const int64_t n = dz.shape[0], K = dR.shape[0];
+  check_dense(dz, "z", dz.dtype, {n});
+  check_dense(dR, "R", dz.dtype, {K, n});
+  check_dense(dout, "out", dz.dtype, {K, n});
+  const void* pm = nullptr;
+  if (!mult.is_none()) {
+    const TensorDesc dm = to_desc(mult.cast<py::tuple>(), "mult");
+    check_dense(dm, "mult", dz.dtype, {n});
+    pm = dm.data;
+  }
+  MEDSEG_CHECK(eps > 0.0, "epsilon: expected > 0, got ", eps);
+  py::gil_scoped_release nogil;
+  if (dz.dtype == DType::Float32) {
+    medseg::lrp::eps_div<float>(static_cast<const float*>(dR.data), static_cast<const float*>(dz.data),
+                                static_cast<const float*>(pm), static_cast<float*>(dout.data), K, n, eps);
+  } else {
+    medseg::lrp::eps_div<double>(static_cast<const double*>(dR.data), static_cast<const double*>(dz.data),
+                                 static_cast<const double*>(pm), static_cast<double*>(dout.data), K, n, eps);
+  }
+}
+
 void bind_lrp(py::module_& m) {
+  m.def("lrp_eps_div", &eps_div, py::arg("R"), py::arg("z"), py::arg("mult"), py::arg("out"), py::arg("epsilon"),
+        "Epsilon-rule division: out = R / (z + eps * sgn0(z)) (* mult), R (K, n), z and mult (n,).");
   m.def("lrp_signed_coeffs", &signed_coeffs, py::arg("z"), py::arg("h"), py::arg("b"), py::arg("R"), py::arg("uv"),
         py::arg("rule"), py::arg("alpha"), py::arg("beta"), py::arg("gamma"), py::arg("epsilon"),
         "Fast signed-input LRP rules, stage 1: [u; v] coefficients and the rounding-error estimate (err, mass).");

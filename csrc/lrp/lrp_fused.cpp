@@ -107,10 +107,29 @@ void combine(const T* x, const T* g, T* out, int64_t K, int64_t M, int64_t C, in
   });
 }
 
+template <typename T>
+void eps_div(const T* R, const T* z, const T* mult, T* out, int64_t K, int64_t n, double eps) {
+  constexpr int64_t kBlock = 16384;
+  const int64_t nb = (n + kBlock - 1) / kBlock;
+  const T e = T(eps);
+  parallel_for(K * nb, [&](int64_t t) {
+    const int64_t k = t / nb, i0 = (t % nb) * kBlock, i1 = i0 + kBlock < n ? i0 + kBlock : n;
+    const T* Rk = R + k * n;
+    T* ok = out + k * n;
+    if (mult) {
+      for (int64_t i = i0; i < i1; ++i) ok[i] = Rk[i] / stab(z[i], e) * mult[i];
+    } else {
+      for (int64_t i = i0; i < i1; ++i) ok[i] = Rk[i] / stab(z[i], e);
+    }
+  });
+}
+
 template void signed_coeffs<float>(const float*, const float*, const float*, const float*, float*, int64_t, int64_t,
                                    int64_t, int64_t, const SignedParams&, double*, double*);
 template void signed_coeffs<double>(const double*, const double*, const double*, const double*, double*, int64_t,
                                     int64_t, int64_t, int64_t, const SignedParams&, double*, double*);
+template void eps_div<float>(const float*, const float*, const float*, float*, int64_t, int64_t, double);
+template void eps_div<double>(const double*, const double*, const double*, double*, int64_t, int64_t, double);
 template void combine<float>(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t, double, double);
 template void combine<double>(const double*, const double*, double*, int64_t, int64_t, int64_t, int64_t, double,
                               double);

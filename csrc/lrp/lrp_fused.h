@@ -24,5 +24,10 @@ void signed_coeffs(const T* z, const T* h, const T* b, const T* R, T* uv, int64_
 template <typename T>
 void combine(const T* x, const T* g, T* out, int64_t K, int64_t M, int64_t C, int64_t S, double c1, double c2);
 
+// out[k, i] = R[k, i] / stab(z[i]) (* mult[i] when mult is not null), stab(d) = d + eps * sgn0(d):
+// the epsilon-rule's division for every layer kind, in one pass. R, out: (K, n); z, mult: (n).
+template <typename T>
+void eps_div(const T* R, const T* z, const T* mult, T* out, int64_t K, int64_t n, double eps);
+
 }  // namespace lrp
 }  // namespace medseg

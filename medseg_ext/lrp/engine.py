@@ -76,6 +76,23 @@ _CONST = {"new_zeros", "new_ones", "new_empty", "new_full", "new_tensor", "zeros
           "element_size", "stride", "storage_offset", "data_ptr", "is_floating_point", "is_complex"}
 
 _MAXPOOL_FUNCS = {F.max_pool1d, F.max_pool2d, F.max_pool3d, torch.max_pool1d, torch.max_pool2d, torch.max_pool3d}
+_POOL_IDX_FUNCS = {F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3}
+
+
+def _zero_pad(args, kwargs) -> bool:
+    pad = args[1] if len(args) > 1 else kwargs.get("pad")
+    return isinstance(pad, (list, tuple)) and all(isinstance(p, int) and p == 0 for p in pad)
+
+
+def _cat_args(args, kwargs):
+    """{"dim", "sizes", "slots"} of a torch.cat call (slots: position of each listed tensor), or None."""
+    ts = args[0] if args else kwargs.get("tensors")
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", kwargs.get("axis", 0))
+    if not isinstance(ts, (list, tuple)) or not ts or not isinstance(dim, int) \
+            or not all(isinstance(t, Tensor) for t in ts) or ts[0].dim() == 0:
+        return None
+    d = dim % ts[0].dim()
+    return {"dim": d, "sizes": [int(t.shape[d]) for t in ts], "tensors": list(ts)}
 
 # torch.nn leaf modules the engine knows (their forward is a sequence of the ops above)
 KNOWN_MODULES = (
@@ -271,11 +288,20 @@ class LRP:
             lv = list(leaves)
             lv[pos[0]] = leaves[pos[0]].clone()
             args, kwargs = pytree.tree_unflatten(lv, spec)
+        # max pooling: keep the argmax indices, so relevance is routed by one scatter (no re-forward)
+        pool_idx = None
+        want_idx = func in _POOL_IDX_FUNCS and len(args) <= 6 and not kwargs.get("return_indices", False) \
+            and len(pos) == 1 and pos[0] == 0
+        if want_idx:
+            kwargs = dict(kwargs, return_indices=True)
         self._busy = True
         try:
             out = func(*args, **kwargs)
         finally:
             self._busy = False
+        if want_idx:
+            out, pool_idx = out
+            kwargs = {k: v for k, v in kwargs.items() if k != "return_indices"}
         base = name[:-1] if (name.endswith("_") and not name.startswith("__")) else name
         if base.startswith("__i"):
             base = "__" + base[3:]
@@ -301,7 +327,7 @@ class LRP:
         elif func in (F.instance_norm, F.group_norm, F.layer_norm):
             kind, params = "norm", {"func": func, "args": args, "kwargs": kwargs}
         elif func in _MAXPOOL_FUNCS or base in _MAXPOOL and base != "fn":
-            kind, params = "maxpool", {}
+            kind, params = "maxpool", ({} if pool_idx is None else {"indices": pool_idx, "nsp": _POOL_IDX_FUNCS[func]})
         elif base == "fn" and module is not None and isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)):
             kind, params = "maxpool", {}
         elif base in _AVG:
@@ -318,6 +344,10 @@ class LRP:
             kind, params = "avgpool", {}  # linear, parameter free: ε-rule via the vjp
         elif base in _ACT:
             kind, params = "activation", {}
+        elif base in ("pad",) and _zero_pad(args, kwargs) and len(pos) == 1 and pos[0] == 0:
+            kind, params = "activation", {}   # zero-width padding: a copy, relevance passes unchanged
+        elif base in ("cat", "concat", "concatenate") and _cat_args(args, kwargs) is not None:
+            kind, params = "reindex", {"cat": _cat_args(args, kwargs)}
         elif base in _REINDEX:
             kind, params = "reindex", {}
         else:
@@ -574,6 +604,27 @@ class LRP:
             return [x * gi if gi is not None else None for x, gi in zip(node.in_tensors, g)]
         if kind == "module":
             return [Rs[0]]
+        if kind == "maxpool" and "indices" in node.params:
+            # the recorded argmax indices (flat over the pooled spatial dims) route each output's relevance
+            idx, nsp = node.params["indices"], node.params["nsp"]
+            x, R = node.in_tensors[0], Rs[0]
+            lead = tuple(x.shape[:-nsp])
+            src = R.reshape((R.shape[0],) + lead + (-1,))
+            ind = idx.reshape(lead + (-1,)).unsqueeze(0).expand(src.shape)
+            out = src.new_zeros((R.shape[0],) + lead + (x[(0,) * len(lead)].numel(),))
+            out.scatter_add_(-1, ind, src)
+            return [out.reshape((R.shape[0],) + tuple(x.shape))]
+        if kind == "reindex" and "cat" in node.params:
+            cp = node.params["cat"]   # concatenation: the exact split of the relevance
+            parts = torch.split(Rs[0], cp["sizes"], dim=cp["dim"] + 1)
+            res = []
+            for t in node.in_tensors:
+                r = None
+                for part, u in zip(parts, cp["tensors"]):
+                    if u is t:
+                        r = part if r is None else r + part
+                res.append(r)
+            return res
         if kind in ("maxpool", "reindex"):
             return self._vjp(node, Rs)
         if kind == "add":
@@ -638,7 +689,10 @@ class LRP:
             a = 1.0 / torch.sqrt(var + v["eps"])
             if v["weight"] is not None:
                 a = a * v["weight"]
-        return x * a * node.rule.div(R, z)
+        xa = x * a
+        if xa.shape != z.shape:
+            xa = xa.expand(z.shape)
+        return node.rule.div_mul(R, z, xa)
 
     def _weighted(self, node: _Node, R: Tensor) -> Tensor:
         p, x, z = node.params, node.in_tensors[0], node.outs[0]

@@ -45,13 +45,14 @@ Tensor = torch.Tensor
 RULE_IDS = {"zplus": 0, "alphabeta": 1, "gamma": 2}
 
 
-def _ext():
+def _ext(name: str = "lrp_signed_coeffs"):
+    """The compiled module when it has kernel ``name`` (a build without the LRP kernels uses torch)."""
     try:
         from .._dispatch import _load_extension
         mod, _ = _load_extension()
     except Exception:  # noqa: BLE001
         return None
-    if mod is None or not hasattr(mod, "lrp_signed_coeffs"):
+    if mod is None or not hasattr(mod, name):
         return None
     return mod
 
@@ -60,9 +61,9 @@ USE_CPP = True
 """Set to False to run the torch form on CPU tensors too (tests and benchmarks compare both)."""
 
 
-def _use_cpp(*ts: Tensor) -> bool:
+def _use_cpp(name: str, *ts: Tensor) -> bool:
     return USE_CPP and all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) for t in ts) \
-        and _ext() is not None
+        and _ext(name) is not None
 
 
 def _check(z, h, b, R):
@@ -98,7 +99,7 @@ def signed_coeffs(z: Tensor, h: Tensor, b: Optional[Tensor], R: Tensor, rule: st
     _check(z, h, b, R)
     c1, c2 = _params(rule, alpha, beta, gamma, epsilon)
     K, M, C, S = R.shape
-    if _use_cpp(z, h, R):
+    if _use_cpp("lrp_signed_coeffs", z, h, R):
         z, h, R = z.contiguous(), h.contiguous(), R.contiguous()
         bb = b.contiguous() if b is not None else None
         out = torch.empty((K, M, 2 * C, S), dtype=z.dtype, device=z.device)
@@ -153,9 +154,34 @@ def combine(x: Tensor, G: Tensor, c1: float, c2: float) -> Tensor:
         raise TypeError(f"G: expected dtype {x.dtype}, got {G.dtype}")
     K, M, C2, S = G.shape
     C = C2 // 2
-    if _use_cpp(x, G):
+    if _use_cpp("lrp_combine", x, G):
         x, G = x.contiguous(), G.contiguous()
         out = torch.empty((K, M, C, S), dtype=x.dtype, device=x.device)
         _ext().lrp_combine(desc(x), desc(G), desc(out), float(c1), float(c2))
         return out
     return G[:, :, :C] * (c1 * x) + G[:, :, C:] * (c2 * x.abs())
+
+
+def eps_div(R: Tensor, z: Tensor, epsilon: float, mult: Optional[Tensor] = None) -> Tensor:
+    """``R / stab(z)`` (signed stabiliser, epsilon > 0), times ``mult`` when given, in one pass.
+
+    R: (K, *z.shape); mult: z's shape or None. Returns (K, *z.shape)."""
+    if tuple(R.shape[1:]) != tuple(z.shape) or (mult is not None and mult.shape != z.shape):
+        raise ValueError(f"R, z, mult: expected (K, *z.shape), z.shape, got {tuple(R.shape)}, {tuple(z.shape)}, "
+                         f"{None if mult is None else tuple(mult.shape)}")
+    if not epsilon > 0:
+        raise ValueError(f"epsilon: expected > 0, got {epsilon}")
+    ts = (R, z) + ((mult,) if mult is not None else ())
+    if any(t.dtype != z.dtype for t in ts):
+        raise TypeError(f"R, z, mult: expected one dtype, got {[t.dtype for t in ts]}")
+    if _use_cpp("lrp_eps_div", *ts):
+        K, n = R.shape[0], z.numel()
+        Rc, zc = R.contiguous(), z.contiguous()
+        mc = mult.contiguous() if mult is not None else None
+        out = torch.empty(R.shape, dtype=z.dtype)
+        _ext("lrp_eps_div").lrp_eps_div(desc(Rc.reshape(K, n)), desc(zc.reshape(n)), desc(mc.reshape(n)) if mc is not None
+                           else None, desc(out.view(K, n)), float(epsilon))
+        return out
+    t = z + 0.0
+    s = R / t.abs().add_(epsilon).copysign_(t)
+    return s if mult is None else s.mul_(mult)

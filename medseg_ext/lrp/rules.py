@@ -70,12 +70,26 @@ class Rule:
     def stab(self, z: Tensor) -> Tensor:
         return stabilize(z, self.epsilon, self.stabilizer)
 
+    def _fusable(self, R: Tensor, z: Tensor) -> bool:
+        return self.stabilizer == "signed" and self.epsilon > 0.0 and R.dim() == z.dim() + 1 \
+            and tuple(R.shape[1:]) == tuple(z.shape) and R.dtype == z.dtype
+
     def div(self, R: Tensor, z: Tensor) -> Tensor:
         """R / stab(z); with ε = 0 (LRP-0) a zero denominator gives 0, not NaN."""
+        if self._fusable(R, z):
+            from .fused import eps_div
+            return eps_div(R, z, self.epsilon)
         s = R / self.stab(z)
         if self.epsilon == 0.0 or (self.stabilizer == "paper" and bool((z == -self.epsilon).any())):
             s = s.masked_fill(self.stab(z) == 0, 0.0)
         return s
+
+    def div_mul(self, R: Tensor, z: Tensor, mult: Tensor) -> Tensor:
+        """``mult * R / stab(z)`` (one fused pass when possible); mult has z's shape."""
+        if self._fusable(R, z) and mult.shape == z.shape and mult.dtype == z.dtype:
+            from .fused import eps_div
+            return eps_div(R, z, self.epsilon, mult)
+        return mult * self.div(R, z)
 
     def weighted(self, x: Tensor, w: Tensor, b: Optional[Tensor], z: Tensor, R: Tensor,
                  fwd: Callable, adj: Callable) -> Tensor:  # pragma: no cover - abstract

@@ -245,3 +245,78 @@ def test_fast_composites_on_unet_float32_as_accurate_as_exact():
                 abs((R32.sum() - R64.sum()) / R64.sum()).item()
         assert errs[False][0] <= 2 * errs[True][0] + 1e-6, (name, errs)
         assert errs[False][1] <= 2 * errs[True][1] + 1e-6, (name, errs)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=15, deadline=None)
+@given(K=st.integers(1, 3), shape=st.lists(st.integers(1, 5), min_size=1, max_size=4),
+       dtype=st.sampled_from([torch.float32, torch.float64]), mult=st.booleans(),
+       scale=st.sampled_from([1.0, 1e-30, 1e30]), eps=st.sampled_from([1e-9, 1e-6, 0.5]), seed=st.integers(0, 10_000))
+def test_eps_div_matches_reference(impl, K, shape, dtype, mult, scale, eps, seed):
+    g = torch.Generator().manual_seed(seed)
+    if dtype == torch.float32:
+        scale = min(max(scale, 1e-15), 1e15)
+    z = (torch.randn(shape, generator=g, dtype=torch.float64) * scale).to(dtype)
+    z.view(-1)[0] = 0.0                                    # a tie at zero: sgn0(0) = +1
+    R = torch.randn((K,) + tuple(shape), generator=g, dtype=torch.float64).to(dtype)
+    m = torch.randn(shape, generator=g, dtype=torch.float64).to(dtype) if mult else None
+    with _impl(impl):
+        got = fused.eps_div(R, z, eps, m)
+    zz = z.double().numpy()
+    exp = R.double().numpy() / ref.stab(zz, eps) * (1.0 if m is None else m.double().numpy())
+    tol = 1e-6 if dtype == torch.float32 else 1e-14
+    np.testing.assert_allclose(got.double().numpy(), exp, rtol=tol, atol=0)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_eps_div_edge_cases(impl):
+    z = torch.tensor([0.0, -0.0, float("nan"), float("inf"), -float("inf"), 1e-300], dtype=torch.float64)
+    R = torch.ones(2, 6, dtype=torch.float64)
+    with _impl(impl):
+        got = fused.eps_div(R, z, 1e-3)
+        got_nc = fused.eps_div(R.t().contiguous().t(), z, 1e-3)      # non-contiguous R
+    assert got[0, 0] == 1e3 and got[0, 1] == 1e3                       # -0 counts as +0
+    assert torch.isnan(got[:, 2]).all() and (got[:, 3:5] == 0).all()   # NaN propagates, 1/±inf = 0
+    np.testing.assert_allclose(got[0, 5].item(), 1.0 / (1e-300 + 1e-3))
+    np.testing.assert_array_equal(got.numpy(), got_nc.numpy())
+    with pytest.raises(ValueError, match="epsilon"):
+        fused.eps_div(R, z, 0.0)
+    with pytest.raises(ValueError, match="R, z"):
+        fused.eps_div(R[:, :3], z, 1e-3)
+    with pytest.raises(TypeError, match="dtype"):
+        fused.eps_div(R.float(), z, 1e-3)
+
+
+class _PoolCat(nn.Module):
+    def __init__(self, dims, k, s, ceil):
+        super().__init__()
+        self.pool = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}[dims](k, s, ceil_mode=ceil)
+        self.up = {1: nn.Upsample(scale_factor=2), 2: nn.Upsample(scale_factor=2), 3: nn.Upsample(scale_factor=2)}[dims]
+
+    def forward(self, x):
+        p = self.pool(x)
+        p = torch.nn.functional.pad(p, [0, 0] * (x.dim() - 2))             # zero-width pad: a copy
+        y = torch.cat([p, p * 2.0, torch.ones_like(p)], dim=1)            # duplicate + constant inputs
+        return y.sum(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("dims,k,s,ceil", [(1, 3, 2, True), (2, 2, 2, False), (2, 3, 1, False), (3, 2, 2, True)])
+def test_maxpool_indices_cat_split_match_autograd_route(dims, k, s, ceil):
+    """The index-scatter max pool, the direct cat split and the zero pad give what the generic
+    vjp route gives (ties included: an integer-valued input has many equal maxima)."""
+    torch.manual_seed(dims + k)
+    net = _PoolCat(dims, k, s, ceil).double()
+    x = torch.randint(-2, 3, (2, 2) + (5,) * dims).double()
+    eng = lrp.LRP(net, lrp.EpsilonComposite(epsilon=1e-6))
+    z = eng.forward(x)
+    kinds = [(n.kind, sorted(n.params)) for n in eng.nodes]
+    assert ("maxpool", ["indices", "nsp"]) in kinds and ("reindex", ["cat"]) in kinds
+    assert any(n.kind == "activation" and n.op == "pad" for n in eng.nodes)
+    R = eng.relevance(torch.stack([z, -z * 0.5]))
+    for n in eng.nodes:   # the same tape through the generic vjp route
+        if n.kind == "maxpool":
+            n.params = {}
+        if n.kind == "reindex":
+            n.params = {}
+    R2 = eng.relevance(torch.stack([z, -z * 0.5]))
+    np.testing.assert_allclose(R.numpy(), R2.numpy(), rtol=1e-12, atol=1e-12)
