@@ -118,7 +118,41 @@ void eps_div(const py::tuple& R, const py::tuple& z, const py::object& mult, con
   }
 }
 
+void norm_freeze_eps(const py::tuple& x, const py::tuple& z, const py::tuple& R, const py::object& weight,
+                     const py::tuple& out, double norm_eps, double eps) {
+  const TensorDesc dx = to_desc(x, "x"), dz = to_desc(z, "z"), dR = to_desc(R, "R"), dout = to_desc(out, "out");
+  MEDSEG_CHECK(dx.dtype == DType::Float32 || dx.dtype == DType::Float64, "x: expected float32 or float64, got ",
+               medseg::dtype_name(dx.dtype));
+  MEDSEG_CHECK(dx.ndim == 3 && dR.ndim == 4, "x, R: expected (M, C, S) and (K, M, C, S)");
+  const int64_t M = dx.shape[0], C = dx.shape[1], S = dx.shape[2], K = dR.shape[0];
+  check_dense(dx, "x", dx.dtype, {M, C, S});
+  check_dense(dz, "z", dx.dtype, {M, C, S});
+  check_dense(dR, "R", dx.dtype, {K, M, C, S});
+  check_dense(dout, "out", dx.dtype, {K, M, C, S});
+  const void* pw = nullptr;
+  if (!weight.is_none()) {
+    const TensorDesc dw = to_desc(weight.cast<py::tuple>(), "weight");
+    check_dense(dw, "weight", dx.dtype, {C});
+    pw = dw.data;
+  }
+  MEDSEG_CHECK(eps > 0.0, "epsilon: expected > 0, got ", eps);
+  MEDSEG_CHECK(norm_eps >= 0.0, "norm_eps: expected >= 0, got ", norm_eps);
+  py::gil_scoped_release nogil;
+  if (dx.dtype == DType::Float32) {
+    medseg::lrp::norm_freeze_eps<float>(static_cast<const float*>(dx.data), static_cast<const float*>(dz.data),
+                                        static_cast<const float*>(dR.data), static_cast<const float*>(pw),
+                                        static_cast<float*>(dout.data), K, M, C, S, norm_eps, eps);
+  } else {
+    medseg::lrp::norm_freeze_eps<double>(static_cast<const double*>(dx.data), static_cast<const double*>(dz.data),
+                                         static_cast<const double*>(dR.data), static_cast<const double*>(pw),
+                                         static_cast<double*>(dout.data), K, M, C, S, norm_eps, eps);
+  }
+}
+
 void bind_lrp(py::module_& m) {
+  m.def("lrp_norm_freeze_eps", &norm_freeze_eps, py::arg("x"), py::arg("z"), py::arg("R"), py::arg("weight"),
+        py::arg("out"), py::arg("norm_eps"), py::arg("epsilon"),
+        "Frozen instance norm, epsilon rule: out = R / stab(z) * x * weight / sqrt(var + norm_eps) per plane.");
   m.def("lrp_eps_div", &eps_div, py::arg("R"), py::arg("z"), py::arg("mult"), py::arg("out"), py::arg("epsilon"),
         "Epsilon-rule division: out = R / (z + eps * sgn0(z)) (* mult), R (K, n), z and mult (n,).");
   m.def("lrp_signed_coeffs", &signed_coeffs, py::arg("z"), py::arg("h"), py::arg("b"), py::arg("R"), py::arg("uv"),

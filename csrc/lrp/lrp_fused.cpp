@@ -124,12 +124,43 @@ void eps_div(const T* R, const T* z, const T* mult, T* out, int64_t K, int64_t n
   });
 }
 
+template <typename T>
+void norm_freeze_eps(const T* x, const T* z, const T* R, const T* weight, T* out, int64_t K, int64_t M, int64_t C,
+                     int64_t S, double norm_eps, double eps) {
+  const T e = T(eps);
+  parallel_for(M * C, [&](int64_t r) {
+    const int64_t c = r % C;
+    const T* xr = x + r * S;
+    const T* zr = z + r * S;
+    double mean = 0.0;
+    for (int64_t i = 0; i < S; ++i) mean += double(xr[i]);
+    mean = S > 0 ? mean / double(S) : 0.0;
+    double var = 0.0;
+    for (int64_t i = 0; i < S; ++i) {
+      const double d = double(xr[i]) - mean;
+      var += d * d;
+    }
+    var = S > 0 ? var / double(S) : 0.0;
+    T a = T(1) / std::sqrt(T(var) + T(norm_eps));
+    if (weight) a = a * weight[c];
+    for (int64_t k = 0; k < K; ++k) {
+      const T* Rr = R + (k * M * C + r) * S;
+      T* o = out + (k * M * C + r) * S;
+      for (int64_t i = 0; i < S; ++i) o[i] = Rr[i] / stab(zr[i], e) * (xr[i] * a);
+    }
+  });
+}
+
 template void signed_coeffs<float>(const float*, const float*, const float*, const float*, float*, int64_t, int64_t,
                                    int64_t, int64_t, const SignedParams&, double*, double*);
 template void signed_coeffs<double>(const double*, const double*, const double*, const double*, double*, int64_t,
                                     int64_t, int64_t, int64_t, const SignedParams&, double*, double*);
 template void eps_div<float>(const float*, const float*, const float*, float*, int64_t, int64_t, double);
 template void eps_div<double>(const double*, const double*, const double*, double*, int64_t, int64_t, double);
+template void norm_freeze_eps<float>(const float*, const float*, const float*, const float*, float*, int64_t, int64_t,
+                                     int64_t, int64_t, double, double);
+template void norm_freeze_eps<double>(const double*, const double*, const double*, const double*, double*, int64_t,
+                                      int64_t, int64_t, int64_t, double, double);
 template void combine<float>(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t, double, double);
 template void combine<double>(const double*, const double*, double*, int64_t, int64_t, int64_t, int64_t, double,
                               double);

@@ -29,5 +29,13 @@ void combine(const T* x, const T* g, T* out, int64_t K, int64_t M, int64_t C, in
 template <typename T>
 void eps_div(const T* R, const T* z, const T* mult, T* out, int64_t K, int64_t n, double eps);
 
+// Frozen instance norm under the epsilon rule, per (m, c) plane of S values:
+//   a = weight[c] / sqrt(var + norm_eps) (biased variance, two-pass, accumulated in double),
+//   out[k] = R[k] / stab(z) * (x * a).
+// x, z: (M, C, S); R, out: (K, M, C, S); weight: (C) or nullptr.
+template <typename T>
+void norm_freeze_eps(const T* x, const T* z, const T* R, const T* weight, T* out, int64_t K, int64_t M, int64_t C,
+                     int64_t S, double norm_eps, double eps);
+
 }  // namespace lrp
 }  // namespace medseg

@@ -660,6 +660,13 @@ class LRP:
             for k, d in (("running_mean", None), ("running_var", None), ("weight", None), ("bias", None),
                          ("use_input_stats", True), ("eps", 1e-5)):
                 v.setdefault(k, kwargs.get(k, d))
+            if (v["use_input_stats"] or v["running_var"] is None) and x.dim() >= 3 and x.shape == z.shape \
+                    and node.rule._fusable(R, z) and (v["weight"] is None or v["weight"].dtype == x.dtype):
+                from .fused import norm_freeze_eps   # one fused pass: plane statistics and the ε-rule
+                M, C = x.shape[0], x.shape[1]
+                r = norm_freeze_eps(x.reshape(M, C, -1), z.reshape(M, C, -1), R.reshape(R.shape[0], M, C, -1),
+                                    v["weight"], float(v["eps"]), node.rule.epsilon)
+                return r.reshape(R.shape)
             if v["use_input_stats"] or v["running_var"] is None:
                 var = _biased_var(x, tuple(range(2, x.dim())))
             else:

@@ -185,3 +185,32 @@ def eps_div(R: Tensor, z: Tensor, epsilon: float, mult: Optional[Tensor] = None)
     t = z + 0.0
     s = R / t.abs().add_(epsilon).copysign_(t)
     return s if mult is None else s.mul_(mult)
+
+
+def norm_freeze_eps(x: Tensor, z: Tensor, R: Tensor, weight: Optional[Tensor], norm_eps: float,
+                    epsilon: float) -> Tensor:
+    """Frozen instance norm under the ε-rule: ``R / stab(z) · x · w / sqrt(var + norm_eps)`` with the
+    biased variance of each (sample, channel) plane. x, z: (M, C, S); R: (K, M, C, S); weight: (C,) or None."""
+    if x.dim() != 3 or z.shape != x.shape or R.dim() != 4 or tuple(R.shape[1:]) != tuple(x.shape):
+        raise ValueError(f"x, z, R: expected (M, C, S), (M, C, S), (K, M, C, S), got {tuple(x.shape)}, "
+                         f"{tuple(z.shape)}, {tuple(R.shape)}")
+    if weight is not None and tuple(weight.shape) != (x.shape[1],):
+        raise ValueError(f"weight: expected shape ({x.shape[1]},), got {tuple(weight.shape)}")
+    if not epsilon > 0:
+        raise ValueError(f"epsilon: expected > 0, got {epsilon}")
+    ts = (x, z, R) + ((weight,) if weight is not None else ())
+    if any(t.dtype != x.dtype for t in ts):
+        raise TypeError(f"x, z, R, weight: expected one dtype, got {[t.dtype for t in ts]}")
+    if _use_cpp("lrp_norm_freeze_eps", *ts):
+        xc, zc, Rc = x.contiguous(), z.contiguous(), R.contiguous()
+        wc = weight.contiguous() if weight is not None else None
+        out = torch.empty(R.shape, dtype=x.dtype)
+        _ext("lrp_norm_freeze_eps").lrp_norm_freeze_eps(desc(xc), desc(zc), desc(Rc), desc(wc) if wc is not None
+                                                        else None, desc(out), float(norm_eps), float(epsilon))
+        return out
+    xd = x.double()
+    var = ((xd - xd.mean(dim=2, keepdim=True)) ** 2).mean(dim=2, keepdim=True).to(x.dtype)
+    a = 1.0 / torch.sqrt(var + norm_eps)
+    if weight is not None:
+        a = a * weight.reshape(1, -1, 1)
+    return eps_div(R, z, epsilon, x * a)

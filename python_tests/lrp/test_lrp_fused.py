@@ -320,3 +320,70 @@ def test_maxpool_indices_cat_split_match_autograd_route(dims, k, s, ceil):
             n.params = {}
     R2 = eng.relevance(torch.stack([z, -z * 0.5]))
     np.testing.assert_allclose(R.numpy(), R2.numpy(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=12, deadline=None)
+@given(K=st.integers(1, 3), M=st.integers(1, 2), C=st.integers(1, 3), S=st.integers(1, 11),
+       dtype=st.sampled_from([torch.float32, torch.float64]), affine=st.booleans(), const=st.booleans(),
+       scale=st.sampled_from([1.0, 1e-6, 1e6]), seed=st.integers(0, 10_000))
+def test_norm_freeze_eps_matches_reference(impl, K, M, C, S, dtype, affine, const, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(M, C, S, generator=g, dtype=torch.float64) * scale + 3.0 * scale
+    if const:
+        x[:, 0] = 2.0 * scale                         # a constant plane: variance 0, a = w / sqrt(norm_eps)
+    w = torch.randn(C, generator=g, dtype=torch.float64) if affine else None
+    z = torch.randn(M, C, S, generator=g, dtype=torch.float64)
+    R = torch.randn(K, M, C, S, generator=g, dtype=torch.float64)
+    x, z, R = x.to(dtype), z.to(dtype), R.to(dtype)
+    w = w.to(dtype) if w is not None else None
+    with _impl(impl):
+        got = fused.norm_freeze_eps(x, z, R, w, 1e-5, 1e-6)
+    xn = x.double().numpy()
+    var = ((xn - xn.mean(axis=2, keepdims=True)) ** 2).mean(axis=2, keepdims=True)
+    a = 1.0 / np.sqrt(var + 1e-5) * (1.0 if w is None else w.double().numpy().reshape(1, -1, 1))
+    exp = R.double().numpy() / ref.stab(z.double().numpy(), 1e-6) * xn * a
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    np.testing.assert_allclose(got.double().numpy(), exp, rtol=tol, atol=tol * np.abs(exp).max())
+
+
+def test_norm_freeze_eps_bad_arguments():
+    x = torch.randn(1, 2, 3, dtype=torch.float64)
+    R = torch.randn(1, 1, 2, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="x, z, R"):
+        fused.norm_freeze_eps(x, x[:, :1], R, None, 1e-5, 1e-6)
+    with pytest.raises(ValueError, match="weight"):
+        fused.norm_freeze_eps(x, x, R, torch.ones(3, dtype=torch.float64), 1e-5, 1e-6)
+    with pytest.raises(TypeError, match="dtype"):
+        fused.norm_freeze_eps(x, x, R.float(), None, 1e-5, 1e-6)
+    with pytest.raises(ValueError, match="epsilon"):
+        fused.norm_freeze_eps(x, x, R, None, 1e-5, 0.0)
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_instance_norm_freeze_fused_equals_torch_route(affine):
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.InstanceNorm2d(3, affine=affine), nn.LeakyReLU(0.1),
+                        nn.Conv2d(3, 1, 1)).double().eval()
+    if affine:
+        with torch.no_grad():
+            net[1].weight.uniform_(0.5, 1.5)
+            net[1].bias.uniform_(-0.2, 0.2)
+    x = torch.randn(2, 2, 5, 6, dtype=torch.float64)
+    out = {}
+    for impl in IMPLS:
+        with _impl(impl):
+            eng = lrp.LRP(net, lrp.EpsilonComposite(epsilon=1e-6))
+            z = eng.forward(x)
+            out[impl] = eng.relevance(torch.stack([z, z.abs()]))
+    # the generic route (statistics by _biased_var, separate ε division), forced by a non-fusable rule check
+    orig = lrp.Rule._fusable
+    lrp.Rule._fusable = lambda self, R, z: False
+    try:
+        eng = lrp.LRP(net, lrp.EpsilonComposite(epsilon=1e-6))
+        z = eng.forward(x)
+        generic = eng.relevance(torch.stack([z, z.abs()]))
+    finally:
+        lrp.Rule._fusable = orig
+    for impl in IMPLS:
+        np.testing.assert_allclose(out[impl].numpy(), generic.numpy(), rtol=1e-10, atol=1e-13)
