@@ -35,7 +35,7 @@ def _inputs(K, M, C, S, dtype, seed, scale=1.0, bias=True):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(K=st.integers(1, 3), M=st.integers(1, 2), C=st.integers(1, 4), S=st.integers(1, 9),
        rule=st.sampled_from(["zplus", "alphabeta", "gamma"]), dtype=st.sampled_from([torch.float32, torch.float64]),
        bias=st.booleans(), scale=st.sampled_from([1.0, 1e-20, 1e20]), seed=st.integers(0, 10_000))
@@ -57,7 +57,7 @@ def test_signed_coeffs_matches_reference(impl, K, M, C, S, rule, dtype, bias, sc
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(K=st.integers(1, 3), M=st.integers(1, 2), C=st.integers(1, 4), S=st.integers(1, 9),
        dtype=st.sampled_from([torch.float32, torch.float64]), c1=st.floats(0, 2), c2=st.floats(0, 2),
        seed=st.integers(0, 10_000))
@@ -248,7 +248,7 @@ def test_fast_composites_on_unet_float32_as_accurate_as_exact():
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(K=st.integers(1, 3), shape=st.lists(st.integers(1, 5), min_size=1, max_size=4),
        dtype=st.sampled_from([torch.float32, torch.float64]), mult=st.booleans(),
        scale=st.sampled_from([1.0, 1e-30, 1e30]), eps=st.sampled_from([1e-9, 1e-6, 0.5]), seed=st.integers(0, 10_000))
@@ -387,3 +387,17 @@ def test_instance_norm_freeze_fused_equals_torch_route(affine):
         lrp.Rule._fusable = orig
     for impl in IMPLS:
         np.testing.assert_allclose(out[impl].numpy(), generic.numpy(), rtol=1e-10, atol=1e-13)
+
+
+def test_bench_module_runs_on_a_tiny_net(monkeypatch):
+    pytest.importorskip("monai.networks.nets")
+    from medseg_ext.bench import lrp as bench
+    monkeypatch.setitem(bench.SIZES, "tiny", [("2d-32", 2, (1, 1, 32, 32), (2, 2, 4, 4, 8, 2))])
+    res = bench.run(size="tiny", repeat=1, measure_memory=False, out=lambda *a: None)
+    rows = {r["impl"]: r for r in res["rows"]}
+    assert rows["fwd+bwd"]["x_fwd_bwd"] == 1.0 and rows["fwd+bwd"]["cpu_x_fwd_bwd"] == 1.0
+    for impl in ("medseg eps", "medseg EpsilonPlus", "medseg Alpha2Beta1", "medseg GammaBox", "medseg eps K8"):
+        assert rows[impl]["median_s"] > 0 and "error" not in rows[impl]
+    assert set(bench.SIZES) >= {"small", "paper", "large"}
+    with pytest.raises(ValueError, match="size"):
+        bench.run(size="huge")
