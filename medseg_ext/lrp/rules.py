@@ -109,7 +109,8 @@ class Epsilon(Rule):
     name = "epsilon"
 
     def weighted(self, x, w, b, z, R, fwd, adj):
-        return x * adj(self.div(R, z), w)
+        g = adj(self.div(R, z), w)          # a fresh tensor of shape (K, *x.shape): scale it in place
+        return g.mul_(x) if g.shape[1:] == x.shape and g.dtype == x.dtype else x * g
 
 
 class Pass(Rule):
