@@ -718,23 +718,38 @@ class LRP:
             def fwd(xx, w, b):
                 return torch.ops.aten.convolution(xx, w, b, stride, padding, dilation, transposed, opad, groups)
 
+            def call(sf, w, ishape, g):
+                # input-adjoint of the layer: a conv's is a transposed conv and vice versa (mkldnn's
+                # forward kernels, measured 5-25 % faster on the CPU than convolution_backward's input path)
+                sp_in, sp_out, ks = ishape[1:], tuple(sf.shape[2:]), tuple(w.shape[2:])
+                if not transposed:
+                    op = [i - ((o - 1) * st - 2 * pd + dl * (k - 1) + 1)
+                          for i, o, st, pd, dl, k in zip(sp_in, sp_out, stride, padding, dilation, ks)]
+                    if all(0 <= v < max(st, dl) for v, st, dl in zip(op, stride, dilation)):
+                        return torch.ops.aten.convolution(sf, w, None, stride, padding, dilation, True, op, g)
+                else:
+                    out = [(o + 2 * pd - dl * (k - 1) - 1) // st + 1
+                           for o, st, pd, dl, k in zip(sp_out, stride, padding, dilation, ks)]
+                    if tuple(out) == tuple(sp_in):
+                        return torch.ops.aten.convolution(sf, w, None, stride, padding, dilation, False,
+                                                          [0] * len(ks), g)
+                dummy = sf.new_empty(1).expand((sf.shape[0],) + tuple(ishape))
+                return torch.ops.aten.convolution_backward(sf, dummy, w, None, stride, padding, dilation, transposed,
+                                                           opad, g, [True, False, False])[0]
+
             def adj(s, w, cin=None):
                 lead = s.shape[:-x.dim()]
                 sf = s.reshape((-1,) + tuple(s.shape[-(x.dim() - 1):]))
                 ishape = (cin if cin is not None else x.shape[1],) + tuple(x.shape[2:])
-                dummy = sf.new_empty(1).expand((sf.shape[0],) + ishape)
-                g = torch.ops.aten.convolution_backward(sf, dummy, w, None, stride, padding, dilation, transposed,
-                                                        opad, groups, [True, False, False])[0]
+                g = call(sf, w, ishape, groups)
                 return g.reshape(tuple(lead) + (x.shape[0],) + ishape)
+
             def pair(uv, w, wa):
                 # one grouped adjoint call: [u; v] (K, N, 2C_out, ...) against [W; |W|] -> [Wᵀu; |W|ᵀv]
                 lead = uv.shape[:-x.dim()]
                 sf = uv.reshape((-1,) + tuple(uv.shape[-(x.dim() - 1):]))
                 ishape = (2 * x.shape[1],) + tuple(x.shape[2:])
-                dummy = sf.new_empty(1).expand((sf.shape[0],) + ishape)
-                g = torch.ops.aten.convolution_backward(sf, dummy, torch.cat([w, wa], 0), None, stride, padding,
-                                                        dilation, transposed, opad, 2 * groups,
-                                                        [True, False, False])[0]
+                g = call(sf, torch.cat([w, wa], 0), ishape, 2 * groups)
                 return g.reshape(tuple(lead) + (x.shape[0],) + ishape)
             adj.pair = pair
             fwd.layout = {"groups": groups, "out_dim": 1 if transposed else 0, "ch_dim": 1}
