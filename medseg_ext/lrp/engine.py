@@ -12,11 +12,14 @@ operation and the module it was called in. In-place operations on tracked tensor
 out-of-place so that cached activations stay valid.
 
 Propagation. From a seed with a leading K dimension (K regions or classes), nodes are visited in
-reverse order. Weighted layers apply their rule from the cached input with torch's convolution /
-convolution-backward kernels on modified weights (no re-forward of the network; the K seeds are
-folded into the batch of one adjoint call). Parameter-free linear layers use the ε-rule
-x ⊙ Aᵀ(R/stab z) with Aᵀ obtained by ``torch.func.vjp`` (vmapped over K); re-indexing ops and max
-pooling route relevance through the same vjp (exact split); activations pass relevance through.
+reverse order. Weighted layers apply their rule from the cached input; input-adjoints are the dual
+convolution (a conv's is a transposed conv and vice versa; the K seeds are folded into the batch of
+one call), and the fast z⁺/αβ/γ rules need one extra convolution and one grouped adjoint per layer
+(:mod:`medseg_ext.lrp.fused`). The ε division and the frozen instance norm are fused C++ passes on
+the CPU. Max pooling routes relevance by the argmax indices recorded in the forward, concatenation
+by a direct split; other parameter-free linear layers use the ε-rule x ⊙ Aᵀ(R/stab z) with Aᵀ from
+``torch.func.vjp`` (vmapped over K), other re-indexing ops route relevance through the same vjp
+(exact split); activations pass relevance through.
 """
 from __future__ import annotations
 
