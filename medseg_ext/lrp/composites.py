@@ -128,12 +128,16 @@ class EpsilonComposite(Composite):
 
 class EpsilonPlus(Composite):
     """Zennit ``EpsilonPlus``: z⁺ on conv and transposed conv, ε on linear, ε-stabilised Norm on
-    pooling/additions, activations pass."""
+    pooling/additions, activations pass.
+
+    ``exact`` (here and in the other presets): False (default) uses the fast signed rules (one
+    extra convolution and one grouped adjoint per layer, fused element-wise stages; a layer whose
+    rounding-error estimate is too large is recomputed exactly), True always the exact block form."""
 
     def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6, bn: str = "fold", norm: str = "freeze",
-                 layer_map=None, **kw):
-        lm = list(layer_map or []) + [
-            ("conv", ZPlus(stabilizer)), ("convtranspose", ZPlus(stabilizer)), ("linear", Epsilon(epsilon))]
+                 layer_map=None, exact: bool = False, **kw):
+        zp = ZPlus(stabilizer, exact=exact)
+        lm = list(layer_map or []) + [("conv", zp), ("convtranspose", zp), ("linear", Epsilon(epsilon))]
         super().__init__(layer_map=lm, epsilon=epsilon, bn=bn, norm=norm, parameter_free=Epsilon(stabilizer), **kw)
 
 
@@ -141,8 +145,8 @@ class EpsilonAlpha2Beta1(Composite):
     """Zennit ``EpsilonAlpha2Beta1``: α2β1 on conv/transposed conv, ε on linear."""
 
     def __init__(self, epsilon: float = 1e-6, stabilizer: float = 1e-6, bn: str = "fold", norm: str = "freeze",
-                 layer_map=None, **kw):
-        r = AlphaBeta(2.0, 1.0, epsilon=stabilizer)
+                 layer_map=None, exact: bool = False, **kw):
+        r = AlphaBeta(2.0, 1.0, epsilon=stabilizer, exact=exact)
         lm = list(layer_map or []) + [("conv", r), ("convtranspose", r), ("linear", Epsilon(epsilon))]
         super().__init__(layer_map=lm, epsilon=epsilon, bn=bn, norm=norm, parameter_free=Epsilon(stabilizer), **kw)
 
@@ -151,8 +155,8 @@ class EpsilonGammaBox(Composite):
     """Zennit ``EpsilonGammaBox``: z^B(low, high) on the first conv, γ on the other convs, ε on linear."""
 
     def __init__(self, low=0.0, high=1.0, epsilon: float = 1e-6, gamma: float = 0.25, stabilizer: float = 1e-6,
-                 bn: str = "fold", norm: str = "freeze", layer_map=None, first_map=None, **kw):
-        g = Gamma(gamma, epsilon=stabilizer)
+                 bn: str = "fold", norm: str = "freeze", layer_map=None, first_map=None, exact: bool = False, **kw):
+        g = Gamma(gamma, epsilon=stabilizer, exact=exact)
         lm = list(layer_map or []) + [("conv", g), ("convtranspose", g), ("linear", Epsilon(epsilon))]
         box = ZBox(low, high, epsilon=stabilizer)
         fm = list(first_map or []) + [("conv", box), ("convtranspose", box)]

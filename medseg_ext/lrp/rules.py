@@ -70,12 +70,26 @@ class Rule:
     def stab(self, z: Tensor) -> Tensor:
         return stabilize(z, self.epsilon, self.stabilizer)
 
+    def _fusable(self, R: Tensor, z: Tensor) -> bool:
+        return self.stabilizer == "signed" and self.epsilon > 0.0 and R.dim() == z.dim() + 1 \
+            and tuple(R.shape[1:]) == tuple(z.shape) and R.dtype == z.dtype
+
     def div(self, R: Tensor, z: Tensor) -> Tensor:
         """R / stab(z); with ε = 0 (LRP-0) a zero denominator gives 0, not NaN."""
+        if self._fusable(R, z):
+            from .fused import eps_div
+            return eps_div(R, z, self.epsilon)
         s = R / self.stab(z)
         if self.epsilon == 0.0 or (self.stabilizer == "paper" and bool((z == -self.epsilon).any())):
             s = s.masked_fill(self.stab(z) == 0, 0.0)
         return s
+
+    def div_mul(self, R: Tensor, z: Tensor, mult: Tensor) -> Tensor:
+        """``mult * R / stab(z)`` (one fused pass when possible); mult has z's shape."""
+        if self._fusable(R, z) and mult.shape == z.shape and mult.dtype == z.dtype:
+            from .fused import eps_div
+            return eps_div(R, z, self.epsilon, mult)
+        return mult * self.div(R, z)
 
     def weighted(self, x: Tensor, w: Tensor, b: Optional[Tensor], z: Tensor, R: Tensor,
                  fwd: Callable, adj: Callable) -> Tensor:  # pragma: no cover - abstract
@@ -95,7 +109,8 @@ class Epsilon(Rule):
     name = "epsilon"
 
     def weighted(self, x, w, b, z, R, fwd, adj):
-        return x * adj(self.div(R, z), w)
+        g = adj(self.div(R, z), w)          # a fresh tensor of shape (K, *x.shape): scale it in place
+        return g.mul_(x) if g.shape[1:] == x.shape and g.dtype == x.dtype else x * g
 
 
 class Pass(Rule):
@@ -160,6 +175,40 @@ def _nonneg(x: Tensor) -> bool:
     return bool((x >= 0).all())
 
 
+FAST_TOL = 1e-5
+"""Fast signed rules: a layer whose estimated rounding error (unit roundoff × Σ h·(|u| + |v|), see
+:mod:`medseg_ext.lrp.fused`) exceeds ``FAST_TOL`` × Σ|R| is recomputed with the exact block form."""
+
+
+def _check_exact(exact) -> bool:
+    if not isinstance(exact, bool):
+        raise TypeError(f"exact: expected a bool, got {type(exact).__name__}")
+    return exact
+
+
+def _fast_signed(rule: "Rule", name: str, x, w, b, z, R, fwd, adj, **kw):
+    """The fast form of z⁺/αβ/γ (one extra conv |W|·|x| and one grouped adjoint call, fused
+    element-wise stages), or None when it does not apply or its error estimate is too large."""
+    pair = getattr(adj, "pair", None)
+    if pair is None or rule.exact or rule.stabilizer != "signed" or rule.epsilon == 0.0 or z.dim() < 2:
+        return None
+    from . import fused
+    x, z = x.contiguous(), z.contiguous()   # one memory layout, so results do not depend on the input's strides
+    wa = w.abs()
+    xa = x if bool((x >= 0).all()) else x.abs()
+    h = fwd(xa, wa, None)
+    K, M, C = R.shape[0], z.shape[0], z.shape[1]
+    UV, c1, c2, err, mass = fused.signed_coeffs(z.reshape(M, C, -1), h.reshape(M, C, -1), b,
+                                                R.reshape(K, M, C, -1), name, epsilon=rule.epsilon, **kw)
+    ur = torch.finfo(z.dtype).eps / 2
+    if not (ur * err <= FAST_TOL * mass):   # also catches NaN/Inf estimates
+        return None
+    G = pair(UV.reshape((K, M, 2 * C) + tuple(z.shape[2:])), w, wa)
+    Cin = x.shape[1]
+    out = fused.combine(x.reshape(M, Cin, -1), G.reshape(K, M, 2 * Cin, -1), c1, c2)
+    return out.reshape((K,) + tuple(x.shape))
+
+
 class ZPlus(Rule):
     """z⁺ rule (α1β0 for signed inputs, as Zennit): z⁺ = W⁺x⁺ + W⁻x⁻ + b⁺;
     R_in = x⁺ ⊙ W⁺ᵀ(R/stab z⁺) + x⁻ ⊙ W⁻ᵀ(R/stab z⁺).
@@ -170,7 +219,14 @@ class ZPlus(Rule):
 
     name = "zplus"
 
+    def __init__(self, epsilon: float = 1e-6, stabilizer: str = "signed", exact: bool = False):
+        super().__init__(epsilon, stabilizer)
+        self.exact = _check_exact(exact)
+
     def weighted(self, x, w, b, z, R, fwd, adj):
+        r = _fast_signed(self, "zplus", x, w, b, z, R, fwd, adj)
+        if r is not None:
+            return r
         wp = w.clamp(min=0)
         if _nonneg(x):
             (zp,), ad = _blocks([x], [[wp]], [_pos(b)], fwd, adj)
@@ -190,8 +246,10 @@ class AlphaBeta(Rule):
 
     name = "alphabeta"
 
-    def __init__(self, alpha: float = 2.0, beta: float = 1.0, epsilon: float = 1e-6, stabilizer: str = "signed"):
+    def __init__(self, alpha: float = 2.0, beta: float = 1.0, epsilon: float = 1e-6, stabilizer: str = "signed",
+                 exact: bool = False):
         super().__init__(epsilon, stabilizer)
+        self.exact = _check_exact(exact)
         for nm, v in (("alpha", alpha), ("beta", beta)):
             if not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise TypeError(f"{nm}: expected a float, got {type(v).__name__}")
@@ -202,6 +260,9 @@ class AlphaBeta(Rule):
         self.alpha, self.beta = float(alpha), float(beta)
 
     def weighted(self, x, w, b, z, R, fwd, adj):
+        r = _fast_signed(self, "alphabeta", x, w, b, z, R, fwd, adj, alpha=self.alpha, beta=self.beta)
+        if r is not None:
+            return r
         wp, wn = w.clamp(min=0), w.clamp(max=0)
         if _nonneg(x):
             (zp, zn), ad = _blocks([x], [[wp], [wn]], [_pos(b), _neg(b)], fwd, adj)
@@ -223,8 +284,9 @@ class Gamma(Rule):
 
     name = "gamma"
 
-    def __init__(self, gamma: float = 0.25, epsilon: float = 1e-6, stabilizer: str = "signed"):
+    def __init__(self, gamma: float = 0.25, epsilon: float = 1e-6, stabilizer: str = "signed", exact: bool = False):
         super().__init__(epsilon, stabilizer)
+        self.exact = _check_exact(exact)
         if not isinstance(gamma, (int, float)) or isinstance(gamma, bool):
             raise TypeError(f"gamma: expected a float, got {type(gamma).__name__}")
         if not gamma >= 0:
@@ -232,6 +294,9 @@ class Gamma(Rule):
         self.gamma = float(gamma)
 
     def weighted(self, x, w, b, z, R, fwd, adj):
+        r = _fast_signed(self, "gamma", x, w, b, z, R, fwd, adj, gamma=self.gamma)
+        if r is not None:
+            return r
         g = self.gamma
         w1 = w + g * w.clamp(min=0)
         w2 = w + g * w.clamp(max=0)

@@ -150,6 +150,52 @@ def lrp_conv(x, w, b, R, stride=1, padding=0, dilation=1, groups=1, transposed=F
     return r.reshape(x.shape)
 
 
+def fast_signed_coeffs(z, h, b, R, rule, alpha=2.0, beta=1.0, gamma=0.25, epsilon=1e-6):
+    """Oracle of ``medseg_ext.lrp.fused.signed_coeffs`` (float64, element by element).
+
+    z, h: (M, C, S); b: (C,) or None; R: (K, M, C, S). Returns (UV (K, M, 2C, S), c1, c2, err, mass)
+    with P = (z − b + h)/2 + b⁺ and N = (z − b − h)/2 + b⁻ (see the fused module's table)."""
+    z, h, R = (np.asarray(a, np.float64) for a in (z, h, R))
+    K, M, C, S = R.shape
+    bb = np.zeros(C) if b is None else np.asarray(b, np.float64)
+    UV = np.zeros((K, M, 2 * C, S))
+    err = mass = 0.0
+
+    def st(d):  # signed stabiliser, sgn0(0) = +1; NaN stays NaN
+        return d + epsilon if d >= 0 else d - epsilon
+    for k, m, c, i in itertools.product(range(K), range(M), range(C), range(S)):
+        zv, hv, Rv, bv = z[m, c, i], h[m, c, i], R[k, m, c, i], bb[c]
+        P = (zv - bv + hv) / 2 + max(bv, 0.0)
+        N = (zv - bv - hv) / 2 + min(bv, 0.0)
+        with np.errstate(all="ignore"):
+            if rule == "zplus":
+                u = v = Rv / st(P)
+            elif rule == "alphabeta":
+                sp, sn = alpha * Rv / st(P), beta * Rv / st(N)
+                u, v = sp - sn, sp + sn
+            elif rule == "gamma":
+                sp = Rv / st(zv + gamma * P) if zv > 0 else 0.0
+                sn = Rv / st(zv + gamma * N) if zv < 0 else 0.0
+                u, v = sp + sn, sp - sn
+            else:
+                raise ValueError(f"rule: unknown {rule!r}")
+            UV[k, m, c, i], UV[k, m, C + c, i] = u, v
+            err += hv * (abs(u) + abs(v))
+            mass += abs(Rv)
+    c1, c2 = (1.0 + gamma / 2, gamma / 2) if rule == "gamma" else (0.5, 0.5)
+    return UV, c1, c2, err, mass
+
+
+def fast_combine(x, G, c1, c2):
+    """Oracle of ``medseg_ext.lrp.fused.combine``: c1·x·G[:, :, :C] + c2·|x|·G[:, :, C:]."""
+    x, G = np.asarray(x, np.float64), np.asarray(G, np.float64)
+    C = x.shape[1]
+    out = np.zeros((G.shape[0],) + x.shape)
+    for k, m, c, i in itertools.product(range(G.shape[0]), range(x.shape[0]), range(C), range(x.shape[2])):
+        out[k, m, c, i] = c1 * x[m, c, i] * G[k, m, c, i] + c2 * abs(x[m, c, i]) * G[k, m, C + c, i]
+    return out
+
+
 def lrp_add(xs, R, epsilon=1e-6, stabilizer="signed"):
     """Addition rule: R_m = x_m · R / stab(Σ x)."""
     z = sum(np.asarray(a, np.float64) for a in xs)

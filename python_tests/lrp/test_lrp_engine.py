@@ -228,7 +228,9 @@ def test_model_training_state_restored_and_noncontiguous_input():
     R = eng.relevance(z)
     eng2 = lrp.LRP(m, lrp.EpsilonPlus())
     eng2.forward(x.contiguous())
-    np.testing.assert_allclose(R.numpy(), eng2.relevance(z).numpy(), rtol=1e-12)
+    R2 = eng2.relevance(z)
+    # float32: a channels-last input makes mkldnn pick other conv kernels (the forward itself differs by ulps)
+    np.testing.assert_allclose(R.numpy(), R2.numpy(), rtol=1e-5, atol=1e-6 * R2.abs().max().item())
 
 
 def test_conv3d_trilinear_net_conservation():
