@@ -179,6 +179,7 @@ def _(logits, labels, weight, alpha, gamma, scale, elementwise):
 def _save_grad(ctx, inputs, output):
     ctx.save_for_backward(output[1])
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # else autograd builds a zero gradient the size of the saved one
 
 
 def _scale_saved_grad(grad: torch.Tensor, grad_loss: torch.Tensor) -> torch.Tensor:
@@ -195,6 +196,8 @@ def _scale_saved_grad(grad: torch.Tensor, grad_loss: torch.Tensor) -> torch.Tens
 
 
 def _grad_times_incoming(ctx, grad_loss, *_unused):
+    if grad_loss is None:
+        return None
     (grad,) = ctx.saved_tensors
     return _scale_saved_grad(grad, grad_loss)
 
@@ -381,6 +384,7 @@ def _(logits, points, gt_boxes, weight, scale, elementwise):
 def _centerness_setup(ctx, inputs, output):
     ctx.save_for_backward(output[1])
     ctx.mark_non_differentiable(output[1], output[2])
+    ctx.set_materialize_grads(False)
 
 
 def _centerness_backward(ctx, grad_loss, _g1, _g2):

@@ -154,6 +154,7 @@ def _setup_context(ctx, inputs, output):
     logits, labels = inputs[:2]
     probs = output[2]
     ctx.mark_non_differentiable(probs)
+    ctx.set_materialize_grads(False)  # else autograd builds a zero gradient the size of probs
     ctx.save_for_backward(logits, labels)
     # the probabilities are used once, in place (they become the gradient); a second backward
     # through a retained graph recomputes them from the logits

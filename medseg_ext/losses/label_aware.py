@@ -237,9 +237,12 @@ def _(x, g1, g2, a, b, c):
 def _la_setup(ctx, inputs, output):
     ctx.save_for_backward(output[1])
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # else autograd builds a zero gradient the size of the factor
 
 
 def _la_backward(ctx, grad_out, _grad_factor):
+    if grad_out is None:
+        return (None,) * 6
     (factor,) = ctx.saved_tensors
     return (grad_out * factor).to(factor.dtype), None, None, None, None, None
 

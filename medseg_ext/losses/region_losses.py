@@ -192,11 +192,14 @@ def _setup_context(ctx, inputs, output):
     ctx.reduction = inputs[9]
     ctx.per_unit = inputs[6] == "generalized_dice"
     ctx.mark_non_differentiable(output[1], output[2])
+    ctx.set_materialize_grads(False)  # else autograd builds a zero gradient the size of probs
     # used once, in place (they become the gradient); a retained graph's second backward recomputes
     ctx.probs = output[2] if inputs[-1] else None
 
 
 def _backward(ctx, grad_loss, _grad_coeff, _grad_probs):
+    if grad_loss is None:
+        return (None,) * 16
     logits, labels, coeff = ctx.saved_tensors
     g = grad_loss.to(torch.float64)
     if ctx.reduction != "none":

@@ -291,3 +291,30 @@ def test_dibe_vector_rows_match_eager_twin(gamma, threshold):
     got_ext, got_grad = run(_kernel, z.float())
     torch.testing.assert_close(got_ext, want_ext, rtol=2e-4, atol=2e-4)
     torch.testing.assert_close(got_grad, want_grad, rtol=2e-3, atol=2e-4)
+
+
+def _big_allocations_in_backward(loss_fn, z, *args):
+    """Sizes of the allocations >= half of z made while back-propagating loss_fn(z, *args)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    loss = loss_fn(z, *args)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        loss.backward()
+    return [e.cpu_memory_usage for e in prof.events()
+            if e.cpu_memory_usage >= z.numel() * z.element_size() // 2]
+
+
+@pytest.mark.parametrize("loss_name", ["dice_ce_loss", "dice_loss", "cross_entropy_loss"])
+def test_softmax_backward_allocates_no_logit_sized_buffer(loss_name):
+    # the stored probabilities become the gradient in place: no new buffer the size of the logits in
+    # the backward (and no zero gradient materialised for the probabilities output)
+    z = torch.randn(1, 6, 24, 24, 24).requires_grad_(True)
+    y = torch.randint(0, 6, (1, 24, 24, 24))
+    assert _big_allocations_in_backward(getattr(medseg_ext.losses, loss_name), z, y) == []
+
+
+def test_detection_backward_allocates_no_logit_sized_buffer():
+    z = torch.randn(4000, 12).requires_grad_(True)
+    t = torch.randint(0, 13, (4000,))
+    big = _big_allocations_in_backward(lambda a, b: medseg_ext.losses.sigmoid_focal_loss(a, b), z, t)
+    assert big == []
