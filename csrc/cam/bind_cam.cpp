@@ -12,11 +12,7 @@ using medseg::to_desc;
 namespace py = pybind11;
 
 void check_contiguous(const TensorDesc& d, const char* arg) {
-  int64_t expect = 1;
-  for (int i = d.ndim - 1; i >= 0; --i) {
-    MEDSEG_CHECK(d.shape[i] <= 1 || d.strides[i] == expect, arg, ": internal, expected a contiguous array");
-    expect *= d.shape[i];
-  }
+  MEDSEG_CHECK(d.is_contiguous(), arg, ": internal, expected a contiguous array");
 }
 
 void bind_cam(py::module_& m) {

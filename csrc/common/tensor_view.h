@@ -62,6 +62,16 @@ struct TensorDesc {
     for (int i = 0; i < ndim; ++i) n *= shape[i];
     return n;
   }
+  // Row-major dense: each axis longer than 1 has the stride of the axes after it (the strides of
+  // axes of length 0 or 1 do not matter, as in torch).
+  bool is_contiguous() const {
+    int64_t expect = 1;
+    for (int i = ndim - 1; i >= 0; --i) {
+      if (shape[i] > 1 && strides[i] != expect) return false;
+      expect *= shape[i];
+    }
+    return true;
+  }
   // Same view with size-1 axes inserted at position `at` until the rank is `rank`.
   TensorDesc padded_to(int rank, int at) const {
     MEDSEG_CHECK(rank <= kMaxRank && rank >= ndim, "internal: cannot pad rank ", ndim, " to ", rank);

@@ -58,15 +58,7 @@ void bind_losses(py::module_& m) {
         TensorDesc pr, lab;
         medseg::losses::normalise_region_inputs(to_desc(probs, "probs"), to_desc(labels, "labels"), pr, lab);
         TensorDesc gl = to_desc(grad_logits, "grad_logits").padded_to(5, 2);
-        auto dense = [](const TensorDesc& t) {  // C-contiguous; strides of size-1 axes do not matter
-          int64_t expect = 1;
-          for (int i = t.ndim - 1; i >= 0; --i) {
-            if (t.shape[i] != 1 && t.strides[i] != expect) return false;
-            expect *= t.shape[i];
-          }
-          return true;
-        };
-        MEDSEG_CHECK(dense(pr) && dense(gl), "probs, grad_logits: must be contiguous");
+        MEDSEG_CHECK(pr.is_contiguous() && gl.is_contiguous(), "probs, grad_logits: must be contiguous");
         for (int i = 0; i < 5; ++i)
           MEDSEG_CHECK(gl.shape[i] == pr.shape[i], "grad_logits: shape must equal the probs shape");
         const auto prm = region_params(false, per_sample, has_ignore, ignore_index);

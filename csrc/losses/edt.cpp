@@ -18,15 +18,6 @@ namespace {
 constexpr int64_t kTile = 16;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-bool is_contiguous(const TensorDesc& d) {
-  int64_t expect = 1;
-  for (int i = d.ndim - 1; i >= 0; --i) {
-    if (d.shape[i] > 1 && d.strides[i] != expect) return false;
-    expect *= d.shape[i];
-  }
-  return true;
-}
-
 // Lower envelope of the parabolas y = (x - q h)^2 + f[q] over the sites with finite f, evaluated at
 // x = p h. v and z need n and n + 1 entries. Intersections use differences, not f + x^2, so large
 // distances keep their precision.
@@ -223,8 +214,8 @@ EdtGeometry edt_check(const TensorDesc& mask, const TensorDesc& out, const doubl
   for (int i = 0; i < 4; ++i)
     MEDSEG_CHECK(mask.shape[i] == out.shape[i], "out: shape differs from mask at axis ", i, " (", out.shape[i],
                  " vs ", mask.shape[i], ")");
-  MEDSEG_CHECK(is_contiguous(mask), "mask: internal, expected a contiguous array");
-  MEDSEG_CHECK(is_contiguous(out), "out: expected a contiguous array");
+  MEDSEG_CHECK(mask.is_contiguous(), "mask: internal, expected a contiguous array");
+  MEDSEG_CHECK(out.is_contiguous(), "out: expected a contiguous array");
   MEDSEG_CHECK(n_spacing == 3, "spacing: internal, expected 3 values, got ", n_spacing);
   EdtGeometry g;
   g.volumes = mask.shape[0];
@@ -257,7 +248,7 @@ void surface_edges_check(const TensorDesc& mask, const TensorDesc& out, int spat
   for (int i = 0; i < 4; ++i) MEDSEG_CHECK(mask.shape[i] == out.shape[i], "out: shape differs from mask at axis ", i);
   for (int i = 1; i < 4 - spatial_dims; ++i)
     MEDSEG_CHECK(mask.shape[i] == 1, "mask: internal, padded axis ", i, " must have size 1");
-  MEDSEG_CHECK(is_contiguous(mask) && is_contiguous(out), "mask/out: internal, expected contiguous arrays");
+  MEDSEG_CHECK(mask.is_contiguous() && out.is_contiguous(), "mask/out: internal, expected contiguous arrays");
 }
 
 void surface_edges_cpu(const TensorDesc& mask, const TensorDesc& out, int spatial_dims) {
@@ -342,7 +333,7 @@ void cdt_cpu(const TensorDesc& mask, const TensorDesc& out, int metric, bool inv
   MEDSEG_CHECK(out.dtype == DType::Float32 || out.dtype == DType::Float64, "out: expected float32 or float64");
   MEDSEG_CHECK(mask.ndim == 4 && out.ndim == 4, "mask/out: internal, expected (volumes, d0, d1, d2) views");
   for (int i = 0; i < 4; ++i) MEDSEG_CHECK(mask.shape[i] == out.shape[i], "out: shape differs from mask at axis ", i);
-  MEDSEG_CHECK(is_contiguous(mask) && is_contiguous(out), "mask/out: expected contiguous arrays");
+  MEDSEG_CHECK(mask.is_contiguous() && out.is_contiguous(), "mask/out: expected contiguous arrays");
   const int64_t V = mask.shape[0], d0 = mask.shape[1], d1 = mask.shape[2], d2 = mask.shape[3];
   const int64_t vol = d0 * d1 * d2;
   if (V * vol == 0) return;

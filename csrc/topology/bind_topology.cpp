@@ -25,11 +25,7 @@ const double* contiguous_f64(const TensorDesc& d, const char* arg, int ndim) {
   MEDSEG_CHECK(d.dtype == medseg::DType::Float64, arg, ": internal, expected float64");
   MEDSEG_CHECK(d.ndim == ndim, arg, ": internal, expected ", ndim, " dimensions, got ", d.ndim);
   if (d.numel() == 0) return static_cast<const double*>(d.data);
-  int64_t expect = 1;
-  for (int i = ndim - 1; i >= 0; --i) {
-    MEDSEG_CHECK(d.shape[i] <= 1 || d.strides[i] == expect, arg, ": internal, expected a contiguous array");
-    expect *= d.shape[i];
-  }
+  MEDSEG_CHECK(d.is_contiguous(), arg, ": internal, expected a contiguous array");
   return static_cast<const double*>(d.data);
 }
 
