@@ -21,13 +21,18 @@ void check_dense(const TensorDesc& d, const char* arg, DType dt, const std::vect
   MEDSEG_CHECK(d.dtype == dt, arg, ": expected dtype ", medseg::dtype_name(dt), ", got ", medseg::dtype_name(d.dtype));
   MEDSEG_CHECK(d.ndim == static_cast<int>(shape.size()), arg, ": expected ", shape.size(), " dimensions, got ",
                d.ndim);
-  int64_t expect = 1;
-  for (int i = d.ndim - 1; i >= 0; --i) {
+  for (int i = d.ndim - 1; i >= 0; --i)
     MEDSEG_CHECK(d.shape[i] == shape[static_cast<size_t>(i)], arg, ": size ", d.shape[i], " at dimension ", i,
                  ", expected ", shape[static_cast<size_t>(i)]);
-    MEDSEG_CHECK(d.shape[i] <= 1 || d.strides[i] == expect, arg, ": expected a contiguous tensor");
-    expect *= d.shape[i];
-  }
+  MEDSEG_CHECK(d.is_contiguous(), arg, ": expected a contiguous tensor");
+}
+
+// An optional tensor argument (None: null), checked like check_dense.
+const void* optional_dense(const py::object& obj, const char* arg, DType dt, const std::vector<int64_t>& shape) {
+  if (obj.is_none()) return nullptr;
+  const TensorDesc d = to_desc(obj.cast<py::tuple>(), arg);
+  check_dense(d, arg, dt, shape);
+  return d.data;
 }
 
 py::tuple signed_coeffs(const py::tuple& z, const py::tuple& h, const py::object& b, const py::tuple& R,
@@ -42,12 +47,7 @@ py::tuple signed_coeffs(const py::tuple& z, const py::tuple& h, const py::object
   check_dense(dh, "h", dz.dtype, {M, C, S});
   check_dense(dR, "R", dz.dtype, {K, M, C, S});
   check_dense(duv, "uv", dz.dtype, {K, M, 2 * C, S});
-  const void* pb = nullptr;
-  if (!b.is_none()) {
-    const TensorDesc db = to_desc(b.cast<py::tuple>(), "b");
-    check_dense(db, "b", dz.dtype, {C});
-    pb = db.data;
-  }
+  const void* pb = optional_dense(b, "b", dz.dtype, {C});
   MEDSEG_CHECK(rule >= 0 && rule <= 2, "rule: expected 0 (zplus), 1 (alphabeta) or 2 (gamma), got ", rule);
   MEDSEG_CHECK(epsilon > 0.0, "epsilon: expected > 0, got ", epsilon);
   medseg::lrp::SignedParams p;
@@ -101,12 +101,7 @@ void eps_div(const py::tuple& R, const py::tuple& z, const py::object& mult, con
   check_dense(dz, "z", dz.dtype, {n});
   check_dense(dR, "R", dz.dtype, {K, n});
   check_dense(dout, "out", dz.dtype, {K, n});
-  const void* pm = nullptr;
-  if (!mult.is_none()) {
-    const TensorDesc dm = to_desc(mult.cast<py::tuple>(), "mult");
-    check_dense(dm, "mult", dz.dtype, {n});
-    pm = dm.data;
-  }
+  const void* pm = optional_dense(mult, "mult", dz.dtype, {n});
   MEDSEG_CHECK(eps > 0.0, "epsilon: expected > 0, got ", eps);
   py::gil_scoped_release nogil;
   if (dz.dtype == DType::Float32) {
@@ -129,12 +124,7 @@ void norm_freeze_eps(const py::tuple& x, const py::tuple& z, const py::tuple& R,
   check_dense(dz, "z", dx.dtype, {M, C, S});
   check_dense(dR, "R", dx.dtype, {K, M, C, S});
   check_dense(dout, "out", dx.dtype, {K, M, C, S});
-  const void* pw = nullptr;
-  if (!weight.is_none()) {
-    const TensorDesc dw = to_desc(weight.cast<py::tuple>(), "weight");
-    check_dense(dw, "weight", dx.dtype, {C});
-    pw = dw.data;
-  }
+  const void* pw = optional_dense(weight, "weight", dx.dtype, {C});
   MEDSEG_CHECK(eps > 0.0, "epsilon: expected > 0, got ", eps);
   MEDSEG_CHECK(norm_eps >= 0.0, "norm_eps: expected >= 0, got ", norm_eps);
   py::gil_scoped_release nogil;
