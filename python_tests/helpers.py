@@ -152,3 +152,17 @@ def dist_rank_losses(rank, world, port, logits, labels, calls, out):
         out[rank] = results
     finally:
         dist.destroy_process_group()
+
+
+def bad_region_inputs(bad: str, device: str = "cpu"):
+    """(1, 3, 6) logits and (1, 6) labels with one defect: "label" (label 3 of 3 classes at element 3),
+    "nan" or "inf" (logit of class 1 at element 2)."""
+    logits = torch.randn(1, 3, 6, device=device)
+    labels = torch.randint(0, 3, (1, 6), device=device)
+    if bad == "label":
+        labels[0, 3] = 3
+    elif bad == "nan":
+        logits[0, 1, 2] = float("nan")
+    else:
+        logits[0, 1, 2] = float("inf")
+    return logits, labels

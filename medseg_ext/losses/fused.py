@@ -170,7 +170,7 @@ def _backward(ctx, grad_stats, grad_ext, _grad_probs):
     ext_coeff = zeros(3) if grad_ext is None else grad_ext[..., :3]  # Ph and TPh take no gradient
     probs, ctx.probs = ctx.probs, None
     if probs is not None:
-        sigmoid, per_sample, ignore_index, kind = ctx.params[:4]
+        _, per_sample, ignore_index, kind = ctx.params[:4]
         _probs_backward_op(coeff, ext_coeff, probs, labels, per_sample, ignore_index, kind, ctx.params[-1])
         return (probs,) + (None,) * 11
     grad = _fused_backward_op(coeff, ext_coeff, logits, labels, *ctx.params)

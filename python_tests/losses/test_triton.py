@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 import medseg_ext
 from medseg_ext.reference import losses as ref
-from helpers import HAVE_CUDA, HAVE_TRITON, region_cases, tolerance
+from helpers import HAVE_CUDA, HAVE_TRITON, bad_region_inputs, region_cases, tolerance
 
 pytestmark = [pytest.mark.triton, pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")]
 DEVICE = "cuda" if HAVE_CUDA else "cpu"
@@ -57,13 +57,6 @@ def test_triton_dice_matches_cpu():
 
 @pytest.mark.parametrize("bad, name", [("label", "labels"), ("nan", "logits"), ("inf", "logits")])
 def test_triton_reports_bad_values(bad, name):
-    logits = torch.randn(1, 3, 6, device=DEVICE)
-    labels = torch.randint(0, 3, (1, 6), device=DEVICE)
-    if bad == "label":
-        labels[0, 3] = 3
-    elif bad == "nan":
-        logits[0, 1, 2] = float("nan")
-    else:
-        logits[0, 1, 2] = float("inf")
+    logits, labels = bad_region_inputs(bad, DEVICE)
     with medseg_ext.use_backend("triton"), pytest.raises(ValueError, match=name):
         medseg_ext.soft_region_stats(logits, labels)

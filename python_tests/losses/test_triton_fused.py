@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 import medseg_ext
 from medseg_ext.losses import fused as F
-from helpers import HAVE_CUDA, HAVE_TRITON
+from helpers import HAVE_CUDA, HAVE_TRITON, bad_region_inputs
 
 pytestmark = [pytest.mark.triton, pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")]
 DEVICE = "cuda" if HAVE_CUDA else "cpu"
@@ -182,14 +182,7 @@ def test_triton_fused_half_precision_dtypes():
 @pytest.mark.parametrize("bad, name", [("label", "labels"), ("nan", "logits"), ("inf", "logits")])
 @pytest.mark.parametrize("sigmoid", [False, True])
 def test_triton_fused_reports_bad_values(bad, name, sigmoid):
-    logits = torch.randn(1, 3, 6, device=DEVICE)
-    labels = torch.randint(0, 3, (1, 6), device=DEVICE)
-    if bad == "label":
-        labels[0, 3] = 3
-    elif bad == "nan":
-        logits[0, 1, 2] = float("nan")
-    else:
-        logits[0, 1, 2] = float("inf")
+    logits, labels = bad_region_inputs(bad, DEVICE)
     spec = F.pointwise_spec("log", sigmoid=sigmoid)
     with medseg_ext.use_backend("triton"):
         if bad == "inf" and sigmoid:  # +inf is a valid sigmoid logit (p = 1)

@@ -154,10 +154,24 @@ def _layer_relevance(layer, x, R, rule):
     return eng.relevance(R)
 
 
+@pytest.fixture
+def fast_signed_calls(monkeypatch):
+    """One entry per layer the signed rules saw: True where the fast identity form was taken."""
+    calls = []
+    orig = rules._fast_signed
+
+    def spy(*a, **k):
+        r = orig(*a, **k)
+        calls.append(r is not None)
+        return r
+    monkeypatch.setattr(rules, "_fast_signed", spy)
+    return calls
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("rname", list(FAST_RULES))
 @pytest.mark.parametrize("lname", ["conv2d", "convT2d_groups", "conv3d_odd"])
-def test_fast_rules_match_exact_and_reference(impl, rname, lname):
+def test_fast_rules_match_exact_and_reference(impl, rname, lname, fast_signed_calls):
     torch.manual_seed(3)
     layer = {"conv2d": lambda: nn.Conv2d(3, 4, 3, padding=1),
              "convT2d_groups": lambda: nn.ConvTranspose2d(4, 2, 3, stride=2, padding=1, groups=2),
@@ -167,20 +181,10 @@ def test_fast_rules_match_exact_and_reference(impl, rname, lname):
     with torch.no_grad():
         z = layer(x)
     R = torch.randn((2,) + tuple(z.shape), dtype=torch.float64)   # K = 2 seeds
-    calls = []
-    orig = rules._fast_signed
-
-    def spy(*a, **k):
-        r = orig(*a, **k)
-        calls.append(r is not None)
-        return r
-    rules._fast_signed = spy
-    try:
-        with _impl(impl):
-            fast = _layer_relevance(layer, x, R, FAST_RULES[rname](False))
-        exact = _layer_relevance(layer, x, R, FAST_RULES[rname](True))
-    finally:
-        rules._fast_signed = orig
+    with _impl(impl):
+        fast = _layer_relevance(layer, x, R, FAST_RULES[rname](False))
+    exact = _layer_relevance(layer, x, R, FAST_RULES[rname](True))
+    calls = fast_signed_calls
     assert calls[0] is True and calls[1] is False        # fast path taken, exact path when asked
     np.testing.assert_allclose(fast.numpy(), exact.numpy(), rtol=1e-9, atol=1e-10 * exact.abs().max().item())
     if lname == "conv2d":
@@ -191,7 +195,7 @@ def test_fast_rules_match_exact_and_reference(impl, rname, lname):
             np.testing.assert_allclose(fast[k, 0].numpy(), exp, rtol=1e-8, atol=1e-12)
 
 
-def test_unbalanced_layer_falls_back_to_exact_in_float32():
+def test_unbalanced_layer_falls_back_to_exact_in_float32(fast_signed_calls):
     # non-negative inputs and all-positive weights except one tiny negative one: the negative parts
     # z⁻ are ~1e-9 of |W|·|x|, far below float32 resolution of the identity (Wx − h)/2
     torch.manual_seed(0)
@@ -203,19 +207,8 @@ def test_unbalanced_layer_falls_back_to_exact_in_float32():
     x = torch.rand(1, 2, 6, 6) + 0.5
     with torch.no_grad():
         R = layer(x)
-    calls = []
-    orig = rules._fast_signed
-
-    def spy(*a, **k):
-        r = orig(*a, **k)
-        calls.append(r is not None)
-        return r
-    rules._fast_signed = spy
-    try:
-        got = _layer_relevance(layer, x, R, lrp.AlphaBeta(2, 1, 1e-6))
-    finally:
-        rules._fast_signed = orig
-    assert calls == [False]
+    got = _layer_relevance(layer, x, R, lrp.AlphaBeta(2, 1, 1e-6))
+    assert fast_signed_calls == [False]
     exp = ref.lrp_conv(x[0].numpy(), layer.weight.detach().numpy(), layer.bias.detach().numpy(), R[0].numpy(),
                        padding=1, rule="alphabeta", alpha=2.0, beta=1.0, epsilon=1e-6)
     np.testing.assert_allclose(got[0].numpy(), exp, rtol=1e-4, atol=1e-5 * np.abs(exp).max())
