@@ -653,6 +653,9 @@ inline bool softmax_fast_eligible(const Geometry& g, const RegionStatsParams& pr
 // the argmax (first index on ties) and the checks of the general path.
 // (Loads are unconditional and selects are arithmetic so no masked load/store is emitted: those
 // are microcoded and slow on AMD cores.)
+// kMasked: some labels may be ignored (else wt is all 1); kCheck: the forward's validation (the
+// backward reads logits the forward has already checked).
+template <bool kMasked, bool kCheck>
 inline void softmax_fast_max(const float* base, int64_t lc, int64_t C, int64_t n, const float* wt, int64_t b,
                              int64_t s0, float* m) {
   const float inf = std::numeric_limits<float>::infinity();
@@ -663,12 +666,13 @@ inline void softmax_fast_max(const float* base, int64_t lc, int64_t C, int64_t n
 #pragma omp simd reduction(+ : nan_seen)
     for (int64_t t = 0; t < n; ++t) {
       const float r = row[t];
-      const float x = wt[t] != 0.0f ? r : 0.0f;
+      const float x = kMasked ? (wt[t] != 0.0f ? r : 0.0f) : r;
       const float mo = m[t];
-      nan_seen += x != x ? 1.0f : 0.0f;
+      if (kCheck) nan_seen += x != x ? 1.0f : 0.0f;
       m[t] = x > mo ? x : mo;
     }
   }
+  if (!kCheck) return;
   int inf_seen = 0;
 #pragma omp simd reduction(| : inf_seen)
   for (int64_t t = 0; t < n; ++t) inf_seen |= int(m[t] == inf) | int(m[t] == -inf);
@@ -741,7 +745,7 @@ void softmax_fast_stats_job(const float* lg, const L* lab, const Geometry& g, co
     }
     const float* base = lg + b * g.lb + s0;
     prefetch_next_tile(base, g.lc, C, std::min(kTile, c1 - s0 - n));
-    softmax_fast_max(base, g.lc, C, n, wt, b, s0, m);
+    softmax_fast_max<kMasked, true>(base, g.lc, C, n, wt, b, s0, m);
     for (int64_t c = 0; c < C; ++c) {
       const float* row = base + c * g.lc;
       float* er = e + c * kTile;
@@ -838,20 +842,10 @@ void softmax_fast_backward_job(const float* lg, const L* lab, const Geometry& g,
     const float* base = lg + b * g.lb + s0;
     for (int64_t t = 0; t < n; ++t) {
       wt[t] = valid[t] ? 1.0f : 0.0f;
-      m[t] = -std::numeric_limits<float>::infinity();
       sum[t] = dA[t] = dQ[t] = 0.0f;
     }
     prefetch_next_tile(base, g.lc, C, std::min(kTile, c1 - s0 - n));
-    for (int64_t c = 0; c < C; ++c) {
-      const float* row = base + c * g.lc;
-#pragma omp simd
-      for (int64_t t = 0; t < n; ++t) {
-        const float r = row[t];
-        const float x = kMasked ? (wt[t] != 0.0f ? r : 0.0f) : r;
-        const float mo = m[t];
-        m[t] = x > mo ? x : mo;
-      }
-    }
+    softmax_fast_max<kMasked, false>(base, g.lc, C, n, wt, b, s0, m);
     for (int64_t c = 0; c < C; ++c) {
       const float* row = base + c * g.lc;
       float* er = e + c * kTile;
