@@ -36,7 +36,8 @@ CONVENTIONS = {
 }
 
 
-def make_inputs(batch: int, pos_fraction: float, seed: int = 0):
+def make_inputs(batch: int, pos_fraction: float, seed: int = 0, device: str = "cpu"):
+    """The benchmark's inputs, drawn on the CPU from ``seed`` (identical on every device), then moved."""
     g = torch.Generator().manual_seed(seed)
     n = batch * LOCATIONS_PER_IMAGE
     p = max(1, int(round(n * pos_fraction)))
@@ -50,7 +51,10 @@ def make_inputs(batch: int, pos_fraction: float, seed: int = 0):
     ctr = torch.rand(p, generator=g)
     bins = torch.randn(4 * p, NUM_BINS, generator=g)
     dist = torch.rand(4 * p, generator=g) * (NUM_BINS - 1 - 0.01)
-    return dict(cls=cls, labels=labels, pred=pred, gt=gt, ctr=ctr, bins=bins, dist=dist, num_pos=p)
+    d = dict(cls=cls, labels=labels, pred=pred, gt=gt, ctr=ctr, bins=bins, dist=dist)
+    d = {k: v.to(device) for k, v in d.items()}
+    d["num_pos"] = p
+    return d
 
 
 def _loss_fn(impl: str):
@@ -89,9 +93,10 @@ def _loss_fn(impl: str):
     raise ValueError(f"impl: expected one of {IMPLS}, got {impl!r}")
 
 
-def measure(case: harness.Case, repeat: int, warmup: int = 2) -> dict:
+def measure(case: harness.Case, repeat: int, warmup: int = 2, device: str = "cpu") -> dict:
     """Wall seconds (median, min, max) and median process CPU seconds (all threads summed) of one call.
-    The minimum is the least disturbed call when other jobs share the cores."""
+    The minimum is the least disturbed call when other jobs share the cores. On CUDA every call is
+    synchronised before and after, so wall time is the GPU time of the call plus its launches."""
     for _ in range(warmup):
         if case.reset is not None:
             case.reset()
@@ -100,16 +105,18 @@ def measure(case: harness.Case, repeat: int, warmup: int = 2) -> dict:
     for _ in range(repeat):
         if case.reset is not None:
             case.reset()
+        harness._sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
         case.run()
+        harness._sync(device)
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     return {"median": statistics.median(wall), "min": min(wall), "max": max(wall), "cpu": statistics.median(cpu)}
 
 
-def make_case(impl: str, batch: int, pos_fraction: float, seed: int = 0) -> harness.Case:
+def make_case(impl: str, batch: int, pos_fraction: float, seed: int = 0, device: str = "cpu") -> harness.Case:
     fn = _loss_fn(impl)
-    d = make_inputs(batch, pos_fraction, seed)
+    d = make_inputs(batch, pos_fraction, seed, device)
     leaves = [d[k].requires_grad_(True) for k in ("cls", "pred", "bins")]
 
     def run():
@@ -148,15 +155,17 @@ def _tower(channels: int, depth: int = 4):
     return layers
 
 
-def make_la_case(part: str, batch: int = 2, channels: int = 64, size=(50, 84), seed: int = 0) -> harness.Case:
+def make_la_case(part: str, batch: int = 2, channels: int = 64, size=(50, 84), seed: int = 0,
+                 device: str = "cpu") -> harness.Case:
     """One part of the LA cost table (see LA_PARTS / LA_PART_NOTES); the cls head is the one LA wraps.
-    GroupNorm has 8 groups at 64 channels and 32 (ATSS) at 256."""
+    GroupNorm has 8 groups at 64 channels and 32 (ATSS) at 256. Weights and inputs are drawn on the CPU
+    from ``seed``, then moved to ``device``."""
     from ..losses import label_aware as LA
 
     torch.manual_seed(seed)
-    head = torch.nn.Sequential(*_tower(channels), torch.nn.Conv2d(channels, NUM_CLASSES, 3, padding=1))
-    x = torch.randn(batch, channels, *size)
-    labels = torch.randint(0, NUM_CLASSES + 1, (batch,) + tuple(size))
+    head = torch.nn.Sequential(*_tower(channels), torch.nn.Conv2d(channels, NUM_CLASSES, 3, padding=1)).to(device)
+    x = torch.randn(batch, channels, *size).to(device)
+    labels = torch.randint(0, NUM_CLASSES + 1, (batch,) + tuple(size)).to(device)
     g1, g2 = torch.randn_like(x), torch.randn_like(x)
     if part == "head":
         def run():
@@ -170,9 +179,9 @@ def make_la_case(part: str, batch: int = 2, channels: int = 64, size=(50, 84), s
             with torch.no_grad():
                 return head_cl(x_cl)
     elif part == "atss_head":
-        reg_tower = torch.nn.Sequential(*_tower(channels))
-        reg_out = torch.nn.Conv2d(channels, 4 * NUM_BINS, 3, padding=1)
-        ctr_out = torch.nn.Conv2d(channels, 1, 3, padding=1)
+        reg_tower = torch.nn.Sequential(*_tower(channels)).to(device)
+        reg_out = torch.nn.Conv2d(channels, 4 * NUM_BINS, 3, padding=1).to(device)
+        ctr_out = torch.nn.Conv2d(channels, 1, 3, padding=1).to(device)
 
         def run():
             with torch.no_grad():
@@ -192,7 +201,7 @@ def make_la_case(part: str, batch: int = 2, channels: int = 64, size=(50, 84), s
     return harness.Case(run=run)
 
 
-def measure_interleaved(cases: dict, repeat: int, warmup: int = 2) -> dict:
+def measure_interleaved(cases: dict, repeat: int, warmup: int = 2, device: str = "cpu") -> dict:
     """Like :func:`measure`, but the cases take turns call by call, so that a load change on a shared
     machine hits every case alike (ratios of these numbers are what the LA table reports)."""
     for _ in range(warmup):
@@ -202,8 +211,10 @@ def measure_interleaved(cases: dict, repeat: int, warmup: int = 2) -> dict:
     cpu = {k: [] for k in cases}
     for _ in range(repeat):
         for k, case in cases.items():
+            harness._sync(device)
             t0, c0 = time.perf_counter(), time.process_time()
             case.run()
+            harness._sync(device)
             wall[k].append(time.perf_counter() - t0)
             cpu[k].append(time.process_time() - c0)
     return {k: {"median": statistics.median(wall[k]), "min": min(wall[k]), "max": max(wall[k]),
@@ -213,19 +224,28 @@ def measure_interleaved(cases: dict, repeat: int, warmup: int = 2) -> dict:
 LA_CONFIGS = ({"channels": 64, "size": (50, 84)}, {"channels": 256, "size": (25, 42)})
 
 
-def la_table(repeat: int = 10, warmup: int = 2, out=print, channels: int = 64, size=(50, 84), batch: int = 2) -> list:
-    t = measure_interleaved({p: make_la_case(p, batch=batch, channels=channels, size=size) for p in LA_PARTS},
-                            repeat, warmup)
+def la_table(repeat: int = 10, warmup: int = 2, out=print, channels: int = 64, size=(50, 84), batch: int = 2,
+             device: str = "cpu") -> list:
+    t = measure_interleaved({p: make_la_case(p, batch=batch, channels=channels, size=size, device=device)
+                             for p in LA_PARTS}, repeat, warmup, device)
     rows = [{"part": p, "channels": channels, "size": tuple(size), "median_s": t[p]["median"], "min_s": t[p]["min"],
              "cpu_s": t[p]["cpu"], "cpu_min_s": t[p]["cpu_min"]} for p in LA_PARTS]
     base = {r["part"]: r for r in rows}
     out(f"LA cost against one head forward (B={batch}, {channels} ch, {size[0]}×{size[1]}, {NUM_CLASSES} classes; "
         f"torch threads {torch.get_num_threads()}; parts interleaved call by call, {repeat} rounds):")
-    out(harness.markdown_table([{
-        "part": r["part"], "median ms": r["median_s"] * 1e3, "min ms": r["min_s"] * 1e3, "cpu ms": r["cpu_s"] * 1e3,
-        "× head (min wall)": r["min_s"] / base["head"]["min_s"], "× head (cpu)": r["cpu_s"] / base["head"]["cpu_s"],
-        "× head_cl (cpu)": r["cpu_s"] / base["head_cl"]["cpu_s"],
-        "× atss_head (cpu)": r["cpu_s"] / base["atss_head"]["cpu_s"]} for r in rows]))
+    if str(device).startswith("cuda"):
+        # process CPU time says nothing about GPU work: ratios of the synchronised wall times
+        table = [{"part": r["part"], "median ms": r["median_s"] * 1e3, "min ms": r["min_s"] * 1e3,
+                  "× head (median)": r["median_s"] / base["head"]["median_s"],
+                  "× head_cl (median)": r["median_s"] / base["head_cl"]["median_s"],
+                  "× atss_head (median)": r["median_s"] / base["atss_head"]["median_s"]} for r in rows]
+    else:
+        table = [{"part": r["part"], "median ms": r["median_s"] * 1e3, "min ms": r["min_s"] * 1e3,
+                  "cpu ms": r["cpu_s"] * 1e3, "× head (min wall)": r["min_s"] / base["head"]["min_s"],
+                  "× head (cpu)": r["cpu_s"] / base["head"]["cpu_s"],
+                  "× head_cl (cpu)": r["cpu_s"] / base["head_cl"]["cpu_s"],
+                  "× atss_head (cpu)": r["cpu_s"] / base["atss_head"]["cpu_s"]} for r in rows]
+    out(harness.markdown_table(table))
     return rows
 
 
@@ -233,10 +253,18 @@ def run(device: str = "cpu", size: str = "small", repeat: int = 10, warmup: int 
         out=print) -> dict:
     if size not in SIZES:
         raise ValueError(f"size: expected one of {tuple(SIZES)}, got {size!r}")
-    if device != "cpu":
-        raise RuntimeError("the detection losses have CPU kernels only so far; run with --device cpu")
+    device = str(device)
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device: 'cuda' asked for, but torch sees no CUDA device")
+        # the medseg_ext rows take the Triton detection kernels (medseg_ext/triton/detection.py)
+        where = f"device {device} ({torch.cuda.get_device_name()}), medseg_ext backend triton"
+    elif device == "cpu":
+        where = f"device cpu; torch threads {torch.get_num_threads()}"
+    else:
+        raise ValueError(f"device: expected 'cpu' or 'cuda[:N]', got {device!r}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    out(f"device cpu; torch threads {torch.get_num_threads()}; load average {load:.1f}; {LOCATIONS_PER_IMAGE} locations per image "
+    out(f"{where}; load average {load:.1f}; {LOCATIONS_PER_IMAGE} locations per image "
         f"(5 FPN levels), {NUM_CLASSES} classes, {NUM_BINS} bins")
     rows = []
     for batch, frac in SIZES[size]:
@@ -246,16 +274,17 @@ def run(device: str = "cpu", size: str = "small", repeat: int = 10, warmup: int 
         base = None
         for impl in IMPLS:
             spec = harness.CaseSpec("medseg_ext.bench.detection", "make_case",
-                                    dict(impl=impl, batch=batch, pos_fraction=frac))
+                                    dict(impl=impl, batch=batch, pos_fraction=frac, device=device))
             try:
                 case = spec.build()
                 value = float(case.run().detach())
-                t = measure(case, repeat, warmup)
+                t = measure(case, repeat, warmup, device)
                 cpu = t["cpu"]
             except Exception as exc:  # noqa: BLE001 - one failing peer must not end the run
                 out(f"note: {impl} failed on {scenario}: {type(exc).__name__}: {exc}")
                 continue
-            mem = harness.peak_memory(spec, "cpu") if measure_memory else {"error": "not measured"}
+            mem = harness.peak_memory(spec, device, case=case if device.startswith("cuda") else None) \
+                if measure_memory else {"error": "not measured"}
             row = {"scenario": scenario, "impl": impl, "loss": value, "median_s": t["median"], "min_s": t["min"],
                    "max_s": t["max"], "cpu_s": cpu, "peak_bytes": mem.get("peak_bytes"), "conventions": CONVENTIONS[impl]}
             if base is None:
@@ -277,7 +306,7 @@ def run(device: str = "cpu", size: str = "small", repeat: int = 10, warmup: int 
     la_rows = []
     for cfg in LA_CONFIGS:
         out("")
-        la_rows += la_table(repeat, warmup, out, **cfg)
+        la_rows += la_table(repeat, warmup, out, device=device, **cfg)
     out("; ".join(f"{p}: {note}" for p, note in LA_PART_NOTES.items()) + ". The second (trained) head pass is "
         "not included.")
     return {"benchmark": "focal + giou + dfl forward+backward; LA modulation", "size": size, "repeat": repeat,
