@@ -133,7 +133,9 @@ def make_case(impl: str, batch: int, pos_fraction: float, seed: int = 0, device:
 
 # ---------------------------------------------------------------- LA modulation vs one head forward
 
-LA_PARTS = ("head", "head_cl", "atss_head", "modulate", "la", "la_autograd", "la_c0")
+LA_PARTS = ("head", "head_cl", "atss_head", "modulate", "la", "la_autograd", "la_c0", "reg_head", "la_reg")
+# the branch each part belongs to: LAcls parts are compared with the cls branch, LAreg with the reg branch
+_BRANCH = {"reg_head": "reg_head", "la_reg": "reg_head"}
 LA_PART_NOTES = {
     "head": "one cls-branch forward: 4 × (conv3×3 + GN + ReLU) + classifier, NCHW (PyTorch default), no_grad",
     "head_cl": "the same forward in channels_last (PyTorch's fastest CPU layout for these convs)",
@@ -143,6 +145,9 @@ LA_PART_NOTES = {
           "+ modulation",
     "la_autograd": "the same with vjp='autograd' (previous engine: first pass with graph + two torch.autograd.grad)",
     "la_c0": "LAcls with a = 0.5, b = 1, c = 0 (Eq. 4 form, no confuse term: one VJP), tower pass",
+    "reg_head": "one reg-branch forward: 4 × (conv3×3 + GN + ReLU) + the 4·17-bin regressor conv, NCHW, no_grad",
+    "la_reg": "LabelAwareModulation(mode='reg') on the reg branch (Eq. 6: x·(0.5 + σ(g)), one VJP of the target "
+              "bins' scores), tower pass",
 }
 
 
@@ -190,6 +195,20 @@ def make_la_case(part: str, batch: int = 2, channels: int = 64, size=(50, 84), s
     elif part == "modulate":
         def run():
             return LA.la_modulate(x, g1, g2)
+    elif part in ("reg_head", "la_reg"):
+        torch.manual_seed(seed + 1)
+        reg_head = torch.nn.Sequential(*_tower(channels),
+                                       torch.nn.Conv2d(channels, 4 * NUM_BINS, 3, padding=1)).to(device)
+        bins = torch.randint(0, NUM_BINS - 1, (batch, 4) + tuple(size)).to(device)
+        if part == "reg_head":
+            def run():
+                with torch.no_grad():
+                    return reg_head(x)
+        else:
+            la_reg = LA.LabelAwareModulation(reg_head, mode="reg", num_bins=NUM_BINS)
+
+            def run():
+                return la_reg(x, bins)
     elif part in ("la", "la_autograd", "la_c0"):
         la = (LA.LabelAwareModulation(head, a=0.5, b=1.0, c=0.0) if part == "la_c0" else
               LA.LabelAwareModulation(head, vjp="auto" if part == "la" else "autograd"))
@@ -238,13 +257,16 @@ def la_table(repeat: int = 10, warmup: int = 2, out=print, channels: int = 64, s
         table = [{"part": r["part"], "median ms": r["median_s"] * 1e3, "min ms": r["min_s"] * 1e3,
                   "× head (median)": r["median_s"] / base["head"]["median_s"],
                   "× head_cl (median)": r["median_s"] / base["head_cl"]["median_s"],
-                  "× atss_head (median)": r["median_s"] / base["atss_head"]["median_s"]} for r in rows]
+                  "× atss_head (median)": r["median_s"] / base["atss_head"]["median_s"],
+                  "× own branch (median)": r["median_s"] / base[_BRANCH.get(r["part"], "head")]["median_s"]}
+                 for r in rows]
     else:
         table = [{"part": r["part"], "median ms": r["median_s"] * 1e3, "min ms": r["min_s"] * 1e3,
                   "cpu ms": r["cpu_s"] * 1e3, "× head (min wall)": r["min_s"] / base["head"]["min_s"],
                   "× head (cpu)": r["cpu_s"] / base["head"]["cpu_s"],
                   "× head_cl (cpu)": r["cpu_s"] / base["head_cl"]["cpu_s"],
-                  "× atss_head (cpu)": r["cpu_s"] / base["atss_head"]["cpu_s"]} for r in rows]
+                  "× atss_head (cpu)": r["cpu_s"] / base["atss_head"]["cpu_s"],
+                  "× own branch (cpu)": r["cpu_s"] / base[_BRANCH.get(r["part"], "head")]["cpu_s"]} for r in rows]
     out(harness.markdown_table(table))
     return rows
 

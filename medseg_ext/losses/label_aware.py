@@ -372,6 +372,58 @@ class LabelAwareModulation(torch.nn.Module):
         _, _, y1, y2 = confuse_labels(rows.detach(), labels, return_onehot=True)
         return s, y1.reshape(s.shape), y2.reshape(s.shape)
 
+    def _cotangents(self, logits: torch.Tensor, labels, batch: int, device, need_y2: bool):
+        """u1 = σ'(logits)·Y1 and u2 = σ'(logits)·Y2 (None unless ``need_y2``), in the logits' memory
+        layout, for the tower pass. Y1/Y2 are one-hot, so each row gets one value at one index: the
+        rows' indices are gathered and σ' is written at them, instead of building dense one-hot maps and
+        multiplying (which also left them in another layout than the tower's, a copy per map). The value
+        is (1 − s)·s rounded as aten's sigmoid_backward rounds 1·(1 − s)·s, so both paths agree bitwise."""
+        if logits.dim() != 4 or logits.shape[0] != batch:
+            raise ValueError(f"head: expected (B, channels, H, W) logits, got {tuple(logits.shape)}")
+        s = torch.sigmoid(logits)
+        B, CH, H, W = s.shape
+        s_rows = s.permute(0, 2, 3, 1)  # (B, H, W, CH): a view, contiguous when the tower is channels_last
+        if self.mode == "cls":
+            assigned, confuse = confuse_labels(s, None if labels is None else _as_tensor(labels, "labels").to(device))
+            idx = [(assigned.unsqueeze(-1), assigned.unsqueeze(-1) < CH)]
+            if need_y2:
+                idx.append((confuse.unsqueeze(-1), None))
+            rows = s_rows
+        else:
+            K = self.num_bins
+            if CH != 4 * K:
+                raise ValueError(f"head: mode 'reg' expects 4·num_bins = {4 * K} channels, got {CH}")
+            rows = s_rows.view(B, H, W, 4, K)
+            if labels is None:
+                bins = rows.argmax(-1)  # pseudo-labels: ties to the lowest bin, as confuse_labels
+            else:
+                labels = _as_tensor(labels, "labels")
+                if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+                    raise TypeError(f"labels: expected an integer dtype, got {labels.dtype}")
+                if tuple(labels.shape) != (B, 4, H, W):
+                    raise ValueError(f"labels: expected target bins of shape {(B, 4, H, W)}, got "
+                                     f"{tuple(labels.shape)}")
+                bins = labels.to(device=device, dtype=torch.int64).permute(0, 2, 3, 1)
+                if bins.numel() and (int(bins.min()) < 0 or int(bins.max()) >= K):
+                    raise ValueError(f"labels: target bins must lie in [0, {K})")
+            idx = [(bins.unsqueeze(-1), None)]
+        out = []
+        for index, valid in idx:
+            safe = index.clamp(max=rows.shape[-1] - 1) if valid is not None else index
+            sg = rows.gather(-1, safe)
+            if sg.dtype in (torch.float16, torch.bfloat16):  # aten computes these in float32, rounds once
+                sg32 = sg.float()
+                val = ((1 - sg32) * sg32).to(sg.dtype)
+            else:
+                val = (1 - sg) * sg
+            if valid is not None:  # background rows (label C): Y1 is a zero row
+                val = val * valid
+            u = torch.zeros_like(s)
+            u_rows = u.permute(0, 2, 3, 1)  # splitting the channel dim into (4, K) is a view in any layout
+            (u_rows if self.mode == "cls" else u_rows.view(B, H, W, 4, -1)).scatter_(-1, safe, val)
+            out.append(u)
+        return out[0], (out[1] if need_y2 else None)
+
     def tower_layers(self, x: torch.Tensor):
         """The head as a flat list of layers when the hand-written first pass applies to it and x, else None."""
         from .label_aware_tower import compile_tower
@@ -403,9 +455,9 @@ class LabelAwareModulation(torch.nn.Module):
 
             with torch.no_grad():
                 tp = TowerPass(layers, x, self.conv)
-                s, y1, y2 = self._onehots(tp.logits, labels, x.shape[0], x.device)
-                g1 = tp.vjp(torch.ops.aten.sigmoid_backward(y1, s))
-                g2 = tp.vjp(torch.ops.aten.sigmoid_backward(y2, s)) if need_g2 else None
+                u1, u2 = self._cotangents(tp.logits, labels, x.shape[0], x.device, need_g2)
+                g1 = tp.vjp(u1)
+                g2 = tp.vjp(u2) if need_g2 else None
                 # back to x's layout: the modulation kernel streams x, g1, g2 in one order
                 cl = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
                 fmt = torch.channels_last if cl else torch.contiguous_format

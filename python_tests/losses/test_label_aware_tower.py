@@ -294,3 +294,48 @@ def test_half_types_follow_autograd(dtype):
     for a, b in zip(got, want):
         assert a.dtype == dtype
         assert float((a.float() - b.float()).abs().max()) <= 2e-2 * float(b.float().abs().max())
+
+
+@pytest.mark.parametrize("mode", ["cls", "reg"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("given_labels", [True, False])
+def test_cotangents_equal_dense_one_hot_formula(mode, layout, dtype, given_labels):
+    """The tower pass's cotangents (gathered σ' written at the one-hot indices) equal the dense
+    formula sigmoid_backward(Y, σ(z)) with Y from confuse_labels' one-hot maps, bit for bit, in both
+    layouts; background rows (label C) are zero rows; ties in the scores go to the lowest index."""
+    g = torch.Generator().manual_seed(11)
+    B, H, W, K = 2, 5, 6, 4
+    CH = 5 if mode == "cls" else 4 * K
+    z = torch.randn(B, CH, H, W, generator=g, dtype=torch.float64).to(dtype)
+    z[0, :, 0, 0] = 0.25  # a row of ties
+    if layout == "channels_last":
+        z = z.contiguous(memory_format=torch.channels_last)
+    if mode == "cls":
+        labels = torch.randint(0, CH + 1, (B, H, W), generator=g)  # CH = background
+        labels[1, 2, :] = CH
+    else:
+        labels = torch.randint(0, K, (B, 4, H, W), generator=g)
+    labels = labels if given_labels else None
+    la = LA.LabelAwareModulation(nn.Identity(), mode=mode, num_bins=K)
+    u1, u2 = la._cotangents(z, labels, B, z.device, need_y2=(mode == "cls"))
+    s = torch.sigmoid(z)
+    if mode == "cls":
+        _, _, y1, y2 = LA.confuse_labels(s, labels, return_onehot=True)
+    else:
+        _, _, y1, _ = LA.confuse_labels(s.reshape(B * 4, K, H, W),
+                                        None if labels is None else labels.reshape(B * 4, H, W), return_onehot=True)
+        y1 = y1.reshape(s.shape)
+    assert u1.stride() == s.stride()
+    assert torch.equal(u1, torch.ops.aten.sigmoid_backward(y1.to(dtype), s))
+    if mode == "cls":
+        assert torch.equal(u2, torch.ops.aten.sigmoid_backward(y2.to(dtype), s))
+        if labels is not None:
+            assert not u1[1, :, 2, :].any()
+    else:
+        assert u2 is None
+    if given_labels and mode == "reg":
+        with pytest.raises(ValueError, match="labels"):
+            la._cotangents(z, labels + K, B, z.device, need_y2=False)
+        with pytest.raises(ValueError, match="labels"):
+            la._cotangents(z, labels[:, :3], B, z.device, need_y2=False)
