@@ -30,6 +30,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
+from .._custom_op import custom_op
 from .. import _dispatch
 from .._tensor import FLOAT_DTYPES, desc
 
@@ -155,7 +156,7 @@ def _f64(t: Optional[torch.Tensor]):
 # ---------------------------------------------------------------- sigmoid focal loss
 
 
-@torch.library.custom_op("medseg_ext::sigmoid_focal_loss", mutates_args=())
+@custom_op("medseg_ext::sigmoid_focal_loss", mutates_args=())
 def _focal_op(logits: torch.Tensor, labels: torch.Tensor, weight: Optional[torch.Tensor], alpha: float, gamma: float,
               scale: float, elementwise: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     if _backend(logits=logits, labels=labels) == "triton":
@@ -252,7 +253,7 @@ def sigmoid_focal_loss(logits, labels, weight=None, *, alpha: float = 0.25, gamm
 # ---------------------------------------------------------------- GIoU loss
 
 
-@torch.library.custom_op("medseg_ext::giou_loss", mutates_args=())
+@custom_op("medseg_ext::giou_loss", mutates_args=())
 def _giou_op(pred: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor], eps: float, scale: float,
              elementwise: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     if _backend(pred=pred, target=target) == "triton":
@@ -361,7 +362,7 @@ def centerness_target(points, gt_boxes) -> torch.Tensor:
     return out
 
 
-@torch.library.custom_op("medseg_ext::centerness_loss", mutates_args=())
+@custom_op("medseg_ext::centerness_loss", mutates_args=())
 def _centerness_op(logits: torch.Tensor, points: torch.Tensor, gt_boxes: torch.Tensor,
                    weight: Optional[torch.Tensor], scale: float,
                    elementwise: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -430,7 +431,7 @@ def centerness_loss(logits, points, gt_boxes, weight=None, *, reduction: str = "
 # ---------------------------------------------------------------- distribution focal loss
 
 
-@torch.library.custom_op("medseg_ext::distribution_focal_loss", mutates_args=())
+@custom_op("medseg_ext::distribution_focal_loss", mutates_args=())
 def _dfl_op(logits: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor], scale: float,
             elementwise: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     if _backend(logits=logits, target=target) == "triton":

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._custom_op import custom_op
 from .. import _dispatch
 from .._tensor import desc
 
@@ -169,7 +170,7 @@ def _edt_volumes(fg: torch.Tensor, nsp: int, spacing: Tuple[float, ...], dtype: 
     return _edt_op(fg, nsp, list(spacing), dtype == torch.float64, bool(squared), _MODES[mode], float(offset))
 
 
-@torch.library.custom_op("medseg_ext::distance_transform", mutates_args=())
+@custom_op("medseg_ext::distance_transform", mutates_args=())
 def _edt_op(fg: torch.Tensor, nsp: int, spacing: List[float], double: bool, squared: bool, mode: int,
             offset: float) -> torch.Tensor:
     """The compiled transform as a torch custom op (opaque to torch.compile, no graph break)."""

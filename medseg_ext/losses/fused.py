@@ -25,6 +25,7 @@ from typing import NamedTuple, Optional, Tuple
 
 import torch
 
+from .._custom_op import custom_op
 from .. import _dispatch
 from .._tensor import desc
 from ._inputs import check_region_inputs
@@ -86,7 +87,7 @@ def pointwise_spec(kind: str = "none", *, gamma: float = 2.0, alpha: float = 0.0
 # ---------------------------------------------------------------- CPU kernel as a custom op
 
 
-@torch.library.custom_op("medseg_ext::fused_stats", mutates_args=())
+@custom_op("medseg_ext::fused_stats", mutates_args=())
 def _fused_stats_op(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, per_sample: bool,
                     ignore_index: Optional[int], kind: int, gamma: float, a_pos: float, a_neg: float,
                     logit_threshold: float, outputs: int,
@@ -112,7 +113,7 @@ def _(logits, labels, sigmoid, per_sample, ignore_index, kind, gamma, a_pos, a_n
             logits.new_empty(logits.shape if store_probs else (0,), dtype=torch.float32))
 
 
-@torch.library.custom_op("medseg_ext::fused_stats_backward", mutates_args=())
+@custom_op("medseg_ext::fused_stats_backward", mutates_args=())
 def _fused_backward_op(coeff: torch.Tensor, ext_coeff: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
                        sigmoid: bool, per_sample: bool, ignore_index: Optional[int], kind: int, gamma: float,
                        a_pos: float, a_neg: float, logit_threshold: float, outputs: int) -> torch.Tensor:
@@ -133,7 +134,7 @@ def _(coeff, ext_coeff, logits, labels, sigmoid, per_sample, ignore_index, kind,
     return logits.new_empty(logits.shape)
 
 
-@torch.library.custom_op("medseg_ext::softmax_probs_backward_", mutates_args=("probs",))
+@custom_op("medseg_ext::softmax_probs_backward_", mutates_args=("probs",))
 def _probs_backward_op(coeff: torch.Tensor, ext_coeff: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor,
                        per_sample: bool, ignore_index: Optional[int], kind: int, outputs: int) -> None:
     """Overwrites the stored softmax probabilities with dL/dlogits (no second softmax, no new buffer)."""
@@ -281,7 +282,7 @@ def _finish_triton_partials(partial: torch.Tensor, counts: torch.Tensor, per_sam
     return stats.contiguous(), ext
 
 
-@torch.library.custom_op("medseg_ext::fused_stats_triton", mutates_args=())
+@custom_op("medseg_ext::fused_stats_triton", mutates_args=())
 def _fused_stats_triton_op(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, per_sample: bool,
                            ignore_index: Optional[int], kind: int, gamma: float, a_pos: float, a_neg: float,
                            logit_threshold: float, outputs: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -301,7 +302,7 @@ def _(logits, labels, sigmoid, per_sample, ignore_index, kind, gamma, a_pos, a_n
     return logits.new_empty((U, C, 4), dtype=torch.float64), logits.new_empty((U, C, 5), dtype=torch.float64)
 
 
-@torch.library.custom_op("medseg_ext::fused_stats_triton_backward", mutates_args=())
+@custom_op("medseg_ext::fused_stats_triton_backward", mutates_args=())
 def _fused_triton_backward_op(coeff: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool,
                               per_sample: bool, ignore_index: Optional[int], kind: int, gamma: float, a_pos: float,
                               a_neg: float, logit_threshold: float, outputs: int) -> torch.Tensor:

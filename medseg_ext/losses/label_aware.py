@@ -25,6 +25,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
+from .._custom_op import custom_op
 from .. import _dispatch
 from .._tensor import FLOAT_DTYPES, desc
 
@@ -207,7 +208,7 @@ def confuse_labels(scores, labels=None, *, return_onehot: bool = False):
 # ---------------------------------------------------------------- modulation
 
 
-@torch.library.custom_op("medseg_ext::la_modulate", mutates_args=())
+@custom_op("medseg_ext::la_modulate", mutates_args=())
 def _la_modulate_op(x: torch.Tensor, g1: torch.Tensor, g2: Optional[torch.Tensor], a: float, b: float,
                     c: float) -> Tuple[torch.Tensor, torch.Tensor]:
     backend = _cpu_or_triton(x=x)
@@ -360,17 +361,23 @@ class LabelAwareModulation(torch.nn.Module):
                 raise ValueError(f"head: mode 'reg' expects 4·num_bins = {4 * K} channels, got {CH}")
             rows = s.detach().reshape(B * 4, K, H, W)
             if labels is not None:
-                labels = _as_tensor(labels, "labels")
-                if tuple(labels.shape) != (B, 4, H, W):
-                    raise ValueError(f"labels: expected target bins of shape {(B, 4, H, W)}, got "
-                                     f"{tuple(labels.shape)}")
-                labels = labels.reshape(B * 4, H, W)
+                labels = self._reg_bins(labels, B, H, W, device).reshape(B * 4, H, W)
         if labels is not None:
             labels = _as_tensor(labels, "labels").to(device)
-            if self.mode == "reg" and (labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_bins)):
-                raise ValueError(f"labels: target bins must lie in [0, {self.num_bins})")
         _, _, y1, y2 = confuse_labels(rows.detach(), labels, return_onehot=True)
         return s, y1.reshape(s.shape), y2.reshape(s.shape)
+
+    def _reg_bins(self, labels, B: int, H: int, W: int, device) -> torch.Tensor:
+        """Mode 'reg' target bins, checked: integer (B, 4, H, W) in [0, num_bins), as int64 on ``device``."""
+        labels = _as_tensor(labels, "labels")
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise TypeError(f"labels: expected an integer dtype, got {labels.dtype}")
+        if tuple(labels.shape) != (B, 4, H, W):
+            raise ValueError(f"labels: expected target bins of shape {(B, 4, H, W)}, got {tuple(labels.shape)}")
+        bins = labels.to(device=device, dtype=torch.int64)
+        if bins.numel() and (int(bins.min()) < 0 or int(bins.max()) >= self.num_bins):
+            raise ValueError(f"labels: target bins must lie in [0, {self.num_bins})")
+        return bins
 
     def _cotangents(self, logits: torch.Tensor, labels, batch: int, device, need_y2: bool):
         """u1 = σ'(logits)·Y1 and u2 = σ'(logits)·Y2 (None unless ``need_y2``), in the logits' memory
@@ -397,15 +404,7 @@ class LabelAwareModulation(torch.nn.Module):
             if labels is None:
                 bins = rows.argmax(-1)  # pseudo-labels: ties to the lowest bin, as confuse_labels
             else:
-                labels = _as_tensor(labels, "labels")
-                if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-                    raise TypeError(f"labels: expected an integer dtype, got {labels.dtype}")
-                if tuple(labels.shape) != (B, 4, H, W):
-                    raise ValueError(f"labels: expected target bins of shape {(B, 4, H, W)}, got "
-                                     f"{tuple(labels.shape)}")
-                bins = labels.to(device=device, dtype=torch.int64).permute(0, 2, 3, 1)
-                if bins.numel() and (int(bins.min()) < 0 or int(bins.max()) >= K):
-                    raise ValueError(f"labels: target bins must lie in [0, {K})")
+                bins = self._reg_bins(labels, B, H, W, device).permute(0, 2, 3, 1)
             idx = [(bins.unsqueeze(-1), None)]
         out = []
         for index, valid in idx:

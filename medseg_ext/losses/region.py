@@ -15,6 +15,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 import torch
 
+from .._custom_op import custom_op
 from .. import _dispatch
 from .._tensor import desc
 from ._inputs import check_region_inputs
@@ -149,7 +150,7 @@ def stats_forward(logits, labels, sigmoid, per_sample, ignore_index, validate) -
     return _FORWARD[backend](logits, labels, sigmoid, per_sample, ignore_index, validate)
 
 
-@torch.library.custom_op("medseg_ext::soft_region_stats", mutates_args=())
+@custom_op("medseg_ext::soft_region_stats", mutates_args=())
 def _soft_region_stats_op(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, per_sample: bool,
                           ignore_index: Optional[int], validate: bool) -> torch.Tensor:
     return stats_forward(logits, labels, sigmoid, per_sample, ignore_index, validate)
@@ -161,7 +162,7 @@ def _(logits, labels, sigmoid, per_sample, ignore_index, validate):
     return logits.new_empty((U, logits.shape[1], 4), dtype=torch.float64)
 
 
-@torch.library.custom_op("medseg_ext::soft_region_stats_backward", mutates_args=())
+@custom_op("medseg_ext::soft_region_stats_backward", mutates_args=())
 def logits_backward(coeff: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
                     sigmoid: bool, per_sample: bool, ignore_index: Optional[int]) -> torch.Tensor:
     """dL/dlogits from coeff (U, C, 2) = dL/dI, dL/dP: the second pass over logits + labels."""

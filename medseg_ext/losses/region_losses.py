@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
+from .._custom_op import custom_op
 from .. import _dispatch
 from ._inputs import check_region_inputs
 from .fused import probs_to_grad_, softmax_stats_storing_probs, stores_probs
@@ -148,7 +149,7 @@ def _epilogue(kind, stats, params, include_background, reduction, empty, weight_
     return loss, coeff
 
 
-@torch.library.custom_op("medseg_ext::region_loss", mutates_args=())
+@custom_op("medseg_ext::region_loss", mutates_args=())
 def _region_loss_op(logits: torch.Tensor, labels: torch.Tensor, sigmoid: bool, per_sample: bool,
                     ignore_index: Optional[int], validate: bool, kind: str, params: List[float],
                     include_background: bool, reduction: str, empty: str, weight_type: str, absent: str,

@@ -222,7 +222,7 @@ def test_large_uniform_volumes_are_zero(mode):
 def test_custom_op_opcheck_and_compile():
     m = torch.rand(2, 1, 6, 7) < 0.6
     m[..., 0, 0] = False
-    torch.library.opcheck(D._edt_op, (m, 2, [1.0, 2.0], False, False, 0, 1.0),
+    torch.library.opcheck(D._edt_op.op, (m, 2, [1.0, 2.0], False, False, 0, 1.0),
                           test_utils=("test_schema", "test_faketensor"))
     x = torch.randn(2, 3, 8, 9, requires_grad=True)
     lab = torch.randint(0, 3, (2, 1, 8, 9))

@@ -238,7 +238,7 @@ def test_triton_fused_opcheck():
     z = torch.randn(1, 3, 4, 5, device=DEVICE, requires_grad=True)
     y = torch.randint(0, 3, (1, 4, 5), device=DEVICE)
     spec = F.pointwise_spec("focal", sigmoid=False)
-    torch.library.opcheck(F._fused_stats_triton_op, (z, y, False, True, None, *spec),
+    torch.library.opcheck(F._fused_stats_triton_op.op, (z, y, False, True, None, *spec),
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 
