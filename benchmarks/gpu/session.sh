@@ -34,7 +34,11 @@ if [ "$STAGE" = all ] || [ "$STAGE" = tests ]; then
   note "GPU tests"
   # every test file that runs on CUDA when a GPU is present (the rest is CPU-only and runs in CI)
   mapfile -t FILES < <(grep -l -E "cuda|triton" python_tests/*/test_*.py)
-  timeout 200 $PY -m pytest -q -x -p no:cacheprovider -o addopts="" "${FILES[@]}" >> "$OUT/tests.log" 2>&1
+  # no -x: one run should show every GPU failure; a per-test limit keeps one hang from eating the budget
+  PT_TIMEOUT=()
+  $PY -c "import pytest_timeout" 2> /dev/null && PT_TIMEOUT=(--timeout 90)
+  timeout 200 $PY -m pytest -q -rfE -p no:cacheprovider -o addopts="" "${PT_TIMEOUT[@]}" "${FILES[@]}" \
+    >> "$OUT/tests.log" 2>&1
   note "pytest exit $?"
   tail -5 "$OUT/tests.log"
 fi
