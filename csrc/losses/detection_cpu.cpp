@@ -34,12 +34,8 @@ constexpr int64_t kChunkElems = 65536;  // elements per parallel job (fixed: det
 
 // ---------------------------------------------------------------- vectorisable float math
 
-// Forced inlining: a call left in the element loop stops the vectoriser.
-#if defined(__GNUC__)
-#define MEDSEG_DET_INLINE inline __attribute__((always_inline))
-#else
-#define MEDSEG_DET_INLINE inline
-#endif
+// Forced inlining (MEDSEG_SIMD_INLINE, common/isa.h): a call left in the element loop stops the vectoriser.
+#define MEDSEG_DET_INLINE MEDSEG_SIMD_INLINE
 
 inline float as_float(int32_t i) {
   float f;

@@ -109,7 +109,7 @@ void load_labels(const L* lab, const Geometry& g, const RegionStatsParams& prm, 
 // reduction x = k ln2 + r (Cody-Waite split of ln2), a degree-6 polynomial for exp(r) (the
 // Cephes expf coefficients, ~1 ulp), and 2^k assembled in the exponent bits. Underflow returns
 // exactly 0; NaN is caught by the callers before it matters.
-inline float vexp(float x) {
+MEDSEG_SIMD_INLINE float vexp(float x) {
   const float xc = std::min(std::max(x, -87.3f), 88.7f);
   // round to nearest by adding and removing 1.5 * 2^23 (no libm call, vectorises on plain SSE2)
   const float k = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
@@ -127,7 +127,7 @@ inline float vexp(float x) {
   std::memcpy(&scale, &bits, sizeof(scale));
   return x < -87.3f ? 0.0f : y * scale;
 }
-inline double vexp(double x) { return std::exp(x); }
+MEDSEG_SIMD_INLINE double vexp(double x) { return std::exp(x); }
 
 // Turns the C x n logits in buf (row stride kTile) into probabilities in place and validates them.
 // Loops are branch-free over t so they vectorise; errors are located after the fact.
@@ -285,7 +285,7 @@ inline void sigmoid_parts(T z, T& p, T& q, T& lp, T& lq) {
 
 // log(1 + x) for x in [0, 1] without a libm call, so loops over it vectorise: 2 atanh(s) with
 // s = x / (2 + x) <= 1/3, odd series to s^13 (relative error < 2e-8, under float rounding).
-inline float vlog1p01(float x) {
+MEDSEG_SIMD_INLINE float vlog1p01(float x) {
   const float s = x / (2.0f + x);
   const float s2 = s * s;
   float r = 1.0f / 13.0f;
@@ -297,12 +297,12 @@ inline float vlog1p01(float x) {
   r = r * s2 + 1.0f;
   return 2.0f * s * r;
 }
-inline double vlog1p01(double x) { return std::log1p(x); }
+MEDSEG_SIMD_INLINE double vlog1p01(double x) { return std::log1p(x); }
 
 // log(x) for normal floats x > 0 without a libm call, so the per-element log-sum-exp vectorises:
 // x = 2^k m with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(s), s = (m - 1)/(m + 1), |s| < 0.172,
 // odd series to s^9 (truncation < 1e-9); k ln 2 with the Cody-Waite split of ln 2.
-inline float vlog(float x) {
+MEDSEG_SIMD_INLINE float vlog(float x) {
   int32_t bits;
   std::memcpy(&bits, &x, sizeof(bits));
   int32_t k = ((bits >> 23) & 0xff) - 127;
@@ -322,11 +322,11 @@ inline float vlog(float x) {
   const float kf = static_cast<float>(k);
   return kf * 0.693359375f + (kf * -2.12194440e-4f + 2.0f * s * r);
 }
-inline double vlog(double x) { return std::log(x); }
+MEDSEG_SIMD_INLINE double vlog(double x) { return std::log(x); }
 
 // sigmoid_parts with vexp/vlog1p01: branch-free, for the vectorised log and focal rows below.
 template <typename T>
-inline void sigmoid_parts_v(T z, T& p, T& q, T& lp, T& lq) {
+MEDSEG_SIMD_INLINE void sigmoid_parts_v(T z, T& p, T& q, T& lp, T& lq) {
   const T e = vexp(-std::fabs(z));
   const T r = T(1) / (T(1) + e);
   const T l1 = vlog1p01(e);
@@ -404,17 +404,17 @@ void sigmoid_row_backward(const T* raw, const int32_t* cls, const T* wt, int32_t
 }
 
 // 1 - exp(x) for x <= 0 given e = exp(x): a series near 0 (float: error < 2e-9 relative), expm1 in double.
-inline float one_minus_exp(float x, float e) {
+MEDSEG_SIMD_INLINE float one_minus_exp(float x, float e) {
   const float series = -x * (1.0f + x * (0.5f + x * (1.0f / 6.0f + x * (1.0f / 24.0f + x * (1.0f / 120.0f)))));
   return x > -0.1f ? series : 1.0f - e;
 }
-inline double one_minus_exp(double x, double) { return -std::expm1(x); }
+MEDSEG_SIMD_INLINE double one_minus_exp(double x, double) { return -std::expm1(x); }
 
 // DIBE_Dis (seeds-losses.md §2.5) of one orientation, vectorisable: the focal branch where yhat
 // equals the label (same), else -(1 - p^a)^gamma a log p; f and kappa = p df/dp as pointwise_term.
 // Both branches are computed and one selected; 1 - p^a uses a series where p^a is close to 1.
 template <typename T, bool kSquare>
-inline void dibe_term_v(T lp, T p, T q, T lq, bool same, T gamma, T a, T& f, T& kappa) {
+MEDSEG_SIMD_INLINE void dibe_term_v(T lp, T p, T q, T lq, bool same, T gamma, T a, T& f, T& kappa) {
   T qg, qg1;  // q^gamma, q^(gamma - 1)
   if (kSquare) {
     qg = q * q;
