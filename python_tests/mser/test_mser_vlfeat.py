@@ -1,4 +1,4 @@
-"""preset='vlfeat' against the real VLFeat C library (libvl, via medseg_ext.bench.vlfeat_mser).
+"""preset='vlfeat' against the real VLFeat C library (libvl, via medseg_ext.bench._vlfeat_mser).
 
 Compared per image: the set of regions as (polarity, pixel set), and for each region its level,
 area, float32 variation (read from VLFeat's extremal-region records) and, where asked, the
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medseg_ext import mser as M
-from medseg_ext.bench import vlfeat_mser as V
+from medseg_ext.bench import _vlfeat_mser as V
 from mser_cases import blobs
 
 needs_vl = pytest.mark.skipif(not V.available(), reason=f"real VLFeat peer unavailable: {V.unavailable_reason()}")
@@ -247,3 +247,18 @@ def test_peer_input_checks():
         V.vl_mser(np.zeros((3, 3), np.uint8), delta=300)
     with pytest.raises(ValueError, match="polarity"):
         V.vl_mser(np.zeros((3, 3), np.uint8), polarity="up")
+
+
+@needs_vl
+def test_benchmark_region_check():
+    # the benchmark's cheap identity check agrees with the full pixel-set comparison
+    from medseg_ext.bench.mser import same_regions, volume_u8
+    rng = np.random.default_rng(12)
+    for img in (_smooth(rng, (40, 50), 3), volume_u8(12)):
+        res = M.mser(img, "vlfeat", max_variation=1.0)
+        vl = V.vl_mser(img, max_variation=1.0)
+        assert len(res) > 0 and check(img, max_variation=1.0) == len(res)
+        assert same_regions(res, vl)
+        assert not same_regions(res.subset(np.arange(1, len(res))), vl)
+        vl["level"] = vl["level"] + 1  # a wrong level is caught
+        assert not same_regions(res, vl)

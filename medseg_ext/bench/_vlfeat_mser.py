@@ -1,6 +1,7 @@
 """ctypes binding to the real VLFeat MSER (the C library ``libvl``), the peer of ``preset="vlfeat"``.
 
-Used by the mser tests and ``medseg-ext bench mser`` only; medseg_ext itself never needs VLFeat.
+Used by the mser tests and ``medseg-ext bench mser`` only; medseg_ext itself never needs VLFeat
+(the leading underscore keeps this helper out of the ``medseg-ext bench`` family list).
 Install on Debian/Ubuntu with ``apt-get install libvlfeat1`` (VLFeat 0.9.21 in Debian 12).
 
 C API (vl/mser.h): ``vl_mser_new(ndims, dims)``, ``vl_mser_process(f, im)`` (8-bit pixels),
@@ -63,6 +64,12 @@ class _ExtrReg(ctypes.Structure):
     _fields_ = [("parent", ctypes.c_int), ("index", ctypes.c_int), ("value", ctypes.c_ubyte),
                 ("shortcut", ctypes.c_uint), ("area", ctypes.c_uint), ("variation", ctypes.c_float),
                 ("max_stable", ctypes.c_uint)]
+
+
+# the same record as a NumPy dtype, to read the whole array at once
+_ER_DTYPE = np.dtype([("parent", "<i4"), ("index", "<i4"), ("value", "u1"), ("shortcut", "<u4"), ("area", "<u4"),
+                      ("variation", "<f4"), ("max_stable", "<u4")], align=True)
+assert _ER_DTYPE.itemsize == ctypes.sizeof(_ExtrReg) == 28
 
 
 class _Filt(ctypes.Structure):
@@ -171,7 +178,8 @@ def library_path() -> str:
     return str(_state["path"])
 
 
-def _run_pass(lib, data: np.ndarray, dims, delta, min_area, max_area, max_variation, min_diversity, ell: bool):
+def _run_pass(lib, data: np.ndarray, dims, delta, min_area, max_area, max_variation, min_diversity, ell: bool,
+              records: bool):
     f = lib.vl_mser_new(len(dims), (ctypes.c_int * len(dims))(*dims))
     if not f:
         raise MemoryError("vl_mser_new returned NULL")
@@ -187,13 +195,19 @@ def _run_pass(lib, data: np.ndarray, dims, delta, min_area, max_area, max_variat
         lib.vl_mser_process(f, data.ctypes.data)
         n = s.nmer
         seeds = np.ctypeslib.as_array(s.mer, (n,)).astype(np.int64) if n else np.zeros(0, np.int64)
-        # the selected extremal regions, in the order of the seeds (er[i].max_stable after process)
+        area = variation = None
         ner = s.stats.num_extremal
-        sel = [s.er[i] for i in range(ner) if s.er[i].max_stable] if ner and s.er else []
-        if [e.index for e in sel] != seeds.tolist():
-            raise RuntimeError("VLFeat: the extremal-region records do not match the seeds (struct layout?)")
-        area = np.array([e.area for e in sel], np.int64)
-        variation = np.array([e.variation for e in sel], np.float32)
+        if records and ner and s.er:
+            # the selected extremal regions, in the order of the seeds (er[i].max_stable after process)
+            buf = (ctypes.c_char * (ner * _ER_DTYPE.itemsize)).from_address(ctypes.addressof(s.er.contents))
+            er = np.frombuffer(buf, _ER_DTYPE, count=ner)
+            sel = er[er["max_stable"] != 0]
+            if not np.array_equal(sel["index"].astype(np.int64), seeds):
+                raise RuntimeError("VLFeat: the extremal-region records do not match the seeds (struct layout?)")
+            area = sel["area"].astype(np.int64)
+            variation = sel["variation"].astype(np.float32)
+        elif records:
+            area, variation = np.zeros(0, np.int64), np.zeros(0, np.float32)
         frames = None
         if ell:
             lib.vl_mser_ell_fit(f)
@@ -208,14 +222,14 @@ def _run_pass(lib, data: np.ndarray, dims, delta, min_area, max_area, max_variat
 
 def vl_mser(image, *, delta: int = 5, min_area: Optional[float] = None, max_area: float = 0.75,
             max_variation: float = 0.25, min_diversity: float = 0.2, polarity: str = "both",
-            ell: bool = False) -> Dict[str, object]:
+            ell: bool = False, records: bool = True) -> Dict[str, object]:
     """VLFeat MSER of one uint8 image/volume (any number of dimensions, C order).
 
     Areas are fractions of the pixel count (VLFeat's convention); ``min_area=None`` keeps VLFeat's
     default 3/npixels. Returns a dict: ``seeds`` (R,) C-order flat indices, ``polarity`` (R,) +1
     bright / -1 dark (dark pass first, as VLFeat's MATLAB driver), ``level`` (R,) = image[seed],
-    ``area`` (R,) and ``variation`` (R,, float32) read from VLFeat's extremal-region records,
-    ``stats`` per pass (VlMserStats), and with ``ell=True`` ``mean`` (R, ndim) and ``cov`` (R, ndim, ndim) in
+    ``area`` (R,) and ``variation`` (R,, float32) read from VLFeat's extremal-region records
+    (``records=False`` skips them, for timing), ``stats`` per pass (VlMserStats), and with ``ell=True`` ``mean`` (R, ndim) and ``cov`` (R, ndim, ndim) in
     array-axis order (from ``vl_mser_ell_fit``)."""
     lib = _load()
     if lib is None:
@@ -239,7 +253,7 @@ def vl_mser(image, *, delta: int = 5, min_area: Optional[float] = None, max_area
         if data is None:
             data = np.ascontiguousarray(255 - a)  # the inverted image: its dark regions are our bright ones
         s, ar, var, fr, st = _run_pass(lib, data, dims, delta, min_area, max_area, max_variation, min_diversity,
-                                       ell)
+                                       ell, records)
         stats["bright" if pol > 0 else "dark"] = st
         seeds.append(s)
         areas.append(ar)
@@ -259,9 +273,10 @@ def vl_mser(image, *, delta: int = 5, min_area: Optional[float] = None, max_area
             covs.append(cov)
     seeds_a = np.concatenate(seeds) if seeds else np.zeros(0, np.int64)
     out = {"seeds": seeds_a, "polarity": np.concatenate(pols) if pols else np.zeros(0, np.int8),
-           "level": a.ravel()[seeds_a].astype(np.int32), "stats": stats, "shape": a.shape,
-           "area": np.concatenate(areas) if areas else np.zeros(0, np.int64),
-           "variation": np.concatenate(variations) if variations else np.zeros(0, np.float32)}
+           "level": a.ravel()[seeds_a].astype(np.int32), "stats": stats, "shape": a.shape}
+    if records:
+        out["area"] = np.concatenate(areas) if areas else np.zeros(0, np.int64)
+        out["variation"] = np.concatenate(variations) if variations else np.zeros(0, np.float32)
     if ell:
         out["mean"] = np.concatenate(means) if means else np.zeros((0, nd))
         out["cov"] = np.concatenate(covs) if covs else np.zeros((0, nd, nd))
