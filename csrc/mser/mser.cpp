@@ -9,10 +9,14 @@
 // Rules:
 //   LocalMin (paper Eq. 4, strict): min_area <= A <= max_area, S <= max_variation,
 //            S < S(parent) and S < S(child) for every child.
-//   VLFeat:  compared with the parent only when key(parent) == key + 1, the larger variation loses
-//            (ties: the child); then S < max_variation, area bounds, and min_diversity duplicates:
-//            a region is dropped when (A(a) - A)/A(a) < min_diversity for its nearest maximally
-//            stable ancestor a (maximal stability before the area/variation filters).
+//   VLFeat (as vl_mser_process of VLFeat 0.9.21, checked against libvl by
+//            python_tests/mser/test_mser_vlfeat.py): the variation is rounded to float32 as VLFeat
+//            computes it (float(num) / float(A)); a node is compared with its parent only when
+//            key(parent) == key + 1, the larger variation loses (ties: the child); a root is compared
+//            with itself and so always loses. Then, parents before children: S >= max_variation,
+//            A > max_area or A < min_area drop the node; if min_diversity < 1 (float32), a node is
+//            a duplicate, and dropped, when (A(a) - A)/A(a) < min_diversity (float32) where a is its
+//            nearest ancestor that is still selected after these filters, or its root when none is.
 #include <algorithm>
 #include <cstdint>
 #include <limits>
@@ -24,14 +28,15 @@
 namespace medseg {
 namespace mser {
 
-void node_stability(const Tree& t, const Params& p, std::vector<double>& stab) {
+// Area difference of every node for the side asked (an integer: areas are pixel counts).
+static void node_numerators(const Tree& t, const Params& p, std::vector<int64_t>& num) {
   const int32_t m = static_cast<int32_t>(t.parent.size());
   std::vector<int32_t> big(static_cast<size_t>(m), -1);  // largest child (ties: the first id)
   for (int32_t id = 0; id < m; ++id) {
     const int32_t par = t.parent[id];
     if (par >= 0 && (big[par] < 0 || t.area[id] > t.area[big[par]])) big[par] = id;
   }
-  stab.assign(static_cast<size_t>(m), 0.0);
+  num.assign(static_cast<size_t>(m), 0);
   const int64_t delta = p.delta;
   // Nodes are numbered children-first, so one increasing sweep finds both ends with amortised
   // shortcuts (as VLFeat does for the top): `sc[id]` is an ancestor-or-self of id known to lie at
@@ -64,26 +69,37 @@ void node_stability(const Tree& t, const Params& p, std::vector<double>& stab) {
       }
     }
     low[id] = d;
-    const double a = t.area[id];
-    const double a_up = t.area[u];
-    const double a_down = d >= 0 ? static_cast<double>(t.area[d]) : 0.0;
-    double s;
+    const int64_t a = t.area[id];
+    const int64_t a_up = t.area[u];
+    const int64_t a_down = d >= 0 ? t.area[d] : 0;
     switch (p.side) {
-      case Side::Ancestor: s = a_up - a; break;
-      case Side::Descendant: s = a - a_down; break;
-      default: s = a_up - a_down; break;
+      case Side::Ancestor: num[id] = a_up - a; break;
+      case Side::Descendant: num[id] = a - a_down; break;
+      default: num[id] = a_up - a_down; break;
     }
-    stab[id] = p.normalize ? s / a : s;
+  }
+}
+
+void node_stability(const Tree& t, const Params& p, std::vector<double>& stab) {
+  std::vector<int64_t> num;
+  node_numerators(t, p, num);
+  stab.resize(num.size());
+  for (size_t id = 0; id < num.size(); ++id) {
+    const double s = static_cast<double>(num[id]);
+    stab[id] = p.normalize ? s / static_cast<double>(t.area[id]) : s;
   }
 }
 
 void select_regions(const Tree& t, const Params& p, int8_t polarity, Regions& out) {
   const int32_t m = static_cast<int32_t>(t.parent.size());
   if (m == 0) return;
-  std::vector<double> s;
-  node_stability(t, p, s);
+  std::vector<int64_t> num;
+  node_numerators(t, p, num);
+  std::vector<double> s(static_cast<size_t>(m));
   std::vector<uint8_t> keep(static_cast<size_t>(m), 0);
   if (p.rule == Rule::LocalMin) {
+    for (int32_t id = 0; id < m; ++id)
+      s[id] = p.normalize ? static_cast<double>(num[id]) / static_cast<double>(t.area[id]) : static_cast<double>(num[id]);
     std::vector<double> child_min(static_cast<size_t>(m), std::numeric_limits<double>::infinity());
     for (int32_t id = 0; id < m; ++id) {
       const int32_t par = t.parent[id];
@@ -95,22 +111,35 @@ void select_regions(const Tree& t, const Params& p, int8_t polarity, Regions& ou
                  (par < 0 || s[id] < s[par]) && s[id] < child_min[id];
     }
   } else {
+    // VLFeat computes and compares variations and diversities in float32
+    std::vector<float> v(static_cast<size_t>(m));
+    for (int32_t id = 0; id < m; ++id) {
+      v[id] = p.normalize ? static_cast<float>(num[id]) / static_cast<float>(t.area[id]) : static_cast<float>(num[id]);
+      s[id] = static_cast<double>(v[id]);  // the reported variation is VLFeat's value
+    }
     std::vector<uint8_t> stable(static_cast<size_t>(m), 1);
     for (int32_t id = 0; id < m; ++id) {
       const int32_t par = t.parent[id];
-      if (par < 0 || t.key[par] != t.key[id] + 1) continue;
-      if (s[id] < s[par]) stable[par] = 0; else stable[id] = 0;
+      if (par < 0) {
+        stable[id] = 0;  // VLFeat compares a root with itself: the tie is lost
+        continue;
+      }
+      if (t.key[par] != t.key[id] + 1) continue;
+      if (v[id] < v[par]) stable[par] = 0; else stable[id] = 0;
     }
-    for (int32_t id = 0; id < m; ++id) {
+    // (float) max_variation as VLFeat; any bound above every possible variation acts as +inf
+    const float max_var = p.max_variation > 1e30 ? std::numeric_limits<float>::infinity()
+                                                 : static_cast<float>(p.max_variation);
+    const float min_div = static_cast<float>(p.min_diversity);
+    // parents first (ids are children-first): an ancestor's fate is final when a node is checked
+    for (int32_t id = m - 1; id >= 0; --id) {
       if (!stable[id]) continue;
-      if (!(s[id] < p.max_variation) || t.area[id] > p.max_area || t.area[id] < p.min_area) continue;
-      if (p.min_diversity > 0.0 && t.parent[id] >= 0) {
+      if (v[id] >= max_var || t.area[id] > p.max_area || t.area[id] < p.min_area) continue;
+      if (min_div < 1.0f && t.parent[id] >= 0) {
         int32_t a = t.parent[id];
-        while (!stable[a] && t.parent[a] >= 0) a = t.parent[a];
-        if (stable[a]) {
-          const double change = static_cast<double>(t.area[a] - t.area[id]) / static_cast<double>(t.area[a]);
-          if (change < p.min_diversity) continue;
-        }
+        while (!keep[a] && t.parent[a] >= 0) a = t.parent[a];
+        const float div = static_cast<float>(t.area[a] - t.area[id]) / static_cast<float>(t.area[a]);
+        if (div < min_div) continue;
       }
       keep[id] = 1;
     }

@@ -9,6 +9,14 @@ Cases (fixed seeds, in this process):
 * ``batch``: B such images (different seeds), OpenCV in a loop vs one batched call on 2 threads.
 * ``volume``: one 3-D 16-bit volume (smoothed noise + spheres), both polarities, 6-connectivity,
   medseg_ext only (no peer handles 3-D or 16-bit).
+* VLFeat (when the C library libvl is installed: ``apt-get install libvlfeat1``; called through
+  ``medseg_ext.bench._vlfeat_mser``): the same 1080p 8-bit image and an 8-bit 128³ volume (the
+  16-bit volume rescaled; VLFeat is the only peer in 3-D), VLFeat's defaults, both polarities
+  (VLFeat: one ``vl_mser_process`` on the image and one on ``255 - image``, as its MATLAB
+  driver), single thread, vs ``preset="vlfeat"`` (identical regions: checked in the run, each
+  VLFeat seed lies in one of our regions of the same polarity, level and area). ``×vlfeat`` =
+  VLFeat wall time / ours. VLFeat returns seeds only, we also return the pixel lists; VLFeat is
+  timed with one call (no warm-up; it takes seconds).
 
 Times: median wall milliseconds and median process CPU milliseconds (``time.process_time``: the
 CPU time of all threads of this process, so it is insensitive to other load on a shared machine
@@ -27,7 +35,8 @@ import numpy as np
 from . import harness
 
 PEERS = ("opencv-python-headless",)
-SIZES = {"small": {"batch": 64, "volume": 128, "repeat": 3}, "paper": {"batch": 64, "volume": 256, "repeat": 5}}
+SIZES = {"small": {"batch": 64, "volume": 128, "vl_volume": 128, "repeat": 3},
+         "paper": {"batch": 64, "volume": 256, "vl_volume": 128, "repeat": 5}}
 
 
 def natural_image(h: int = 1080, w: int = 1920, seed: int = 0) -> np.ndarray:
@@ -73,6 +82,52 @@ def _cv2_mser(cv2):
     return cv2.MSER_create(5, 60, 14400, 0.25, md)
 
 
+def volume_u8(n: int, seed: int = 0) -> np.ndarray:
+    """The :func:`volume` rescaled to 8 bits (VLFeat's MSER takes 8-bit data only)."""
+    v = volume(n, seed).astype(np.float64)
+    return np.round((v - v.min()) / (np.ptp(v) + 1e-9) * 255).astype(np.uint8)
+
+
+def same_regions(res, vl) -> bool:
+    """True when the medseg_ext result and the VLFeat result hold the same regions: equal counts
+    and every VLFeat seed inside one of our regions with its polarity, level and area (a region
+    is the component of its level set containing the seed, so this identifies it)."""
+    if len(res) != len(vl["seeds"]):
+        return False
+    v, o = res.values.numpy(), res.offsets.numpy()
+    by_key: dict = {}
+    for r, key in enumerate(zip(res.polarity.tolist(), res.level.tolist(), res.area.tolist())):
+        by_key.setdefault(key, []).append(r)
+    used = set()
+    for seed, pol, lev, area in zip(vl["seeds"], vl["polarity"], vl["level"], vl["area"]):
+        hit = [r for r in by_key.get((int(pol), int(lev), int(area)), ()) if r not in used
+               and np.any(v[o[r]:o[r + 1]] == seed)]
+        if not hit:
+            return False
+        used.add(hit[0])
+    return True
+
+
+def _vlfeat_rows(M, img, cfg, repeat, row, out) -> None:
+    """VLFeat (libvl) vs preset "vlfeat": the 1080p image and an 8-bit volume, one thread."""
+    from . import _vlfeat_mser as V
+    if not V.available():
+        out(f"note: {V.unavailable_reason()}; VLFeat rows are skipped")
+        return
+    name = f"VLFeat {V.version()} (libvl)"
+    n = cfg["vl_volume"]
+    for case, data in (("1080p", img), (f"vol{n}u8", volume_u8(n))):
+        t = _time(lambda: V.vl_mser(data, records=False), 1, warmup=0)
+        vl = V.vl_mser(data)
+        ref = t
+        row(case, name, 1, t, len(vl["seeds"]))
+        for threads in (1, 2):
+            t = _time(lambda: M.mser(data, "vlfeat", num_threads=threads), repeat)
+            res = M.mser(data, "vlfeat", num_threads=threads)
+            row(case, "medseg_ext vlfeat preset", threads, t, len(res), ref, peer="vlfeat")
+        out(f"  {case}: region sets identical to VLFeat: {same_regions(res, vl)}")
+
+
 def _time(fn, repeat: int, warmup: int = 1) -> dict:
     """Median/min wall seconds and median process CPU seconds of fn() (after warm-up calls)."""
     for _ in range(warmup):
@@ -105,19 +160,19 @@ def run(device: str = "cpu", size: str = "small", repeat: Optional[int] = None, 
         out("note: peak-memory measurement is not implemented for the mser benchmark")
     rows = []
 
-    def row(case, impl, threads, t, regions, ref=None):
+    def row(case, impl, threads, t, regions, ref=None, peer="cv2"):
         r = {"case": case, "impl": impl, "threads": threads, "median_ms": t["median_s"] * 1e3,
              "min_ms": t["min_s"] * 1e3, "cpu_ms": t["cpu_s"] * 1e3 if "cpu_s" in t else None,
              "regions": regions}
         if ref is not None:
-            r["x_cv2"] = ref["median_s"] / t["median_s"]
+            r[f"x_{peer}"] = ref["median_s"] / t["median_s"]
             if "cpu_s" in t and "cpu_s" in ref:
-                r["x_cv2_cpu"] = ref["cpu_s"] / t["cpu_s"]
+                r[f"x_{peer}_cpu"] = ref["cpu_s"] / t["cpu_s"]
         rows.append(r)
         out(f"  {case:8s} {impl:28s} threads={threads}  {r['median_ms']:9.1f} ms"
             + (f"  cpu {r['cpu_ms']:9.1f} ms" if r["cpu_ms"] is not None else "") + f"  regions={regions}"
-            + (f"  ×cv2={r['x_cv2']:.2f}" if ref is not None else "")
-            + (f"  ×cv2(cpu)={r['x_cv2_cpu']:.2f}" if "x_cv2_cpu" in r else ""))
+            + (f"  ×{peer}={r[f'x_{peer}']:.2f}" if ref is not None else "")
+            + (f"  ×{peer}(cpu)={r[f'x_{peer}_cpu']:.2f}" if f"x_{peer}_cpu" in r else ""))
         return r
 
     img = natural_image()
@@ -133,6 +188,8 @@ def run(device: str = "cpu", size: str = "small", repeat: Optional[int] = None, 
         row("1080p", "medseg_ext opencv preset", threads, t, len(M.mser(img, "opencv")), ref)
     t = _time(lambda: M.mser(img, None, num_threads=2), repeat)
     row("1080p", "medseg_ext standard (tree)", 2, t, len(M.mser(img, None)), ref)
+
+    _vlfeat_rows(M, img, cfg, repeat, row, out)
 
     B = cfg["batch"]
     imgs = np.stack([natural_image(seed=s) for s in range(B)])
@@ -156,6 +213,6 @@ def run(device: str = "cpu", size: str = "small", repeat: Optional[int] = None, 
     row(f"vol{n}", "medseg_ext standard 16-bit 3-D", 2, t, len(res))
 
     table = harness.markdown_table(rows, ["case", "impl", "threads", "median_ms", "min_ms", "cpu_ms", "regions", "x_cv2",
-                                            "x_cv2_cpu"])
+                                            "x_cv2_cpu", "x_vlfeat", "x_vlfeat_cpu"])
     out(table)
     return {"rows": rows, "table": table, "size": size}

@@ -25,8 +25,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # used by OpenCV 4.x's grey path and is ignored here too.
     "opencv": dict(delta=5, min_area=60, max_area=14400, max_variation=0.25, min_diversity=0.2, polarity="both",
                    connectivity=4, variation="two_sided", normalize=True, exclude_border=True, rule="opencv"),
-    # vl_mser defaults (areas as fractions of the pixel count when given as floats)
-    "vlfeat": dict(delta=5, min_area=3, max_area=0.75, max_variation=0.25, min_diversity=0.2, polarity="both",
+    # vl_mser defaults; areas given as floats are fractions of the pixel count rounded as VLFeat does
+    # (float32, see _vlfeat_area); min_area None = VLFeat's default 3.0 / npixels
+    "vlfeat": dict(delta=5, min_area=None, max_area=0.75, max_variation=0.25, min_diversity=0.2, polarity="both",
                    connectivity=None, variation="ancestor", normalize=True, exclude_border=False, rule="vlfeat"),
     # the paper's modified MSER (§5.4.2): bright, unnormalised descendant-side area difference,
     # strict local minimum, area cap A_max (inclusive here: max_area = A_max - 1 for A < A_max)
@@ -115,6 +116,33 @@ def _area(value, n: int, name: str) -> int:
     if value < 0:
         raise ValueError(f"{name}: expected >= 0, got {value}")
     return int(value)
+
+
+def _vlfeat_area(value, n: int, name: str) -> int:
+    """Pixel bound equivalent to VLFeat's test of a fractional area (vl_mser_process computes
+    ``(float) fraction * nel`` in float32 and compares ``(float) area`` with it): max_area keeps
+    the areas with float32(area) <= bound, min_area those with float32(area) >= bound. Ints are
+    pixel counts (exact)."""
+    if isinstance(value, bool) or not isinstance(value, (float, np.floating)):
+        return _area(value, n, name)
+    if not (value >= 0):
+        raise ValueError(f"{name}: expected >= 0, got {value}")
+    f32 = np.float32
+    with np.errstate(over="ignore"):
+        bound = f32(f32(value) * f32(n))
+    if math.isinf(bound):
+        return n if name == "max_area" else n + 1
+    if name == "max_area":  # the largest a with f32(a) <= bound (rounding is monotone: a prefix)
+        a = int(math.floor(bound))
+        while f32(a + 1) <= bound:
+            a += 1
+        while a > 0 and f32(a) > bound:
+            a -= 1
+        return a
+    a = int(math.ceil(bound))  # min_area: the smallest a with f32(a) >= bound
+    while a > 0 and f32(a - 1) >= bound:
+        a -= 1
+    return a
 
 
 @dataclass
@@ -339,7 +367,11 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
 
     ``preset``: ``"opencv"`` (identical regions to ``cv2.MSER_create(delta, min_area, max_area,
     max_variation).detectRegions`` on 8-bit 2-D images; ``polarity="bright"`` = ``setPass2Only(True)``),
-    ``"vlfeat"``, ``"mmser"`` (the specular paper), or ``None``/``"custom"`` (standard definition).
+    ``"vlfeat"`` (identical regions to VLFeat 0.9.21's ``vl_mser_process`` on 8-bit images of any
+    size, 2-D and 3-D, full connectivity: dark = the pass on the image, bright = the pass on
+    ``255 - image``; float areas are fractions rounded in float32 as VLFeat does, the default
+    min_area is VLFeat's 3/npixels; variations are VLFeat's float32 values), ``"mmser"`` (the
+    specular paper), or ``None``/``"custom"`` (standard definition).
     Any keyword overrides the preset value. Areas: ints are pixel counts, floats fractions of the
     pixel count. ``mask`` (bool, image shape) restricts the flooding itself: pixels outside it are
     not part of any component. ``exclude_border`` drops the outer 1-pixel ring the same way.
@@ -369,9 +401,13 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
     md = cfg["min_diversity"]
     if isinstance(md, bool) or not isinstance(md, (int, float, np.integer, np.floating)) or not (0 <= md <= 1):
         raise ValueError(f"min_diversity: expected a number in [0, 1], got {md!r}")
-    amin = _area(cfg["min_area"], N, "min_area")
-    amax = _area(cfg["max_area"], N, "max_area")
     rule = cfg["rule"]
+    if rule == "vlfeat":
+        amin = _vlfeat_area(3.0 / N if cfg["min_area"] is None else cfg["min_area"], N, "min_area")
+        amax = _vlfeat_area(cfg["max_area"], N, "max_area")
+    else:
+        amin = _area(cfg["min_area"], N, "min_area")
+        amax = _area(cfg["max_area"], N, "max_area")
     if rule == "opencv":
         conn = _connectivity(cfg["connectivity"], nd, default_full=False)
         problems = []

@@ -160,10 +160,12 @@ def select(tree, s: np.ndarray, *, min_area: int, max_area: int, max_variation: 
            rule: str = "local_min") -> List[int]:
     """Node ids of the selected regions.
 
-    ``vlfeat``: compared with the parent only when key(parent) == key + 1, the larger variation
-    loses (ties: the child); then S < max_variation and min_area <= A <= max_area; a survivor is
-    a duplicate, and dropped, when (A(a) - A)/A(a) < min_diversity for its nearest maximally
-    stable ancestor a (maximal stability before the area/variation filters).
+    ``vlfeat`` (VLFeat 0.9.21 ``vl_mser_process``): variations in float32 (``s`` is rounded to
+    float32 here); compared with the parent only when key(parent) == key + 1, the larger variation
+    loses (ties: the child); a root always loses (VLFeat compares it with itself). Then, parents
+    first: S >= max_variation, A > max_area, A < min_area drop the node; if min_diversity < 1
+    (float32) a node is a duplicate, and dropped, when float32((A(a) - A) / A(a)) < min_diversity
+    for a = its nearest ancestor still selected, or its root when none is.
     """
     par, area, key = tree["parent"], tree["area"], tree["key"]
     m = len(par)
@@ -179,26 +181,33 @@ def select(tree, s: np.ndarray, *, min_area: int, max_area: int, max_variation: 
                 continue
             out.append(i)
         return out
+    f32 = np.float32
+    v = np.asarray(s, np.float32)
     stable = np.ones(m, bool)
     for i in range(m):
         p = par[i]
-        if p < 0 or key[p] != key[i] + 1:
+        if p < 0:
+            stable[i] = False
+        elif key[p] != key[i] + 1:
             continue
-        if s[i] < s[p]:
+        elif v[i] < v[p]:
             stable[p] = False
         else:
             stable[i] = False
-    for i in range(m):
-        if not stable[i] or not s[i] < max_variation or area[i] > max_area or area[i] < min_area:
+    with np.errstate(over="ignore"):
+        max_var, min_div = f32(max_variation), f32(min_diversity)
+    keep = np.zeros(m, bool)
+    for i in sorted(range(m), key=lambda j: -key[j]):  # parents first
+        if not stable[i] or v[i] >= max_var or area[i] > max_area or area[i] < min_area:
             continue
-        if min_diversity > 0 and par[i] >= 0:
+        if min_div < 1 and par[i] >= 0:
             a = par[i]
-            while not stable[a] and par[a] >= 0:
+            while not keep[a] and par[a] >= 0:
                 a = par[a]
-            if stable[a] and (area[a] - area[i]) / area[a] < min_diversity:
+            if f32(area[a] - area[i]) / f32(area[a]) < min_div:
                 continue
-        out.append(i)
-    return out
+        keep[i] = True
+    return [i for i in range(m) if keep[i]]
 
 
 def mser(image: np.ndarray, *, delta: int = 5, min_area: int = 60, max_area: int = 14400,
@@ -211,6 +220,10 @@ def mser(image: np.ndarray, *, delta: int = 5, min_area: int = 60, max_area: int
     for pol in pols:
         t = component_tree(image, connectivity, pol > 0, maxval, mask)
         s = stability(t, delta, side, normalize)
+        if rule == "vlfeat":  # VLFeat's float32 variation: float(numerator) / float(area)
+            num = np.rint(s * t["area"]) if normalize else s
+            s = (num.astype(np.float32) / (t["area"].astype(np.float32) if normalize else np.float32(1)))
+            s = s.astype(np.float64)
         for i in select(t, s, min_area=min_area, max_area=max_area, max_variation=max_variation,
                         min_diversity=min_diversity, rule=rule):
             res.append({"polarity": pol, "level": int(t["level"][i]), "area": int(t["area"][i]),
