@@ -7,7 +7,8 @@ costs a few hundred microseconds per call, more than the kernels themselves on s
 on a GPU it is host time that the kernels cannot hide. So in eager mode the same three functions
 (implementation, ``setup_context``, ``backward``) run through a plain ``torch.autograd.Function``,
 or directly when no gradient is needed; the registered op takes over whenever something traces
-(torch.compile, export, fake or meta tensors, tensor subclasses, functorch transforms).
+(torch.compile, export, torch.jit.trace, fake or meta tensors, tensor subclasses, functorch
+transforms).
 
 Usage is that of ``torch.library.custom_op``: decorate the implementation, then
 ``.register_fake(fn)`` and ``.register_autograd(backward, setup_context=...)``.
@@ -27,7 +28,8 @@ EAGER_FAST_PATH = True
 
 def _traced(args) -> bool:
     """True when the registered op must run: something traces or transforms the call."""
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+    if (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+            or torch._C._get_tracing_state() is not None):  # torch.jit.trace records the op, not its insides
         return True
     for a in args:
         if isinstance(a, torch.Tensor) and (type(a) not in _PLAIN or a.is_meta):

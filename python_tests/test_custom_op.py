@@ -96,3 +96,11 @@ def test_retained_graph_second_backward_equal():
     z.grad = None
     loss.backward()
     torch.testing.assert_close(z.grad, g1, rtol=1e-6, atol=1e-9)
+
+
+def test_jit_trace_records_the_registered_op():
+    x = torch.randn(1, 3, 4, 4)
+    y = torch.randint(0, 3, (1, 4, 4))
+    traced = torch.jit.trace(lambda a: medseg_ext.dice_loss(a, y), (x,))
+    assert "medseg_ext::region_loss" in str(traced.graph)
+    torch.testing.assert_close(traced(2 * x), medseg_ext.dice_loss(2 * x, y))
