@@ -42,7 +42,7 @@ void tiled_parents(const T* img, const uint8_t* mask, const Geometry& g, bool br
                    const int32_t tile[3], int num_threads, int32_t* out_par, int32_t* out_area) {
   const tiled::TileGrid grid = tiled_grid(g, tile);
   const int32_t n = static_cast<int32_t>(g.numel());
-  const int64_t tile_px = static_cast<int64_t>(grid.tile[0]) * grid.tile[1] * grid.tile[2];
+  const int64_t tile_px = static_cast<int64_t>(grid.tile[0] + 2) * (grid.tile[1] + 2) * (grid.tile[2] + 2);
   MEDSEG_CHECK(tile_px < (int64_t(1) << 31) - 1, "tile: at most 2^31 - 2 pixels per tile");
   if (maxval < static_cast<int>(std::numeric_limits<T>::max())) {
     for (int32_t p = 0; p < n; ++p) {
@@ -57,27 +57,39 @@ void tiled_parents(const T* img, const uint8_t* mask, const Geometry& g, bool br
   const int key_bits = maxval < 256 ? 8 : 16;
   std::vector<int32_t> par(static_cast<size_t>(n)), area(static_cast<size_t>(n));
 
-  // (i) local trees, one tile per task, scratch per thread
+  // (i) local trees, one tile per task, scratch per thread (padded layout: see tiled::Local)
   const int64_t ntiles = grid.tiles();
+  const tiled::Local L0 = tiled::local_layout(grid.tile_box(0), nb);  // the largest tile
 #pragma omp parallel num_threads(threads) if (ntiles > 1 && threads > 1)
   {
-    const size_t cap = static_cast<size_t>(tile_px);
-    std::vector<int32_t> lkey(cap), order(cap), tmp(cap), lpar(cap), lzpar(cap), larea(cap), cnt(256);
+    const size_t cap = static_cast<size_t>(L0.numel);
+    std::vector<int32_t> lkey(cap), lglob(cap), order(cap), tmp(cap), lpar(cap), lzpar(cap), larea(cap), cnt(256);
 #pragma omp for schedule(dynamic, 4)
     for (int64_t t = 0; t < ntiles; ++t) {
       const tiled::Box box = grid.tile_box(t);
-      const int32_t bn = box.numel();
-      for (int32_t l = 0; l < bn; ++l) {
-        const int32_t p = tiled::box_to_global(box, grid, l);
-        lkey[l] = mask && !mask[p] ? -1 : key(p);
-      }
-      tiled::tile_tree<int32_t>(lkey.data(), box, nb, key_bits, order.data(), tmp.data(), cnt.data(), lpar.data(),
+      const tiled::Local L = tiled::local_layout(box, nb);
+      std::fill(lkey.begin(), lkey.begin() + L.numel, -1);
+      for (int32_t z = 0; z < box.size(0); ++z)
+        for (int32_t y = 0; y < box.size(1); ++y) {
+          const int32_t row = ((box.lo[0] + z) * grid.dim[1] + box.lo[1] + y) * grid.dim[2] + box.lo[2];
+          const int32_t l0 = tiled::local_index(L, z, y, 0);
+          for (int32_t x = 0; x < box.size(2); ++x) {
+            const int32_t p = row + x;
+            lkey[l0 + x] = mask && !mask[p] ? -1 : key(p);
+            lglob[l0 + x] = p;
+          }
+        }
+      tiled::tile_tree<int32_t>(lkey.data(), L, key_bits, order.data(), tmp.data(), cnt.data(), lpar.data(),
                                 lzpar.data(), larea.data());
-      for (int32_t l = 0; l < bn; ++l) {
-        const int32_t p = tiled::box_to_global(box, grid, l);
-        par[p] = lpar[l] < 0 ? -1 : tiled::box_to_global(box, grid, lpar[l]);
-        area[p] = larea[l];
-      }
+      for (int32_t z = 0; z < box.size(0); ++z)
+        for (int32_t y = 0; y < box.size(1); ++y) {
+          const int32_t l0 = tiled::local_index(L, z, y, 0);
+          for (int32_t x = 0; x < box.size(2); ++x) {
+            const int32_t l = l0 + x, p = lglob[l];
+            par[p] = lpar[l] < 0 ? -1 : lglob[lpar[l]];
+            area[p] = larea[l];
+          }
+        }
     }
   }
 
@@ -111,7 +123,7 @@ void tree_from_parents(const T* img, const Geometry& g, bool bright, int maxval,
                        const int32_t* carea, Tree& tree) {
   const int32_t n = static_cast<int32_t>(g.numel());
   const tiled::Keys<T> key{img, maxval, bright};
-  auto canonical = [&](int32_t p) { return cpar[p] >= 0 && (cpar[p] == p || key(cpar[p]) != key(p)); };
+  auto canonical = [&](int32_t p) { return carea[p] > 0; };  // every node has area >= 1 at its canonical pixel
   // nodes = canonical pixels by (key, pixel index): a stable counting sort by key
   const int nlev = maxval + 1;
   std::vector<int32_t> start(static_cast<size_t>(nlev) + 1, 0);

@@ -35,7 +35,8 @@ void build_tree_tiled(const T* img, const uint8_t* mask, const Geometry& g, bool
 #ifdef MEDSEG_EXT_WITH_CUDA
 // CUDA, B images (device pointers, (B, N) row-major; mask may be null). work: 4 * B * N int32 of
 // device scratch. Asynchronous on `stream`.
-constexpr int64_t kCudaMaxTilePixels = 2048;
+// A tile plus its 1-pixel border lives in shared memory (14 bytes a pixel, under 48 KiB).
+constexpr int64_t kCudaMaxLocalPixels = 3400;
 void tiled_parents_cuda(const void* img, bool is16, const uint8_t* mask, int64_t B, const Geometry& g, bool bright,
                         int maxval, const int32_t tile[3], int32_t* work, int32_t* par, int32_t* area,
                         intptr_t stream);

@@ -160,10 +160,46 @@ MSER_HD Box round_box(const TileGrid& g, const Round& r, int64_t t, int32_t& spl
 }
 
 // ---------------------------------------------------------------------------------------------
-// (i) Local tree of one tile, in local (box raster) indices of type I (signed; int16 is enough for
-// tiles up to 32767 pixels). lkey[l] = key, or -1 outside the mask; key_bits = 8 or 16.
-// Out: lpar[l] = parent after level compression (itself at the root, -1 outside), larea[l] = area of
-// the node whose level root is l. Scratch: order[n], tmp[n], cnt[256].
+// (i) Local tree of one tile. Local layout: the tile box padded by one pixel on every axis the
+// connectivity reaches along; padding pixels have key -1 (as pixels outside the mask), so the
+// union-find needs neither coordinates nor bounds checks. Local indices have type I (signed;
+// int16 is enough for padded tiles up to 32767 pixels).
+struct Local {
+  int32_t pad[3];   // 0 or 1 per axis
+  int32_t dim[3];   // padded extents
+  int32_t numel;    // padded pixel count
+  int count;        // neighbour offsets in local indices
+  int32_t off[26];
+};
+
+MSER_HD Local local_layout(const Box& box, const Offsets& nb) {
+  Local L;
+  for (int a = 0; a < 3; ++a) L.pad[a] = 0;
+  for (int k = 0; k < nb.count; ++k) {
+    if (nb.dz[k]) L.pad[0] = 1;
+    if (nb.dy[k]) L.pad[1] = 1;
+    if (nb.dx[k]) L.pad[2] = 1;
+  }
+  for (int a = 0; a < 3; ++a) L.dim[a] = box.size(a) + 2 * L.pad[a];
+  L.numel = L.dim[0] * L.dim[1] * L.dim[2];
+  L.count = nb.count;
+  for (int k = 0; k < nb.count; ++k) L.off[k] = (nb.dz[k] * L.dim[1] + nb.dy[k]) * L.dim[2] + nb.dx[k];
+  return L;
+}
+
+// Local index of box pixel (z, y, x) (box-relative coordinates).
+MSER_HD int32_t local_index(const Local& L, int32_t z, int32_t y, int32_t x) {
+  return ((z + L.pad[0]) * L.dim[1] + y + L.pad[1]) * L.dim[2] + x + L.pad[2];
+}
+
+// Global flat index of local index l, -1 for a padding pixel.
+MSER_HD int32_t local_to_global(const Local& L, const Box& box, const TileGrid& g, int32_t l) {
+  const int32_t z = l / (L.dim[1] * L.dim[2]) - L.pad[0], rem = l % (L.dim[1] * L.dim[2]);
+  const int32_t y = rem / L.dim[2] - L.pad[1], x = rem % L.dim[2] - L.pad[2];
+  if (z < 0 || z >= box.size(0) || y < 0 || y >= box.size(1) || x < 0 || x >= box.size(2)) return -1;
+  return ((box.lo[0] + z) * g.dim[1] + box.lo[1] + y) * g.dim[2] + box.lo[2] + x;
+}
+
 template <typename I>
 MSER_HD int32_t local_find(I* zpar, int32_t x) {
   int32_t r = x;
@@ -176,14 +212,21 @@ MSER_HD int32_t local_find(I* zpar, int32_t x) {
   return r;
 }
 
+// lkey[L.numel]: key, or -1 outside the mask and on the padding; key_bits = 8 or 16.
+// Out: lpar[l] = parent after level compression (itself at the root, -1 outside), larea[l] = area
+// of the node whose level root is l (areas fit I: at most L.numel). Scratch: order, tmp (L.numel),
+// cnt[256].
 template <typename I>
-MSER_HD void tile_tree(const int32_t* lkey, const Box& box, const Offsets& nb, int key_bits, I* order, I* tmp,
-                       int32_t* cnt, I* lpar, I* lzpar, int32_t* larea) {
-  const int32_t bz = box.size(0), by = box.size(1), bx = box.size(2), n = bz * by * bx;
+MSER_HD void tile_tree(const int32_t* lkey, const Local& L, int key_bits, I* order, I* tmp, int32_t* cnt, I* lpar,
+                       I* lzpar, I* larea) {
+  const int32_t n = L.numel;
   // counting sort of the inside pixels by key: LSD radix, 8 bits per pass, stable
   int32_t m = 0;
-  for (int32_t l = 0; l < n; ++l)
+  for (int32_t l = 0; l < n; ++l) {
+    lpar[l] = static_cast<I>(-1);
+    lzpar[l] = static_cast<I>(-1);
     if (lkey[l] >= 0) order[m++] = static_cast<I>(l);
+  }
   I* src = order;
   I* dst = tmp;
   for (int shift = 0; shift < key_bits; shift += 8) {
@@ -203,21 +246,13 @@ MSER_HD void tile_tree(const int32_t* lkey, const Box& box, const Offsets& nb, i
   const I* ord = src;
   // union-find in key order: the pixel being processed becomes the root of every neighbouring
   // component already built (their keys are <= its key)
-  for (int32_t l = 0; l < n; ++l) {
-    lpar[l] = static_cast<I>(-1);
-    lzpar[l] = static_cast<I>(-1);
-  }
-  const int32_t plane = by * bx;
   for (int32_t i = 0; i < m; ++i) {
     const int32_t p = ord[i];
     lpar[p] = static_cast<I>(p);
     lzpar[p] = static_cast<I>(p);
-    const int32_t z = p / plane, rem = p - z * plane, y = rem / bx, x = rem - y * bx;
-    for (int k = 0; k < nb.count; ++k) {
-      const int32_t qz = z + nb.dz[k], qy = y + nb.dy[k], qx = x + nb.dx[k];
-      if (qz < 0 || qz >= bz || qy < 0 || qy >= by || qx < 0 || qx >= bx) continue;
-      const int32_t q = qz * plane + qy * bx + qx;
-      if (lzpar[q] < 0) continue;  // not processed yet, or outside the mask
+    for (int k = 0; k < L.count; ++k) {
+      const int32_t q = p + L.off[k];
+      if (lzpar[q] < 0) continue;  // not processed yet, outside the mask, or padding
       const int32_t r = local_find(lzpar, q);
       if (r != p) {
         lpar[r] = static_cast<I>(p);
@@ -226,23 +261,16 @@ MSER_HD void tile_tree(const int32_t* lkey, const Box& box, const Offsets& nb, i
     }
   }
   // areas: a parent comes later in the order than its children
-  for (int32_t l = 0; l < n; ++l) larea[l] = lkey[l] >= 0 ? 1 : 0;
+  for (int32_t l = 0; l < n; ++l) larea[l] = static_cast<I>(lkey[l] >= 0 ? 1 : 0);
   for (int32_t i = 0; i < m; ++i) {
     const int32_t p = ord[i], q = lpar[p];
-    if (q != p) larea[q] += larea[p];
+    if (q != p) larea[q] = static_cast<I>(larea[q] + larea[p]);
   }
   // level compression, parents first
   for (int32_t i = m - 1; i >= 0; --i) {
     const int32_t p = ord[i], q = lpar[p];
     if (lkey[lpar[q]] == lkey[q]) lpar[p] = lpar[q];
   }
-}
-
-// Local index l of a box -> global flat index.
-MSER_HD int32_t box_to_global(const Box& box, const TileGrid& g, int32_t l) {
-  const int32_t by = box.size(1), bx = box.size(2);
-  const int32_t z = l / (by * bx), rem = l - z * (by * bx), y = rem / bx, x = rem - y * bx;
-  return ((box.lo[0] + z) * g.dim[1] + box.lo[1] + y) * g.dim[2] + box.lo[2] + x;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -33,32 +33,34 @@ template <typename T>
 __global__ void tile_kernel(const T* __restrict__ imgs, const uint8_t* __restrict__ masks, int64_t N,
                             tiled::TileGrid grid, tiled::Offsets nb, int32_t maxval, bool bright, int key_bits,
                             int32_t cap, int32_t* __restrict__ par, int32_t* __restrict__ area) {
+  // shared: lkey, cnt (int32), then order, tmp, lpar, lzpar, larea (int16), each of the padded size
   extern __shared__ int32_t smem[];
   int32_t* lkey = smem;
-  int32_t* larea = lkey + cap;
-  int32_t* cnt = larea + cap;
+  int32_t* cnt = lkey + cap;
   int16_t* order = reinterpret_cast<int16_t*>(cnt + 256);
   int16_t* tmp = order + cap;
   int16_t* lpar = tmp + cap;
   int16_t* lzpar = lpar + cap;
+  int16_t* larea = lzpar + cap;
   const int64_t b = blockIdx.y;
   const tiled::Box box = grid.tile_box(blockIdx.x);
-  const int32_t n = box.numel();
+  const tiled::Local L = tiled::local_layout(box, nb);
   const T* img = imgs + b * N;
   const uint8_t* mask = masks ? masks + b * N : nullptr;
   const tiled::Keys<T> key{img, maxval, bright};
-  for (int32_t l = threadIdx.x; l < n; l += blockDim.x) {
-    const int32_t p = tiled::box_to_global(box, grid, l);
-    lkey[l] = mask && !mask[p] ? -1 : key(p);
+  for (int32_t l = threadIdx.x; l < L.numel; l += blockDim.x) {
+    const int32_t p = tiled::local_to_global(L, box, grid, l);
+    lkey[l] = p < 0 || (mask && !mask[p]) ? -1 : key(p);
   }
   __syncthreads();
-  if (threadIdx.x == 0) tiled::tile_tree<int16_t>(lkey, box, nb, key_bits, order, tmp, cnt, lpar, lzpar, larea);
+  if (threadIdx.x == 0) tiled::tile_tree<int16_t>(lkey, L, key_bits, order, tmp, cnt, lpar, lzpar, larea);
   __syncthreads();
   int32_t* bpar = par + b * N;
   int32_t* barea = area + b * N;
-  for (int32_t l = threadIdx.x; l < n; l += blockDim.x) {
-    const int32_t p = tiled::box_to_global(box, grid, l);
-    bpar[p] = lpar[l] < 0 ? -1 : tiled::box_to_global(box, grid, lpar[l]);
+  for (int32_t l = threadIdx.x; l < L.numel; l += blockDim.x) {
+    const int32_t p = tiled::local_to_global(L, box, grid, l);
+    if (p < 0) continue;
+    bpar[p] = lpar[l] < 0 ? -1 : tiled::local_to_global(L, box, grid, lpar[l]);
     barea[p] = larea[l];
   }
 }
@@ -113,19 +115,19 @@ void run(const T* imgs, const uint8_t* masks, int64_t B, const Geometry& g, bool
          const int32_t tile[3], int32_t* work, int32_t* out_par, int32_t* out_area, cudaStream_t stream) {
   const tiled::TileGrid grid = tiled_grid(g, tile);
   const int64_t N = g.numel();
-  const int64_t cap = static_cast<int64_t>(grid.tile[0]) * grid.tile[1] * grid.tile[2];
-  MEDSEG_CHECK(cap <= kCudaMaxTilePixels, "tile: the CUDA path takes at most ", kCudaMaxTilePixels,
-               " pixels per tile, got ", cap);
+  const tiled::Offsets nb = tiled::offsets_of(g.connectivity);
+  const int64_t cap = tiled::local_layout(grid.tile_box(0), nb).numel;  // the largest tile, padded
+  MEDSEG_CHECK(cap <= kCudaMaxLocalPixels, "tile: the CUDA path keeps a tile and a 1-pixel border in shared memory, "
+               "at most ", kCudaMaxLocalPixels, " pixels, got ", cap, " (use smaller tiles, e.g. 32 x 32)");
   MEDSEG_CHECK(B <= 65535, "image: the CUDA path takes at most 65535 images per call, got ", B);
   MEDSEG_CHECK(grid.tiles() <= INT32_MAX, "tile: too many tiles");
-  const tiled::Offsets nb = tiled::offsets_of(g.connectivity);
   const int key_bits = maxval < 256 ? 8 : 16;
   int32_t* par = work;
   int32_t* area = work + B * N;
   int32_t* lr = work + 2 * B * N;
   int32_t* canon = work + 3 * B * N;
 
-  const size_t smem = static_cast<size_t>(cap) * (2 * sizeof(int32_t) + 4 * sizeof(int16_t)) + 256 * sizeof(int32_t);
+  const size_t smem = static_cast<size_t>(cap) * (sizeof(int32_t) + 5 * sizeof(int16_t)) + 256 * sizeof(int32_t);
   tile_kernel<T><<<dim3(static_cast<unsigned>(grid.tiles()), static_cast<unsigned>(B)), kTileThreads, smem, stream>>>(
       imgs, masks, N, grid, nb, maxval, bright, key_bits, static_cast<int32_t>(cap), par, area);
   check_cuda(cudaGetLastError(), "tile_kernel launch");

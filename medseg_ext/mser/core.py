@@ -146,9 +146,10 @@ def component_tree(image, *, polarity: str = "bright", connectivity: Optional[in
     medseg_ext.reference.mser).
 
     ``algorithm="tiled"``: the same arrays by tiles of ``tile`` pixels per axis (an int or one per
-    axis; default 64 x 64 in 2-D, 16³ in 3-D on the CPU) built in parallel on ``num_threads``
-    threads and merged along their borders. A CUDA tensor with ``"tiled"`` runs the CUDA driver
-    (tiles of at most 2048 pixels, default 32 x 32 / 8 x 16 x 16) and returns tensors on its device."""
+    axis; default 256 x 256 in 2-D, 32³ in 3-D on the CPU) built in parallel on ``num_threads``
+    threads and merged along their borders. A CUDA tensor with ``"tiled"`` runs the CUDA driver (a
+    tile plus a 1-pixel border of at most 3400 pixels; default 32 x 32 / 8 x 16 x 16) and returns
+    tensors on its device (compile-checked only so far: not yet run on a GPU)."""
     if polarity not in ("bright", "dark"):
         raise ValueError(f"polarity: expected 'bright' or 'dark', got {polarity!r}")
     if algorithm not in ("flood", "union_find", "tiled"):

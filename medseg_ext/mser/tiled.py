@@ -19,9 +19,9 @@ import torch
 
 from .._dispatch import cuda_kernels_usable, extension
 
-DEFAULT_TILE_CPU = {2: (64, 64), 3: (16, 16, 16)}
+DEFAULT_TILE_CPU = {2: (256, 256), 3: (32, 32, 32)}
 DEFAULT_TILE_CUDA = {2: (32, 32), 3: (8, 16, 16)}
-CUDA_MAX_TILE_PIXELS = 2048  # the CUDA tile kernel keeps a tile in shared memory
+CUDA_MAX_LOCAL_PIXELS = 3400  # the CUDA tile kernel keeps a tile and a 1-pixel border in shared memory
 
 __all__ = ["tiled_parents", "nodes_from_parents", "tile_sizes", "DEFAULT_TILE_CPU", "DEFAULT_TILE_CUDA"]
 
@@ -68,7 +68,7 @@ def nodes_from_parents(par: torch.Tensor, area: torch.Tensor, values: torch.Tens
     p = par.reshape(-1).to(torch.int64)
     inside = p >= 0
     safe = p.clamp(min=0)
-    canon = inside & ((p == idx) | (key[safe] != key))
+    canon = area.reshape(-1) > 0  # every node has area >= 1 at its canonical pixel, 0 elsewhere
     cpix = torch.nonzero(canon).squeeze(1)
     npix = cpix[torch.argsort(key[cpix] * N + cpix)]  # node id -> canonical pixel
     M = npix.numel()
@@ -166,9 +166,10 @@ def _parents_cuda(flat, spatial, maxval, is16, polarity, connectivity, mask, til
                            "with MEDSEG_EXT_CUDA=on on a machine with a GPU driver), or pass a CPU tensor")
     conn = _connectivity(connectivity, len(spatial), default_full=False)
     ts = tile_sizes(tile, len(spatial), cuda=True)
-    clamped = [min(t, s) for t, s in zip(ts, spatial)]
-    if int(np.prod(clamped)) > CUDA_MAX_TILE_PIXELS:
-        raise ValueError(f"tile: the CUDA path takes at most {CUDA_MAX_TILE_PIXELS} pixels per tile, got {ts}")
+    padded = int(np.prod([min(t, s) + 2 for t, s in zip(ts, spatial)]))
+    if padded > CUDA_MAX_LOCAL_PIXELS:
+        raise ValueError(f"tile: the CUDA path keeps a tile and a 1-pixel border in shared memory, at most "
+                         f"{CUDA_MAX_LOCAL_PIXELS} pixels; tile {ts} needs {padded} (use e.g. 32 x 32)")
     B, N = flat.shape
     dev = flat.device
     m = _cuda_mask(mask, B, spatial, batch, dev)
