@@ -20,6 +20,8 @@ namespace mser {
 
 namespace {
 
+constexpr int32_t kTiledParallelMinPixels = 1 << 15;
+
 int resolve_threads(int num_threads) {
 #ifdef _OPENMP
   return num_threads > 0 ? num_threads : omp_get_max_threads();
@@ -51,7 +53,9 @@ void tiled_parents(const T* img, const uint8_t* mask, const Geometry& g, bool br
       MEDSEG_CHECK(v <= maxval, "image: value ", v, " outside [0, ", maxval, "]");
     }
   }
-  const int threads = resolve_threads(num_threads);
+  // small images stay on one thread: a parallel region costs more than their whole tree, worst of
+  // all on an oversubscribed machine
+  const int threads = n >= kTiledParallelMinPixels ? resolve_threads(num_threads) : 1;
   const tiled::Keys<T> key{img, maxval, bright};
   const tiled::Offsets nb = tiled::offsets_of(g.connectivity);
   const int key_bits = maxval < 256 ? 8 : 16;

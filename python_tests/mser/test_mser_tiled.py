@@ -130,7 +130,8 @@ def test_parent_form_and_torch_node_form():
 
 def test_threads_and_tiles_do_not_change_the_tree():
     rng = np.random.default_rng(2)
-    img = (blobs(rng, 150, 170, n=12).astype(np.uint16) * 200 + rng.integers(0, 200, (150, 170))).astype(np.uint16)
+    # above the 2^15-pixel threshold of the threaded path
+    img = (blobs(rng, 190, 210, n=12).astype(np.uint16) * 200 + rng.integers(0, 200, (190, 210))).astype(np.uint16)
     ref = M.component_tree(img, algorithm="flood", polarity="dark")
     for tile, th in [((16, 16), 1), ((16, 16), 2), ((37, 9), 2), (64, None)]:
         assert_same_tree(M.component_tree(img, algorithm="tiled", tile=tile, num_threads=th, polarity="dark"), ref)
@@ -187,3 +188,26 @@ def test_bad_arguments_name_the_argument():
         M.component_tree(np.full((4, 4), 300, np.int32).astype(np.int64) + 70000, algorithm="tiled")
     with pytest.raises(ValueError, match="polarity"):
         T.tiled_parents(img, polarity="both")
+
+
+def test_cuda_glue_conversions_on_cpu_tensors():
+    """The input preparation of the CUDA path is device-agnostic: run it on CPU tensors."""
+    rng = np.random.default_rng(9)
+    v16 = rng.integers(0, 65536, (2, 5, 6))
+    for t, maxval, is16 in [(torch.from_numpy(v16.astype(np.uint16)), 65535, True),
+                            (torch.from_numpy(v16.astype(np.int32)), 65535, True),
+                            (torch.from_numpy((v16 % 256).astype(np.uint8)), 255, False),
+                            (torch.from_numpy((v16 % 200).astype(np.int64)), 255, False)]:
+        flat, spatial, mv, s16 = T._prepare_cuda(t, batch=True)
+        assert (spatial, mv, s16) == ((5, 6), maxval, is16) and flat.shape == (2, 30)
+        assert np.array_equal(T._values(flat, s16).numpy(), t.numpy().reshape(2, -1).astype(np.int64))
+    with pytest.raises(ValueError, match="image"):
+        T._prepare_cuda(torch.full((3, 3), 70000), batch=False)
+    with pytest.raises(TypeError, match="image"):
+        T._prepare_cuda(torch.zeros((3, 3)), batch=False)
+    m = T._cuda_mask(np.ones((5, 6), bool), 2, (5, 6), True, torch.device("cpu"))
+    assert m.shape == (2, 30) and m.dtype == torch.uint8 and bool((m == 1).all())
+    with pytest.raises(ValueError, match="mask"):
+        T._cuda_mask(np.ones((4, 6), bool), 2, (5, 6), True, torch.device("cpu"))
+    assert T.tile_sizes(None, 2, cuda=True) == T.DEFAULT_TILE_CUDA[2]
+    assert T.tile_sizes(7, 3, cuda=False) == (7, 7, 7)
