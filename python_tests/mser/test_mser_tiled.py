@@ -162,6 +162,17 @@ def test_mser_regions_identical_on_the_tiled_tree(preset, kw):
     assert region_set(got) == region_set(ref) and len(ref) > 0
 
 
+def test_mser_3d_volume_on_the_tiled_tree():
+    rng = np.random.default_rng(8)
+    vol = rng.integers(0, 4, (12, 14, 16)).astype(np.uint16) * 9000
+    vol[3:8, 4:10, 5:12] += 20000
+    for conn in (6, 26):
+        kw = dict(connectivity=conn, delta=9000, min_area=2, max_area=800, max_variation=2.0, polarity="both")
+        ref = M.mser(vol, None, **kw)
+        got = M.mser(vol, None, algorithm="tiled", tile=(4, 5, 6), **kw)
+        assert region_set(got) == region_set(ref) and len(ref) > 0
+
+
 def test_bad_arguments_name_the_argument():
     img = np.zeros((8, 8), np.uint8)
     with pytest.raises(ValueError, match="tile"):
