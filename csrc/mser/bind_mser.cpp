@@ -12,6 +12,7 @@
 #include "common/bind_util.h"
 #include "common/parallel.h"
 #include "mser/mser.h"
+#include "mser/mser_tiled.h"
 
 namespace py = pybind11;
 namespace ms = medseg::mser;
@@ -94,7 +95,7 @@ template <typename T>
 py::tuple detect_impl(carr<T> imgs, py::object mask_obj, std::vector<int64_t> shape, int connectivity,
                       const std::string& polarity, int maxval, const std::string& mode, int delta, int64_t min_area,
                       int64_t max_area, double max_variation, double min_diversity, const std::string& side,
-                      bool normalize, const std::string& rule, int num_threads) {
+                      bool normalize, const std::string& rule, int num_threads, std::vector<int64_t> tile) {
   MEDSEG_CHECK(imgs.ndim() == 2, "image: internal, expected (B, N)");
   const ms::Geometry g = make_geometry(shape, connectivity);
   const int64_t B = imgs.shape(0), N = imgs.shape(1);
@@ -129,6 +130,13 @@ py::tuple detect_impl(carr<T> imgs, py::object mask_obj, std::vector<int64_t> sh
   p.normalize = normalize;
   MEDSEG_CHECK(rule == "local_min" || rule == "vlfeat", "rule: internal, expected 'local_min' or 'vlfeat'");
   p.rule = rule == "vlfeat" ? ms::Rule::VLFeat : ms::Rule::LocalMin;
+  // tile (one size per spatial axis): build the trees with the tiled builder (mser_tiled.h)
+  int32_t ts[3] = {1, 1, 1};
+  MEDSEG_CHECK(tile.empty() || tile.size() == shape.size(), "tile: expected ", shape.size(), " sizes");
+  for (size_t i = 0; i < tile.size(); ++i) {
+    MEDSEG_CHECK(tile[i] >= 1 && tile[i] <= INT32_MAX, "tile: sizes must be >= 1, got ", tile[i]);
+    ts[3 - tile.size() + i] = static_cast<int32_t>(tile[i]);
+  }
   const int64_t npol = static_cast<int64_t>(pols.size());
   const int64_t tasks = B * npol;
   std::vector<ms::Regions> res(static_cast<size_t>(tasks));
@@ -144,7 +152,11 @@ py::tuple detect_impl(carr<T> imgs, py::object mask_obj, std::vector<int64_t> sh
                         static_cast<int>(min_area), static_cast<int>(max_area), max_variation, res[t]);
       } else {
         ms::Tree tree;
-        ms::build_tree_flood<T>(img, mask ? mask + b * N : nullptr, g, pol > 0, maxval, tree);
+        if (tile.empty()) {
+          ms::build_tree_flood<T>(img, mask ? mask + b * N : nullptr, g, pol > 0, maxval, tree);
+        } else {  // threads inside the tree only when this loop runs serially (no nested regions)
+          ms::build_tree_tiled<T>(img, mask ? mask + b * N : nullptr, g, pol > 0, maxval, ts, num_threads, tree);
+        }
         ms::select_regions(tree, p, static_cast<int8_t>(pol), res[t]);
       }
     };
@@ -221,11 +233,13 @@ void bind_mser(py::module_& m) {
         py::arg("connectivity"), py::arg("polarity"), py::arg("maxval"), py::arg("mode"), py::arg("delta"),
         py::arg("min_area"), py::arg("max_area"), py::arg("max_variation"), py::arg("min_diversity"),
         py::arg("side"), py::arg("normalize"), py::arg("rule"), py::arg("num_threads"),
+        py::arg("tile") = std::vector<int64_t>{},
         "MSER of B images (B, N): (values, offsets, image, level, area, variation, polarity).");
   m.def("mser_detect_cpu", &detect_impl<uint16_t>, py::arg("images"), py::arg("mask"), py::arg("shape"),
         py::arg("connectivity"), py::arg("polarity"), py::arg("maxval"), py::arg("mode"), py::arg("delta"),
         py::arg("min_area"), py::arg("max_area"), py::arg("max_variation"), py::arg("min_diversity"),
-        py::arg("side"), py::arg("normalize"), py::arg("rule"), py::arg("num_threads"));
+        py::arg("side"), py::arg("normalize"), py::arg("rule"), py::arg("num_threads"),
+        py::arg("tile") = std::vector<int64_t>{});
 }
 
 }  // namespace

@@ -4,8 +4,10 @@ Spec: shared/reference/seeds-part2.md §5.4 (paper text, OpenCV 4.x and VLFeat d
 the implementable MMSER of §5.4.2). The NumPy oracle is medseg_ext/reference/mser.py; its
 docstring states the conventions (keys, nodes, up/down, stability sides, selection rules).
 
-CPU only: the compiled kernels run one image (and one polarity) per thread. There is no GPU
-path yet (CUDA tensors are copied to the host).
+The compiled kernels run one image (and one polarity) per thread. ``algorithm="tiled"`` builds the
+component tree by tiles merged along their borders (tiled.py; multi-core for one image); on CUDA
+tensors :func:`component_tree` then runs the CUDA driver of the same code (compile-checked only, not
+yet run on a GPU). Otherwise CUDA tensors are copied to the host.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 
 from .._dispatch import extension
+from . import tiled as _tiled
 
 __all__ = ["component_tree", "mser", "ComponentTree", "MSERResult", "PRESETS"]
 
@@ -163,14 +166,28 @@ class ComponentTree:
 
 def component_tree(image, *, polarity: str = "bright", connectivity: Optional[int] = None, mask=None,
                    delta: int = 5, variation: str = "two_sided", normalize: bool = True,
-                   algorithm: str = "flood") -> ComponentTree:
+                   algorithm: str = "flood", tile=None, num_threads: Optional[int] = None) -> ComponentTree:
     """Max-tree (``polarity="bright"``: components of {I >= t}) or min-tree (``"dark"``: {I <= t}) of
     one 2-D image or 3-D volume (uint8/uint16 or integers in [0, 65535]). ``algorithm="flood"``
     (hierarchical-queue flood, the default, also used by :func:`mser`) or ``"union_find"`` (union-find
     over counting-sorted pixels): identical arrays. Nodes are numbered children-first (see
-    medseg_ext.reference.mser)."""
+    medseg_ext.reference.mser).
+
+    ``algorithm="tiled"``: the same arrays by tiles of ``tile`` pixels per axis (an int or one per
+    axis; default 256 x 256 in 2-D, 32³ in 3-D on the CPU) built in parallel on ``num_threads``
+    threads and merged along their borders. A CUDA tensor with ``"tiled"`` runs the CUDA driver (a
+    tile plus a 1-pixel border of at most 3400 pixels; default 32 x 32 / 8 x 16 x 16) and returns
+    tensors on its device (compile-checked only so far: not yet run on a GPU)."""
     if polarity not in ("bright", "dark"):
         raise ValueError(f"polarity: expected 'bright' or 'dark', got {polarity!r}")
+    if algorithm not in ("flood", "union_find", "tiled"):
+        raise ValueError(f"algorithm: expected 'flood', 'union_find' or 'tiled', got {algorithm!r}")
+    if algorithm != "tiled" and tile is not None:
+        raise ValueError("tile: only used with algorithm='tiled'")
+    threads = _tiled.check_threads(num_threads)
+    if algorithm == "tiled" and _tiled.on_cuda(image):
+        return _tiled.component_tree_cuda(image, polarity=polarity, connectivity=connectivity, mask=mask, delta=delta,
+                                          variation=variation, normalize=normalize, tile=tile)
     flat, spatial, maxval = _prepare_image(image, batch=False)
     conn = _connectivity(connectivity, len(spatial), default_full=False)
     _check_delta(delta)
@@ -178,9 +195,14 @@ def component_tree(image, *, polarity: str = "bright", connectivity: Optional[in
         raise ValueError(f"variation: expected one of {_SIDES}, got {variation!r}")
     m = _prepare_mask(mask, 1, spatial, False)
     C = extension()
-    pn, par, lev, area, stab = C.mser_tree_cpu(flat[0], None if m is None else m[0], list(spatial), conn,
-                                               polarity == "bright", maxval, int(delta), variation, bool(normalize),
-                                               algorithm)
+    if algorithm == "tiled":
+        pn, par, lev, area, stab = C.mser_tree_tiled_cpu(
+            flat[0], None if m is None else m[0], list(spatial), conn, polarity == "bright", maxval, int(delta),
+            variation, bool(normalize), list(_tiled.tile_sizes(tile, len(spatial), cuda=False)), threads)
+    else:
+        pn, par, lev, area, stab = C.mser_tree_cpu(flat[0], None if m is None else m[0], list(spatial), conn,
+                                                   polarity == "bright", maxval, int(delta), variation,
+                                                   bool(normalize), algorithm)
     t = torch.from_numpy
     return ComponentTree(t(pn).reshape(spatial), t(par), t(lev), t(area), t(stab), spatial, polarity)
 
@@ -362,7 +384,8 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
          max_variation: Optional[float] = None, min_diversity: Optional[float] = None,
          polarity: Optional[str] = None, connectivity: Optional[int] = None, variation: Optional[str] = None,
          normalize: Optional[bool] = None, exclude_border: Optional[bool] = None, mask=None,
-         batch: bool = False, num_threads: Optional[int] = None) -> MSERResult:
+         batch: bool = False, num_threads: Optional[int] = None, algorithm: str = "flood",
+         tile=None) -> MSERResult:
     """Maximally stable extremal regions of one image/volume, or of B of them (``batch=True``).
 
     ``preset``: ``"opencv"`` (identical regions to ``cv2.MSER_create(delta, min_area, max_area,
@@ -376,7 +399,14 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
     pixel count. ``mask`` (bool, image shape) restricts the flooding itself: pixels outside it are
     not part of any component. ``exclude_border`` drops the outer 1-pixel ring the same way.
     Work is split over images and polarities (``num_threads``: None = the OpenMP default).
+    ``algorithm="tiled"`` builds the trees with the tiled builder (``tile`` as in
+    :func:`component_tree`; identical regions), which also uses the threads inside one tree when
+    there is a single image and polarity. The ``"opencv"`` preset runs OpenCV's own flood instead.
     """
+    if algorithm not in ("flood", "tiled"):
+        raise ValueError(f"algorithm: expected 'flood' or 'tiled', got {algorithm!r}")
+    if algorithm != "tiled" and tile is not None:
+        raise ValueError("tile: only used with algorithm='tiled'")
     name = "custom" if preset is None else preset
     if name not in PRESETS:
         raise ValueError(f"preset: expected one of {tuple(PRESETS)} or None, got {preset!r}")
@@ -426,6 +456,9 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
         if problems:
             raise ValueError("preset 'opencv' reproduces cv2.MSER exactly and needs " + ", ".join(problems) +
                              "; use preset=None (the standard definition) for other settings")
+        if algorithm != "flood":
+            raise ValueError("algorithm: preset 'opencv' runs OpenCV's own flood (no component tree); use "
+                             "preset=None or another preset with algorithm='tiled'")
         if spatial[0] < 3 or spatial[1] < 3:
             raise ValueError(f"image: preset 'opencv' needs at least 3 x 3 pixels (as OpenCV), got {spatial}")
         m = None
@@ -448,6 +481,7 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
     v, o, im, lev, area, var, pol = C.mser_detect_cpu(
         flat, m, list(spatial), conn, cfg["polarity"], maxval, mode, int(cfg["delta"]), int(amin), int(amax), mvf,
         float(md), cfg["variation"], bool(cfg["normalize"]), "vlfeat" if rule == "vlfeat" else "local_min",
-        0 if num_threads is None else int(num_threads))
+        0 if num_threads is None else int(num_threads),
+        list(_tiled.tile_sizes(tile, nd, cuda=False)) if algorithm == "tiled" else [])
     t = torch.from_numpy
     return MSERResult(t(v), t(o), t(im), t(lev), t(area), t(var), t(pol), spatial, B)

@@ -1,0 +1,203 @@
+"""Tiled component tree (csrc/mser/tiled_tree.h): tile sizes, the canonical parent form of B images
+on the CPU or a CUDA device, and its node form computed with torch ops on the tensors' device.
+
+Canonical parent form of one image (flat C-order pixel index p): ``par[p]`` = -1 outside the mask;
+for a non-canonical pixel the canonical pixel of its node; for a canonical pixel the canonical pixel
+of its parent node, or p itself at a root. ``area[p]`` = the node's area at its canonical pixel, 0
+elsewhere. The canonical pixel of a node is the largest index among its own-level pixels, so ``par``
+is the level-compressed union-find parent array and the node form equals
+``component_tree(algorithm="union_find")`` array for array.
+
+The CUDA driver (tiled_tree_cuda.cu) is compile-checked only: it has not been run on a GPU yet.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+
+from .._dispatch import cuda_kernels_usable, extension
+
+DEFAULT_TILE_CPU = {2: (256, 256), 3: (32, 32, 32)}
+DEFAULT_TILE_CUDA = {2: (32, 32), 3: (8, 16, 16)}
+CUDA_MAX_LOCAL_PIXELS = 3400  # the CUDA tile kernel keeps a tile and a 1-pixel border in shared memory
+
+__all__ = ["tiled_parents", "nodes_from_parents", "tile_sizes", "DEFAULT_TILE_CPU", "DEFAULT_TILE_CUDA"]
+
+
+def on_cuda(x) -> bool:
+    return isinstance(x, torch.Tensor) and x.device.type == "cuda"
+
+
+def check_threads(num_threads) -> int:
+    if num_threads is None:
+        return 0
+    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
+        raise ValueError(f"num_threads: expected a positive int or None, got {num_threads!r}")
+    return int(num_threads)
+
+
+def tile_sizes(tile, ndim: int, cuda: bool) -> Tuple[int, ...]:
+    """Tile sizes per spatial axis: an int (all axes), one int per axis, or None (the default)."""
+    if tile is None:
+        return (DEFAULT_TILE_CUDA if cuda else DEFAULT_TILE_CPU)[ndim]
+    if isinstance(tile, (int, np.integer)) and not isinstance(tile, bool):
+        sizes = (int(tile),) * ndim
+    elif isinstance(tile, (tuple, list)) and all(isinstance(t, (int, np.integer)) and not isinstance(t, bool)
+                                                 for t in tile):
+        if len(tile) != ndim:
+            raise ValueError(f"tile: expected {ndim} sizes for a {ndim}-D image, got {len(tile)}")
+        sizes = tuple(int(t) for t in tile)
+    else:
+        raise TypeError(f"tile: expected an int or a tuple of {ndim} ints, got {tile!r}")
+    if any(t < 1 or t > 2**31 - 1 for t in sizes):
+        raise ValueError(f"tile: sizes must be >= 1, got {sizes}")
+    return sizes
+
+
+def nodes_from_parents(par: torch.Tensor, area: torch.Tensor, values: torch.Tensor, maxval: int, bright: bool):
+    """Node form of one image from its canonical parent form (flat (N,) tensors; ``values`` the grey
+    levels as integers): (pixel_node, parent, level, area, key) as int32, nodes numbered by
+    (key, canonical pixel index) as build_tree does. Only torch ops: runs on the tensors' device."""
+    dev = par.device
+    N = par.numel()
+    v = values.reshape(-1).to(torch.int64)
+    key = maxval - v if bright else v
+    idx = torch.arange(N, device=dev, dtype=torch.int64)
+    p = par.reshape(-1).to(torch.int64)
+    inside = p >= 0
+    safe = p.clamp(min=0)
+    canon = area.reshape(-1) > 0  # every node has area >= 1 at its canonical pixel, 0 elsewhere
+    cpix = torch.nonzero(canon).squeeze(1)
+    npix = cpix[torch.argsort(key[cpix] * N + cpix)]  # node id -> canonical pixel
+    M = npix.numel()
+    nid = torch.full((N,), -1, dtype=torch.int64, device=dev)
+    nid[npix] = torch.arange(M, device=dev, dtype=torch.int64)
+    pixel_node = torch.where(inside, nid[torch.where(canon, idx, safe)], torch.full_like(idx, -1))
+    pp = p[npix]
+    parent = torch.where(pp == npix, torch.full_like(pp, -1), nid[pp])
+    i32 = torch.int32
+    return (pixel_node.to(i32), parent.to(i32), v[npix].to(i32), area.reshape(-1)[npix].to(i32),
+            key[npix].to(i32))
+
+
+def _prepare_cuda(image: torch.Tensor, batch: bool):
+    """(B, N) contiguous uint8, or int16 holding the uint16 bit patterns; spatial shape; maxval; is16."""
+    x = image.detach()
+    if not batch:
+        x = x[None]
+    if x.dim() not in (3, 4):
+        raise ValueError(f"image: expected {'(B, H, W) or (B, D, H, W)' if batch else '(H, W) or (D, H, W)'}, "
+                         f"got shape {tuple(image.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"image: empty array of shape {tuple(image.shape)}")
+    if x.dtype == torch.bool:
+        x = x.to(torch.uint8)
+    if x.is_floating_point() or x.is_complex():
+        raise TypeError("image: expected an integer image (uint8/uint16 or integers in [0, 65535]); quantise "
+                        f"floating-point data first, got {x.dtype}")
+    if x.dtype == torch.uint8:
+        maxval, is16 = 255, False
+    elif x.dtype == getattr(torch, "uint16", None):
+        x, maxval, is16 = x.view(torch.int16), 65535, True
+    else:
+        lo, hi = int(x.min()), int(x.max())
+        if lo < 0 or hi > 65535:
+            raise ValueError(f"image: integer values must lie in [0, 65535] (got [{lo}, {hi}]); rescale first")
+        if hi <= 255:
+            x, maxval, is16 = x.to(torch.uint8), 255, False
+        else:  # int16 container with the uint16 bit pattern (values >= 2^15 wrap explicitly)
+            w = x.to(torch.int32)
+            x, maxval, is16 = torch.where(w >= 32768, w - 65536, w).to(torch.int16), 65535, True
+    spatial = tuple(int(s) for s in x.shape[1:])
+    return x.reshape(x.shape[0], -1).contiguous(), spatial, maxval, is16
+
+
+def _values(flat: torch.Tensor, is16: bool) -> torch.Tensor:
+    v = flat.to(torch.int64)
+    return v & 0xFFFF if is16 else v
+
+
+def tiled_parents(images, *, polarity: str = "bright", connectivity: Optional[int] = None, mask=None, tile=None,
+                  batch: bool = False, num_threads: Optional[int] = None):
+    """Canonical parent form (par, area), each (B, *shape) int32 (no B without ``batch``), of the
+    max-tree (``"bright"``) or min-tree (``"dark"``) by the tiled builder; CUDA tensors run the CUDA
+    driver and return tensors on their device, anything else runs on the CPU threads."""
+    from .core import _connectivity, _prepare_image, _prepare_mask  # core imports this module
+
+    if polarity not in ("bright", "dark"):
+        raise ValueError(f"polarity: expected 'bright' or 'dark', got {polarity!r}")
+    threads = check_threads(num_threads)
+    if on_cuda(images):
+        flat, spatial, maxval, _is16 = _prepare_cuda(images, batch)
+        par, area = _parents_cuda(flat, spatial, maxval, _is16, polarity, connectivity, mask, tile, batch)
+    else:
+        flat, spatial, maxval = _prepare_image(images, batch)
+        conn = _connectivity(connectivity, len(spatial), default_full=False)
+        m = _prepare_mask(mask, flat.shape[0], spatial, batch)
+        p, a = extension().mser_tiled_parents_cpu(flat, m, list(spatial), conn, polarity == "bright", maxval,
+                                                  list(tile_sizes(tile, len(spatial), cuda=False)), threads)
+        par, area = torch.from_numpy(p), torch.from_numpy(a)
+    shape = (par.shape[0],) + spatial if batch else spatial
+    return par.reshape(shape), area.reshape(shape)
+
+
+def _cuda_mask(mask, B: int, spatial, batch: bool, device) -> Optional[torch.Tensor]:
+    if mask is None:
+        return None
+    m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
+    m = m.to(device)
+    if not batch or tuple(m.shape) == tuple(spatial):
+        if tuple(m.shape) != tuple(spatial):
+            raise ValueError(f"mask: expected shape {tuple(spatial)}, got {tuple(m.shape)}")
+        m = m.expand((B,) + tuple(spatial))
+    elif tuple(m.shape) != (B,) + tuple(spatial):
+        raise ValueError(f"mask: expected shape {tuple(spatial)} or {(B,) + tuple(spatial)}, got {tuple(m.shape)}")
+    return (m != 0).to(torch.uint8).reshape(B, -1).contiguous()
+
+
+def _parents_cuda(flat, spatial, maxval, is16, polarity, connectivity, mask, tile, batch):
+    from .core import _connectivity
+
+    C = extension()
+    if not hasattr(C, "mser_tiled_parents_cuda") or not cuda_kernels_usable():
+        raise RuntimeError("image: is a CUDA tensor but the CUDA kernels of medseg_ext are not usable here (rebuild "
+                           "with MEDSEG_EXT_CUDA=on on a machine with a GPU driver), or pass a CPU tensor")
+    conn = _connectivity(connectivity, len(spatial), default_full=False)
+    ts = tile_sizes(tile, len(spatial), cuda=True)
+    padded = int(np.prod([min(t, s) + 2 for t, s in zip(ts, spatial)]))
+    if padded > CUDA_MAX_LOCAL_PIXELS:
+        raise ValueError(f"tile: the CUDA path keeps a tile and a 1-pixel border in shared memory, at most "
+                         f"{CUDA_MAX_LOCAL_PIXELS} pixels; tile {ts} needs {padded} (use e.g. 32 x 32)")
+    B, N = flat.shape
+    dev = flat.device
+    m = _cuda_mask(mask, B, spatial, batch, dev)
+    work = torch.empty(4 * B * N, dtype=torch.int32, device=dev)
+    par = torch.empty((B, N), dtype=torch.int32, device=dev)
+    area = torch.empty((B, N), dtype=torch.int32, device=dev)
+    with torch.cuda.device(dev):
+        stream = torch.cuda.current_stream(dev).cuda_stream
+        C.mser_tiled_parents_cuda(flat.data_ptr(), is16, 0 if m is None else m.data_ptr(), B, list(spatial), conn,
+                                  polarity == "bright", maxval, list(ts), work.data_ptr(), par.data_ptr(),
+                                  area.data_ptr(), stream)
+    return par, area
+
+
+def component_tree_cuda(image: torch.Tensor, *, polarity: str, connectivity, mask, delta, variation, normalize,
+                        tile):
+    """component_tree(algorithm="tiled") of a CUDA tensor: the tree on the GPU, node form by torch ops
+    on the GPU; the stability (a sequential sweep) on the host, returned on the device."""
+    from .core import _SIDES, ComponentTree, _check_delta
+
+    _check_delta(delta)
+    if variation not in _SIDES:
+        raise ValueError(f"variation: expected one of {_SIDES}, got {variation!r}")
+    flat, spatial, maxval, is16 = _prepare_cuda(image, batch=False)
+    par, area = _parents_cuda(flat, spatial, maxval, is16, polarity, connectivity, mask, tile, batch=False)
+    pn, parent, level, ar, key = nodes_from_parents(par[0], area[0], _values(flat[0], is16), maxval,
+                                                    polarity == "bright")
+    stab = extension().mser_node_stability_cpu(parent.cpu().numpy(), key.cpu().numpy(), ar.cpu().numpy(),
+                                                int(delta), variation, bool(normalize))
+    return ComponentTree(pn.reshape(spatial), parent, level, ar, torch.from_numpy(stab).to(image.device), spatial,
+                         polarity)
