@@ -61,7 +61,14 @@ if [ "$STAGE" = all ] || [ "$STAGE" = bench ]; then
   bench 60 other losses_distance
   bench 60 other lrp --size paper
   bench 45 other cam
-  bench 45 other mser
+  note "mser tiled tree on CUDA"
+  left=$((BUDGET - (SECONDS - T0) - 15))
+  if [ "$left" -ge 30 ]; then
+    printf '\n######## python -m medseg_ext.bench._mser_tiled --device cuda\n' >> "$OUT/bench-other.txt"
+    timeout "$(( left < 60 ? left : 60 ))" $PY -m medseg_ext.bench._mser_tiled --device cuda --repeat 3 \
+      >> "$OUT/bench-other.txt" 2>&1
+    note "mser tiled exit $?"
+  fi
   find benchmarks/results -name '*.json' -newer /tmp/bench-start -print0 | xargs -0 -r tar czf "$OUT/results.tar.gz"
 fi
 note "done"

@@ -1,6 +1,9 @@
 """Tiled component tree vs the serial CPU trees, one 1920×1080 image, 8- and 16-bit.
 
-    python -m medseg_ext.bench.mser_tiled [--repeat 5] [--tiles 128,256,512] [--threads 1,2]
+    python -m medseg_ext.bench._mser_tiled [--repeat 5] [--tiles 128,256,512] [--threads 1,2]
+    python -m medseg_ext.bench._mser_tiled --device cuda [--batch 16]
+
+(a script, not a ``medseg-ext bench`` family: the leading underscore keeps it out of that list).
 
 Times ``component_tree`` (tree + node arrays + stability, max-tree, 4-connectivity) by
 ``algorithm="flood"`` and ``"union_find"`` (single-threaded) and ``"tiled"`` per tile size and
@@ -61,13 +64,52 @@ def run(repeat: int = 5, tiles=(128, 256, 512), threads=(1, 2)):
     return rows
 
 
+def run_cuda(repeat: int = 5, batch: int = 16):
+    """Per-pixel tiled trees (``tiled_parents``) of a batch of 1080p images: the CUDA driver against the
+    CPU drivers (tiled on all threads, and flood's full component tree per image) on the same images,
+    and the parent arrays checked equal. Prints ms per image and the ratios."""
+    import torch
+
+    from medseg_ext import mser as M
+    from medseg_ext.mser.tiled import tiled_parents
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("device: 'cuda' asked for, but torch sees no CUDA device")
+    print(f"GPU {torch.cuda.get_device_name()}; CPU threads {torch.get_num_threads()}; batch {batch} × 1920×1080")
+    print("| image | impl | ms per image (min) | ×cuda |")
+    print("|---|---|---|---|")
+    for bits in (8, 16):
+        imgs = np.stack([test_image(bits=bits, seed=i) for i in range(batch)])
+        gpu = torch.from_numpy(imgs.astype(np.int32) if bits == 16 else imgs).cuda()
+
+        def on_gpu():
+            out = tiled_parents(gpu, batch=True)
+            torch.cuda.synchronize()
+            return out
+
+        par_gpu, _ = on_gpu()
+        par_cpu, _ = tiled_parents(imgs, batch=True)
+        if not torch.equal(par_gpu.cpu(), par_cpu):
+            print(f"note: {bits}-bit: the CUDA parents differ from the CPU parents")
+        g = _time(on_gpu, repeat)[0] / batch
+        c = _time(lambda: tiled_parents(imgs, batch=True), max(1, repeat // 2))[0] / batch
+        f = _time(lambda: M.component_tree(imgs[0], algorithm="flood"), max(1, repeat // 2))[0]
+        for name, ms in (("cuda tiled", g), ("cpu tiled (all threads)", c), ("cpu flood (1 image)", f)):
+            print(f"| {bits}-bit | {name} | {ms:.2f} | {ms / g:.1f} |")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--tiles", default="128,256,512")
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--batch", type=int, default=16, help="images per CUDA call")
     a = ap.parse_args(argv)
-    run(a.repeat, tuple(int(x) for x in a.tiles.split(",")), tuple(int(x) for x in a.threads.split(",")))
+    if a.device == "cuda":
+        run_cuda(a.repeat, a.batch)
+    else:
+        run(a.repeat, tuple(int(x) for x in a.tiles.split(",")), tuple(int(x) for x in a.threads.split(",")))
 
 
 if __name__ == "__main__":
