@@ -12,49 +12,14 @@
 #include "common/bind_util.h"
 #include "common/parallel.h"
 #include "mser/mser.h"
+#include "mser/bind_mser_common.h"
 #include "mser/mser_tiled.h"
 
 namespace py = pybind11;
 namespace ms = medseg::mser;
+using namespace medseg::mser::bind;  // carr, make_geometry, parse_side, to_array, mask_ptr
 
 namespace {
-
-template <typename T>
-using carr = py::array_t<T, py::array::c_style>;
-
-ms::Geometry make_geometry(const std::vector<int64_t>& shape, int connectivity) {
-  MEDSEG_CHECK(shape.size() == 2 || shape.size() == 3, "image: expected a 2-D or 3-D spatial shape");
-  ms::Geometry g;
-  if (shape.size() == 2) {
-    g.d0 = 1;
-    g.d1 = shape[0];
-    g.d2 = shape[1];
-    MEDSEG_CHECK(connectivity == 4 || connectivity == 8, "connectivity: expected 4 or 8 in 2-D, got ", connectivity);
-  } else {
-    g.d0 = shape[0];
-    g.d1 = shape[1];
-    g.d2 = shape[2];
-    MEDSEG_CHECK(connectivity == 6 || connectivity == 26, "connectivity: expected 6 or 26 in 3-D, got ",
-                 connectivity);
-  }
-  MEDSEG_CHECK(g.d0 >= 1 && g.d1 >= 1 && g.d2 >= 1, "image: empty spatial shape");
-  g.connectivity = connectivity;
-  return g;
-}
-
-ms::Side parse_side(const std::string& s) {
-  if (s == "two_sided") return ms::Side::TwoSided;
-  if (s == "ancestor") return ms::Side::Ancestor;
-  if (s == "descendant") return ms::Side::Descendant;
-  medseg::fail("variation: expected 'two_sided', 'ancestor' or 'descendant', got '", s, "'");
-}
-
-template <typename T>
-py::array_t<int32_t> to_array(const std::vector<T>& v) {
-  py::array_t<T> a(static_cast<py::ssize_t>(v.size()));
-  if (!v.empty()) std::copy(v.begin(), v.end(), a.mutable_data());
-  return a;
-}
 
 template <typename T>
 py::tuple tree_impl(carr<T> img, py::object mask_obj, std::vector<int64_t> shape, int connectivity, bool bright,
@@ -64,13 +29,8 @@ py::tuple tree_impl(carr<T> img, py::object mask_obj, std::vector<int64_t> shape
   const ms::Geometry g = make_geometry(shape, connectivity);
   MEDSEG_CHECK(img.size() == g.numel(), "image: buffer size does not match the shape");
   MEDSEG_CHECK(maxval >= 1 && maxval <= 65535, "maxval: expected 1..65535");
-  const uint8_t* mask = nullptr;
   carr<uint8_t> mask_arr;
-  if (!mask_obj.is_none()) {
-    mask_arr = mask_obj.cast<carr<uint8_t>>();
-    MEDSEG_CHECK(mask_arr.size() == g.numel(), "mask: size does not match the image");
-    mask = mask_arr.data();
-  }
+  const uint8_t* mask = mask_ptr(mask_obj, g.numel(), mask_arr);
   ms::Params p;
   p.delta = delta;
   p.side = parse_side(side);
@@ -102,13 +62,8 @@ py::tuple detect_impl(carr<T> imgs, py::object mask_obj, std::vector<int64_t> sh
   MEDSEG_CHECK(N == g.numel(), "image: buffer size does not match the shape");
   MEDSEG_CHECK(maxval >= 1 && maxval <= 65535, "maxval: expected 1..65535");
   MEDSEG_CHECK(delta >= 0, "delta: expected >= 0, got ", delta);
-  const uint8_t* mask = nullptr;
   carr<uint8_t> mask_arr;
-  if (!mask_obj.is_none()) {
-    mask_arr = mask_obj.cast<carr<uint8_t>>();
-    MEDSEG_CHECK(mask_arr.size() == B * N, "mask: size does not match the images");
-    mask = mask_arr.data();
-  }
+  const uint8_t* mask = mask_ptr(mask_obj, B * N, mask_arr);
   std::vector<int> pols;  // +1 bright, -1 dark, in output order (dark first, as OpenCV)
   if (polarity == "dark" || polarity == "both") pols.push_back(-1);
   if (polarity == "bright" || polarity == "both") pols.push_back(+1);

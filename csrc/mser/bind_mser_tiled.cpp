@@ -9,32 +9,14 @@
 
 #include "common/bind_util.h"
 #include "mser/mser.h"
+#include "mser/bind_mser_common.h"
 #include "mser/mser_tiled.h"
 
 namespace py = pybind11;
 namespace ms = medseg::mser;
+using namespace medseg::mser::bind;  // carr, make_geometry, parse_side, to_array, mask_ptr
 
 namespace {
-
-template <typename T>
-using carr = py::array_t<T, py::array::c_style>;
-
-ms::Geometry tiled_geometry(const std::vector<int64_t>& shape, int connectivity) {
-  MEDSEG_CHECK(shape.size() == 2 || shape.size() == 3, "image: expected a 2-D or 3-D spatial shape");
-  ms::Geometry g;
-  g.d0 = shape.size() == 3 ? shape[0] : 1;
-  g.d1 = shape[shape.size() - 2];
-  g.d2 = shape[shape.size() - 1];
-  MEDSEG_CHECK(g.d0 >= 1 && g.d1 >= 1 && g.d2 >= 1, "image: empty spatial shape");
-  if (shape.size() == 2) {
-    MEDSEG_CHECK(connectivity == 4 || connectivity == 8, "connectivity: expected 4 or 8 in 2-D, got ", connectivity);
-  } else {
-    MEDSEG_CHECK(connectivity == 6 || connectivity == 26, "connectivity: expected 6 or 26 in 3-D, got ",
-                 connectivity);
-  }
-  g.connectivity = connectivity;
-  return g;
-}
 
 // tile as given by Python: one size per spatial axis; 2-D gets a unit z extent
 void tile_sizes(const std::vector<int64_t>& tile, const std::vector<int64_t>& shape, int32_t out[3]) {
@@ -46,32 +28,11 @@ void tile_sizes(const std::vector<int64_t>& tile, const std::vector<int64_t>& sh
   }
 }
 
-ms::Side side_of(const std::string& s) {
-  if (s == "two_sided") return ms::Side::TwoSided;
-  if (s == "ancestor") return ms::Side::Ancestor;
-  if (s == "descendant") return ms::Side::Descendant;
-  medseg::fail("variation: expected 'two_sided', 'ancestor' or 'descendant', got '", s, "'");
-}
-
-template <typename T>
-py::array_t<T> vec_array(const std::vector<T>& v) {
-  py::array_t<T> a(static_cast<py::ssize_t>(v.size()));
-  if (!v.empty()) std::copy(v.begin(), v.end(), a.mutable_data());
-  return a;
-}
-
-const uint8_t* mask_ptr(py::object mask_obj, int64_t size, carr<uint8_t>& keep) {
-  if (mask_obj.is_none()) return nullptr;
-  keep = mask_obj.cast<carr<uint8_t>>();
-  MEDSEG_CHECK(keep.size() == size, "mask: size does not match the image");
-  return keep.data();
-}
-
 template <typename T>
 py::tuple tree_tiled(carr<T> img, py::object mask_obj, std::vector<int64_t> shape, int connectivity, bool bright,
                      int maxval, int delta, const std::string& side, bool normalize, std::vector<int64_t> tile,
                      int num_threads) {
-  const ms::Geometry g = tiled_geometry(shape, connectivity);
+  const ms::Geometry g = make_geometry(shape, connectivity);
   MEDSEG_CHECK(img.size() == g.numel(), "image: buffer size does not match the shape");
   MEDSEG_CHECK(maxval >= 1 && maxval <= 65535, "maxval: expected 1..65535");
   int32_t ts[3];
@@ -80,7 +41,7 @@ py::tuple tree_tiled(carr<T> img, py::object mask_obj, std::vector<int64_t> shap
   const uint8_t* mask = mask_ptr(mask_obj, g.numel(), keep);
   ms::Params p;
   p.delta = delta;
-  p.side = side_of(side);
+  p.side = parse_side(side);
   p.normalize = normalize;
   ms::Tree t;
   std::vector<double> stab;
@@ -89,8 +50,8 @@ py::tuple tree_tiled(carr<T> img, py::object mask_obj, std::vector<int64_t> shap
     ms::build_tree_tiled<T>(img.data(), mask, g, bright, maxval, ts, num_threads, t);
     ms::node_stability(t, p, stab);
   }
-  return py::make_tuple(vec_array(t.pixel_node), vec_array(t.parent), vec_array(t.level), vec_array(t.area),
-                        vec_array(stab));
+  return py::make_tuple(to_array(t.pixel_node), to_array(t.parent), to_array(t.level), to_array(t.area),
+                        to_array(stab));
 }
 
 // Canonical parent form of B images (B, N): (par, area), each (B, N) int32.
@@ -98,7 +59,7 @@ template <typename T>
 py::tuple parents_tiled(carr<T> imgs, py::object mask_obj, std::vector<int64_t> shape, int connectivity, bool bright,
                         int maxval, std::vector<int64_t> tile, int num_threads) {
   MEDSEG_CHECK(imgs.ndim() == 2, "image: internal, expected (B, N)");
-  const ms::Geometry g = tiled_geometry(shape, connectivity);
+  const ms::Geometry g = make_geometry(shape, connectivity);
   const int64_t B = imgs.shape(0), N = imgs.shape(1);
   MEDSEG_CHECK(N == g.numel(), "image: buffer size does not match the shape");
   MEDSEG_CHECK(maxval >= 1 && maxval <= 65535, "maxval: expected 1..65535");
@@ -149,14 +110,14 @@ void bind_mser_tiled(py::module_& m) {
         }
         ms::Params p;
         p.delta = delta;
-        p.side = side_of(side);
+        p.side = parse_side(side);
         p.normalize = normalize;
         std::vector<double> stab;
         {
           py::gil_scoped_release release;
           ms::node_stability(t, p, stab);
         }
-        return vec_array(stab);
+        return to_array(stab);
       },
       py::arg("parent"), py::arg("key"), py::arg("area"), py::arg("delta"), py::arg("side"), py::arg("normalize"),
       "MSER stability of every node of a children-first tree (parent, key, area).");
@@ -166,7 +127,7 @@ void bind_mser_tiled(py::module_& m) {
       [](uintptr_t img, bool is16, uintptr_t mask, int64_t B, std::vector<int64_t> shape, int connectivity,
          bool bright, int maxval, std::vector<int64_t> tile, uintptr_t work, uintptr_t par, uintptr_t area,
          intptr_t stream) {
-        const ms::Geometry g = tiled_geometry(shape, connectivity);
+        const ms::Geometry g = make_geometry(shape, connectivity);
         MEDSEG_CHECK(B >= 1, "image: empty batch");
         MEDSEG_CHECK(maxval >= 1 && maxval <= 65535, "maxval: expected 1..65535");
         int32_t ts[3];

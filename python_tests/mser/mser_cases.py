@@ -41,3 +41,12 @@ def opencv_regions(cv2, img, delta, min_area, max_area, max_variation, pass2only
     regs, boxes = m.detectRegions(img)
     W = img.shape[1]
     return regs, boxes, sorted(tuple(sorted((r[:, 1] * W + r[:, 0]).tolist())) for r in regs)
+
+
+def concentric():
+    """Nested dark squares 7×7: levels 0 (1 px), 1 (9), 2 (25) inside a background of 10 (49)."""
+    img = np.full((7, 7), 10, np.uint8)
+    img[1:6, 1:6] = 2
+    img[2:5, 2:5] = 1
+    img[3, 3] = 0
+    return img

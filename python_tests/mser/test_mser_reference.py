@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from medseg_ext import mser as M
 from medseg_ext.reference import mser as R
-from mser_cases import ref_set, region_set
+from mser_cases import concentric, ref_set, region_set
 
 
 @st.composite
@@ -156,19 +156,11 @@ def test_flood_equals_union_find_larger(shape, conn, dtype):
                 assert torch.equal(getattr(t, a), getattr(u, a)), a
 
 
-def _concentric():
-    img = np.full((7, 7), 10, np.uint8)
-    img[1:6, 1:6] = 2
-    img[2:5, 2:5] = 1
-    img[3, 3] = 0
-    return img
-
-
 def test_vlfeat_rule_hand_built_tree():
     # dark tree: keys 0, 1, 2, 10 with areas 1, 9, 25, 49; ancestor variations (delta 1): 8, 16/9, 0, 0.
     # n0 loses to n1 (8 >= 16/9), n1 loses to n2 (16/9 >= 0); n2 vs the root: no comparison
     # (key 10 != 3); the root is above max_area = 0.75·49; n2 differs from the root by 24/49 >= 0.2.
-    img = _concentric()
+    img = concentric()
     t = M.component_tree(img, polarity="dark", delta=1, variation="ancestor")
     assert t.area.tolist() == [1, 9, 25, 49] and t.level.tolist() == [0, 1, 2, 10]
     np.testing.assert_allclose(t.stability.numpy(), [8.0, 16 / 9, 0.0, 0.0])
@@ -183,7 +175,7 @@ def test_vlfeat_rule_hand_built_tree():
 def test_paper_and_vlfeat_scores_on_unique_branch():
     # §11.2.7: on a unique branch S_paper = |R| - |R_{t+delta}| (bright: t+delta is brighter) and
     # S_vlfeat·|R| = |R_{t-delta}| - |R| (the bigger region delta levels darker)
-    img = 255 - _concentric() * 20  # bright tree: 255 (1 px), 235 (9), 215 (25), 55 (49)
+    img = 255 - concentric() * 20  # bright tree: 255 (1 px), 235 (9), 215 (25), 55 (49)
     for delta in (1, 20, 40):
         tp = M.component_tree(img, polarity="bright", delta=delta, variation="descendant", normalize=False)
         tv = M.component_tree(img, polarity="bright", delta=delta, variation="ancestor", normalize=True)

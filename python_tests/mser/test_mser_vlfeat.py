@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from medseg_ext import mser as M
 from medseg_ext.bench import _vlfeat_mser as V
-from mser_cases import blobs
+from mser_cases import blobs, concentric
 
 needs_vl = pytest.mark.skipif(not V.available(), reason=f"real VLFeat peer unavailable: {V.unavailable_reason()}")
 
@@ -145,19 +145,11 @@ def test_vlfeat_constant_and_tiny_images():
     assert len(M.mser(np.full((5, 7), 9, np.uint8), "vlfeat", max_area=1.0, min_area=0.0, max_variation=1e9)) == 0
 
 
-def _concentric():
-    img = np.full((7, 7), 10, np.uint8)
-    img[1:6, 1:6] = 2
-    img[2:5, 2:5] = 1
-    img[3, 3] = 0
-    return img
-
-
 @needs_vl
 def test_vlfeat_root_and_duplicates():
     # dark tree: keys 0, 1, 2, 10 with areas 1, 9, 25, 49. n2 (25 px) is selected; the root never
     # is, even when max_area allows it (VLFeat compares a root with itself and the tie is lost).
-    img = _concentric()
+    img = concentric()
     for pol in ("dark", "bright"):
         src = img if pol == "dark" else 255 - img
         assert M.mser(src, "vlfeat", polarity=pol, delta=1, max_area=1.0).area.tolist() == [25]
