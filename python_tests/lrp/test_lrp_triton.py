@@ -4,6 +4,9 @@ inside ``use_backend("triton")``; the interpreter rounds every operation separat
 does, so there the element-wise outputs must equal the C++ ones bit for bit. On a GPU (FMA contraction)
 they are compared with tolerances; ``test_gpu_*`` run only with CUDA."""
 import contextlib
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -409,6 +412,59 @@ def test_lrp_pass_with_triton_stages_equals_cpp_stages(preset, dtype, triton_cal
     # only the float64 plane sums of the norm and err run in another order than the C++
     tol = 1e-12 if dtype == torch.float64 else (1e-5 if EXACT else 1e-4)
     torch.testing.assert_close(got, want, rtol=tol, atol=tol * want.abs().max().item())
+
+
+# ------------------------------------------------------------------ compile only (no GPU needed)
+
+_COMPILE = r"""
+import itertools, os, sys
+os.environ.pop("TRITON_INTERPRET", None)          # real JIT functions, not the interpreter's
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from medseg_ext.triton import lrp_fused as tf
+
+target = GPUTarget("cuda", 90, 32)
+def comp(fn, ptrs, ints, const, dt):
+    sig = {k: ("*fp64" if k in ("part_ptr", "prm_ptr", "var_ptr", "mean_ptr") else "*" + dt) for k in ptrs}
+    sig.update({k: "i64" for k in ints})
+    sig.update({k: "constexpr" for k in const})
+    sig["BLOCK"] = "constexpr"
+    k = triton.compile(ASTSource(fn, sig, constexprs=dict(const, BLOCK=tf.BLOCK)), target=target,
+                       options={"num_warps": tf.NUM_WARPS})
+    assert k.asm.get("cubin"), fn.__name__
+    return k.asm["ptx"]
+for dt in ("fp32", "fp64", "bf16"):
+    f64 = dt == "fp64"
+    for rule, hb in itertools.product((0, 1, 2), (True, False)) if dt == "fp32" else ((1, True), (2, False)):
+        ptx = comp(tf._signed_coeffs_kernel, ["z_ptr", "h_ptr", "b_ptr", "r_ptr", "uv_ptr", "part_ptr", "prm_ptr"],
+                   ["total", "n", "CS", "C", "S", "iters"], {"RULE": rule, "HAS_BIAS": hb, "F64": f64}, dt)
+        if dt != "fp64":
+            assert "div.full.f32" not in ptx and "div.approx" not in ptx, "float32 division not IEEE-rounded"
+    comp(tf._combine_kernel, ["x_ptr", "g_ptr", "out_ptr", "prm_ptr"], ["total", "n", "CS"], {"F64": f64}, dt)
+    comp(tf._eps_div_kernel, ["r_ptr", "z_ptr", "m_ptr", "out_ptr", "prm_ptr"], ["total", "n"],
+         {"HAS_MULT": dt != "fp64", "F64": f64}, dt)
+    for c in (True, False):
+        comp(tf._plane_sum_kernel, ["x_ptr", "mean_ptr", "part_ptr"], ["S", "iters"], {"CENTRED": c}, dt)
+    ptx = comp(tf._norm_apply_kernel, ["x_ptr", "z_ptr", "r_ptr", "w_ptr", "var_ptr", "out_ptr", "prm_ptr"],
+               ["total", "n", "C", "S"], {"HAS_W": dt != "fp64", "F64": f64}, dt)
+    if dt != "fp64":
+        assert "sqrt.approx" not in ptx, "float32 square root not IEEE-rounded"
+print("ok")
+"""
+
+
+def test_kernels_compile_for_an_nvidia_gpu_without_one(tmp_path):
+    """Triton's NVIDIA backend compiles every kernel variant to an sm_90 cubin on this machine (no
+    device needed; what the interpreter cannot check: typing, constexpr branches, codegen, ptxas), and
+    the float32 division / square root are the IEEE-rounded instructions. Compiles, does not run."""
+    pytest.importorskip("triton.backends.nvidia.compiler")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(medseg_ext.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    env.pop("TRITON_INTERPRET", None)
+    env["TRITON_CACHE_DIR"] = str(tmp_path)          # a cold compile, and nothing left in the user's cache
+    r = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-4000:]
 
 
 # ------------------------------------------------------------------ GPU only
