@@ -23,7 +23,8 @@ every operation rounds separately, as in the C++ build (no FMA in the baseline o
 
 Reductions are deterministic: each program sums its blocks in float64 registers and writes one
 partial; the host adds the partials in a fixed order (no float atomics). Inputs are made contiguous
-here. Nothing here has been run on a GPU: it is validated under the interpreter only.
+here. Nothing here has been run on a GPU: it is validated under the interpreter only (and compiled,
+not run, for sm_90 by python_tests/lrp/test_lrp_triton.py).
 """
 from __future__ import annotations
 
