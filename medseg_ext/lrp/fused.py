@@ -31,9 +31,16 @@ Two stages, each one pass over memory:
 Shapes: z, h (M, C, S); b (C,) or None; R (K, M, C, S); x (M, C', S'); G (K, M, 2C', S').
 NaN/Inf: no masking; IEEE arithmetic propagates them (the engine only feeds finite inputs, and
 a non-finite error estimate sends the layer to the exact path).
+
+Implementations: CPU tensors run the C++ kernels (``USE_CPP``); CUDA tensors run the Triton kernels
+of :mod:`medseg_ext.triton.lrp_fused` when triton is importable (``USE_TRITON``; not with
+``MEDSEG_EXT_GPU_BACKEND=cuda``, as there are no CUDA C++ LRP kernels); ``medseg_ext.use_backend("triton")``
+sends CPU tensors to the Triton kernels too (under ``TRITON_INTERPRET=1``, as the tests do). Everything
+else, and every stage with either switch off, runs the multi-pass torch form below.
 """
 from __future__ import annotations
 
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -59,6 +66,37 @@ def _ext(name: str = "lrp_signed_coeffs"):
 
 USE_CPP = True
 """Set to False to run the torch form on CPU tensors too (tests and benchmarks compare both)."""
+
+
+USE_TRITON = True
+"""Set to False to run the torch form instead of the Triton kernels (on CUDA tensors, and inside
+``use_backend("triton")``); tests and benchmarks compare both."""
+
+_TRITON_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _triton_importable() -> bool:
+    from .._dispatch import _triton_status
+    return _triton_status()[0]
+
+
+def _use_triton(*ts: Tensor) -> bool:
+    """Triton for CUDA tensors (or any device inside ``use_backend("triton")``), when importable."""
+    if not USE_TRITON or not all(t.dtype in _TRITON_DTYPES for t in ts):
+        return False
+    from .._dispatch import GPU_BACKEND_ENV, _override
+    if getattr(_override, "name", None) == "triton":
+        if not _triton_importable():
+            raise RuntimeError("use_backend('triton'): triton is not importable here; install triton or leave "
+                               "the backend automatic")
+        return True
+    return all(t.device.type == "cuda" for t in ts) and _triton_importable() \
+        and os.environ.get(GPU_BACKEND_ENV, "auto").lower() != "cuda"
+
+
+def _tr():
+    from ..triton import lrp_fused
+    return lrp_fused
 
 
 def _use_cpp(name: str, *ts: Tensor) -> bool:
@@ -99,6 +137,9 @@ def signed_coeffs(z: Tensor, h: Tensor, b: Optional[Tensor], R: Tensor, rule: st
     _check(z, h, b, R)
     c1, c2 = _params(rule, alpha, beta, gamma, epsilon)
     K, M, C, S = R.shape
+    if _use_triton(z, h, R):
+        UV, err, mass = _tr().signed_coeffs(z, h, b, R, rule, alpha, beta, gamma, epsilon)
+        return UV, c1, c2, err, mass
     if _use_cpp("lrp_signed_coeffs", z, h, R):
         z, h, R = z.contiguous(), h.contiguous(), R.contiguous()
         bb = b.contiguous() if b is not None else None
@@ -154,6 +195,8 @@ def combine(x: Tensor, G: Tensor, c1: float, c2: float) -> Tensor:
         raise TypeError(f"G: expected dtype {x.dtype}, got {G.dtype}")
     K, M, C2, S = G.shape
     C = C2 // 2
+    if _use_triton(x, G):
+        return _tr().combine(x, G, c1, c2)
     if _use_cpp("lrp_combine", x, G):
         x, G = x.contiguous(), G.contiguous()
         out = torch.empty((K, M, C, S), dtype=x.dtype, device=x.device)
@@ -174,6 +217,8 @@ def eps_div(R: Tensor, z: Tensor, epsilon: float, mult: Optional[Tensor] = None)
     ts = (R, z) + ((mult,) if mult is not None else ())
     if any(t.dtype != z.dtype for t in ts):
         raise TypeError(f"R, z, mult: expected one dtype, got {[t.dtype for t in ts]}")
+    if _use_triton(*ts):
+        return _tr().eps_div(R, z, epsilon, mult)
     if _use_cpp("lrp_eps_div", *ts):
         K, n = R.shape[0], z.numel()
         Rc, zc = R.contiguous(), z.contiguous()
@@ -201,6 +246,8 @@ def norm_freeze_eps(x: Tensor, z: Tensor, R: Tensor, weight: Optional[Tensor], n
     ts = (x, z, R) + ((weight,) if weight is not None else ())
     if any(t.dtype != x.dtype for t in ts):
         raise TypeError(f"x, z, R, weight: expected one dtype, got {[t.dtype for t in ts]}")
+    if _use_triton(*ts):
+        return _tr().norm_freeze_eps(x, z, R, weight, norm_eps, epsilon)
     if _use_cpp("lrp_norm_freeze_eps", *ts):
         xc, zc, Rc = x.contiguous(), z.contiguous(), R.contiguous()
         wc = weight.contiguous() if weight is not None else None
