@@ -18,10 +18,11 @@ Cases (all on the same generated data, in this process, fixed seeds):
 With ``--device cuda`` (``medseg-ext bench topology --device cuda``) only the GPU case runs:
 
 * ``vr-gpu``: 10,000 such clouds (2,000 at ``--size small``), maxdim 2, on the GPU path of
-  ``vietoris_rips_batch`` (Triton distances and H0 on the device, the C++ reduction of dimensions
-  >= 1 on all CPU cores) vs giotto-ph with all CPU cores (``n_threads=-1``) and the CPU path, both
-  timed on the first 500 clouds (200 small) and scaled to the full count; the GPU result is checked
-  bit for bit against the CPU path on those clouds. Also maxdim 0 (everything on the device).
+  ``vietoris_rips_batch`` (Triton distances, H0 and the dimension-2 apparent-pair pass on the
+  device, the C++ reduction of dimensions >= 1 on all CPU cores) vs giotto-ph with all CPU cores
+  (``n_threads=-1``), the CPU path and the GPU path with the triangle pass left to the host, these
+  timed on the first 500 clouds (200 small) and scaled to the full count; the GPU results are
+  checked bit for bit against the CPU path on those clouds. Also maxdim 0 (all on the device).
 
 Times: median wall seconds and the process CPU seconds per call (the CPU figure is robust on a
 shared machine; for threaded rows it adds up the threads). ``×ours`` = peer / medseg_ext median.
@@ -275,9 +276,25 @@ def gpu_rows(clouds: int, peer_clouds: int, repeat: int, out, device: str = "cud
             with medseg_ext.use_backend("cpu"):
                 return medseg_ext.vietoris_rips_batch(X[:sub], maxdim=md, device="cpu")
 
+        def host_triangles(md=md):
+            # the GPU path with rips.cpp's own triangle pass instead of the device's (what the
+            # device's apparent-pair pass saves)
+            from ..topology import rips
+
+            saved, rips._DEVICE_TRIANGLES = rips._DEVICE_TRIANGLES, False
+            try:
+                return medseg_ext.vietoris_rips_batch(XD[:sub], maxdim=md)
+            finally:
+                rips._DEVICE_TRIANGLES = saved
+
         impls = [(f"medseg_ext GPU path (Triton + C++ on {threads} threads)",
-                  lambda md=md: medseg_ext.vietoris_rips_batch(XD, maxdim=md), clouds, max(1, min(repeat, 2))),
-                 (f"medseg_ext CPU path ({threads} threads; first {sub}, scaled)", cpu_path, sub, 1)]
+                  lambda md=md: medseg_ext.vietoris_rips_batch(XD, maxdim=md), clouds, max(1, min(repeat, 2)))]
+        if md == 2:
+            impls.append((f"medseg_ext GPU path, dimension-2 columns on the host (first {sub}, scaled)",
+                          host_triangles, sub, 1))
+            alt = host_triangles()
+            same = same and all(torch.equal(alt.values[k], cpu.values[k]) for k in range(md + 1))
+        impls.append((f"medseg_ext CPU path ({threads} threads; first {sub}, scaled)", cpu_path, sub, 1))
         gph = _peer("giotto-ph")
         if gph is not None:
             impls.append((f"giotto-ph (loop, n_threads=-1; first {sub}, scaled)",

@@ -217,10 +217,11 @@ def vietoris_rips_batch(clouds: Any, maxdim: int = 1, threshold: Any = math.inf,
             clouds per device chunk (default: as many as fit 256 MiB of distance matrices).
         device: None (default: where the input is: a CUDA tensor, or a list of CUDA tensors, takes
             the GPU path), ``"cpu"`` or ``"cuda"`` (``"cuda:k"``, a ``torch.device``). The GPU path
-            (Triton, :mod:`medseg_ext.triton.topology_batch`) computes the distance matrices and H0
-            (Prim's minimum spanning tree per cloud) on the device; dimensions >= 1 are reduced by
-            the same C++ code as the CPU path, on those matrices copied to the host (parallel over
-            clouds). The distances are computed with the CPU path's operations in float64, so the
+            (Triton, :mod:`medseg_ext.triton.topology_batch`) computes the distance matrices, H0
+            (Prim's minimum spanning tree per cloud) and, at maxdim 2 (clouds up to 512 points),
+            the triangles that are not in apparent pairs on the device; dimensions >= 1 are reduced
+            by the same C++ code as the CPU path, on those matrices copied to the host (parallel
+            over clouds). The distances are computed with the CPU path's operations in float64, so the
             diagrams are the CPU path's. ``medseg_ext.use_backend("triton")`` runs the GPU path's
             kernels wherever the data is, CPU tensors included (under ``TRITON_INTERPRET=1``:
             tests), whatever ``device`` says; ``use_backend("cpu")`` forces the CPU path.
@@ -313,20 +314,27 @@ def _gpu_target(clouds: Any, device: Any) -> Optional[torch.device]:
     return None  # "cpu", or "reference" (the topology ops have no separate reference backend)
 
 
-# distance matrices of one device chunk (and its host copy for dimensions >= 1)
+# device bytes of one chunk: distance matrices (copied to the host for dimensions >= 1) and, at
+# maxdim 2, the slots of the device's triangle columns
 _GPU_CHUNK_BYTES = 256 * 2**20
+# maxdim 2: the dimension-2 columns come from the device's apparent-pair pass (False: rips.cpp's own
+# triangle pass on the host; the benchmark times both)
+_DEVICE_TRIANGLES = True
 
 
-def _gpu_chunks(sizes: List[int], chunk_size: Optional[int]) -> List[tuple]:
+def _gpu_chunks(sizes: List[int], chunk_size: Optional[int], maxdim: int = 0) -> List[tuple]:
     if chunk_size is not None:
         step = check_int(chunk_size, "chunk_size", 1, 2**62)
         return [(a, min(a + step, len(sizes))) for a in range(0, len(sizes), step)]
+    from ..triton.topology_batch import triangle_capacity
+
     chunks, start, acc = [], 0, 0
     for b, n in enumerate(sizes):
-        if b > start and acc + n * n * 8 > _GPU_CHUNK_BYTES:
+        nbytes = n * n * 8 + (triangle_capacity(n) * 24 if maxdim == 2 and _DEVICE_TRIANGLES else 0)  # approx.
+        if b > start and acc + nbytes > _GPU_CHUNK_BYTES:
             chunks.append((start, b))
             start, acc = b, 0
-        acc += n * n * 8
+        acc += nbytes
     if start < len(sizes):
         chunks.append((start, len(sizes)))
     return chunks
@@ -334,8 +342,9 @@ def _gpu_chunks(sizes: List[int], chunk_size: Optional[int]) -> List[tuple]:
 
 def _rips_batch_gpu(validated: Any, dm: bool, md: int, thr: float, p: int, met: str, f64: bool,
                     memory_limit: Optional[float], chunk_size: Optional[int]) -> RaggedDiagrams:
-    """Distances and H0 on the device (Triton), dimensions >= 1 by the C++ reduction on the host
-    copies of the device's distance matrices, chunk by chunk."""
+    """Distances and H0 on the device (Triton), at maxdim 2 also the dimension-2 columns (apparent
+    pairs removed on the device); dimensions >= 1 reduced by the C++ code on the host copies of the
+    device's distance matrices, chunk by chunk."""
     from ..triton import topology_batch as tb
 
     if isinstance(validated, torch.Tensor):
@@ -365,7 +374,7 @@ def _rips_batch_gpu(validated: Any, dm: bool, md: int, thr: float, p: int, met: 
     for v in per_value:
         starts.append(starts[-1] + (v * v if dm else v))
     parts = []
-    for a, b in _gpu_chunks(sizes, chunk_size):
+    for a, b in _gpu_chunks(sizes, chunk_size, md):
         csizes = sizes[a:b]
         s_dev = torch.tensor(csizes, dtype=torch.int64, device=flat.device)
         nmax = max(csizes, default=0)
@@ -382,7 +391,12 @@ def _rips_batch_gpu(validated: Any, dm: bool, md: int, thr: float, p: int, met: 
             if threads * per_cloud + data_bytes + out_bytes > limit:
                 per_cloud = max(C_.rips_estimate_cpu(desc(host), csizes, 0, md, thr, met, f64), default=0.0)
             check_memory(threads * per_cloud + data_bytes + out_bytes, limit, "vietoris_rips_batch")
-            values, offsets = C_.rips_batch_cpu(desc(host), csizes, 0, md, thr, p, met, f64)
+            if md == 2 and _DEVICE_TRIANGLES and nmax <= tb.TRIANGLE_MAX_POINTS:
+                t_idx, t_diam, t_zero, t_off = (x.cpu() for x in tb.triangle_columns(D, s_dev, nmax, thr, f64))
+                values, offsets = C_.rips_batch_cpu_triangles(desc(host), csizes, md, thr, p, f64, desc(t_idx),
+                                                              desc(t_diam), desc(t_zero), t_off.tolist())
+            else:
+                values, offsets = C_.rips_batch_cpu(desc(host), csizes, 0, md, thr, p, met, f64)
         h0_values, h0_offsets = tb.h0_from_deaths(deaths, s_dev)
         parts.append(RaggedDiagrams([h0_values.cpu()] + [torch.from_numpy(v) for v in values[1:]],
                                     [h0_offsets.cpu()] + [torch.from_numpy(o) for o in offsets[1:]]))

@@ -13,6 +13,11 @@
   (equally rounded) threshold are absent: a round whose nearest vertex is unreachable starts a
   new component (an essential class). The MST edge lengths are the H0 deaths (the multiset of
   minimum-spanning-forest weights does not depend on how ties are broken).
+* ``_triangle_kernel`` (maxdim 2): Ripser++'s apparent-pair pass over every triangle of every
+  cloud, the decisions of rips.cpp's ``assemble_triangles`` in the same value type; only the
+  triangles that are not the lower half of an apparent pair are written out (with their
+  zero-diameter earliest cofacet), and rips.cpp takes them as its dimension-2 columns
+  (``RipsOptions::triangle_*``) instead of enumerating ~C(n, 3) triangles itself.
 
 Clouds of different sizes share one launch: per-cloud sizes and start offsets come in int64
 tensors and each program masks to its own n.
@@ -29,6 +34,9 @@ METRIC_CODES = {"euclidean": 0, "manhattan": 1, "cityblock": 1, "chebyshev": 2}
 # (seen in its PTX), one rounding fewer than rips.cpp and so different float64 distances.
 PAIRWISE_OPTIONS = {"num_warps": 2, "enable_fp_fusion": False}
 MAX_POINTS = 1 << 15  # one cloud's Prim block lives in registers (and spills a little above 8192)
+# the device's triangle pass (maxdim 2) for clouds up to this size; larger clouds use rips.cpp's own
+# (the kernel's register tiles spill beyond, and its int32 offsets need n^2 < 2^31)
+TRIANGLE_MAX_POINTS = 512
 
 
 @triton.jit
@@ -97,6 +105,106 @@ def _prim_kernel(dist_ptr, dstart_ptr, sizes_ptr, thr_ptr, deaths_ptr, L, F64: t
         within = free & (pick == 0) & (ru <= thr)
         key = tl.where(within & ((reach == 0) | (ru < key)), ru, key)
         reach = reach | within
+
+
+@triton.jit
+def _binom(v, K: tl.constexpr):
+    # C(v, K) for int64 v >= 0, K <= 4: exact (the products of consecutive integers divide exactly)
+    if K == 1:
+        r = v
+    elif K == 2:
+        r = v * (v - 1) // 2
+    elif K == 3:
+        r = v * (v - 1) * (v - 2) // 6
+    else:
+        r = v * (v - 1) * (v - 2) * (v - 3) // 24
+    return tl.where(v >= K, r, 0)
+
+
+@triton.jit
+def _load_vt(ptr, mask, other, F64: tl.constexpr):
+    x = tl.load(ptr, mask=mask, other=other)
+    if F64:
+        y = x.to(tl.float64)
+    else:  # round to nearest, as the CPU's static_cast<float>
+        y = x.to(tl.float32)
+    return y  # one return: the compiler wants one type per return site
+
+
+@triton.jit
+def _triangle_kernel(dist_ptr, dstart_ptr, sizes_ptr, thr_ptr, count_ptr, cstart_ptr, cap_ptr, out_idx_ptr,
+                     out_diam_ptr, out_zero_ptr, F64: tl.constexpr, BLOCK: tl.constexpr, XC: tl.constexpr):
+    """Program (cloud c, vertex b): every triangle {w > b > a} within the threshold; those that are not
+    the lower half of an apparent pair (Ripser++'s pass, the decisions of rips.cpp's
+    assemble_triangles in the same value type) go to the cloud's output list with their index, diameter
+    and zero-diameter earliest cofacet (-1: none). The list is unordered (one atomic per (b, a));
+    count_ptr receives the full count even past the cloud's capacity, so the host can size a second
+    launch."""
+    c = tl.program_id(0)
+    b = tl.program_id(1)
+    b64 = b.to(tl.int64)
+    # int32 offsets inside the cloud (n <= TRIANGLE_MAX_POINTS) from one int64 base: fewer registers
+    n = tl.load(sizes_ptr + c).to(tl.int32)
+    D = dist_ptr + tl.load(dstart_ptr + c)
+    o0 = tl.load(cstart_ptr + c)
+    cap = tl.load(cap_ptr + c)
+    thr = tl.load(thr_ptr)
+    inf = float("inf")
+    v = tl.arange(0, BLOCK)
+    vin = v < n
+    rb = _load_vt(D + b * n + v, vin & (b < n), inf, F64)
+    wmask = (v > b) & vin
+    hi = tl.where(b < n - 1, b, 0)
+    for a in range(0, hi):
+        ra = _load_vt(D + a * n + v, vin, inf, F64)
+        dab = _load_vt(D + b * n + a, b < n, inf, F64)
+        diam = tl.maximum(dab, tl.maximum(ra, rb))
+        tri = wmask & (diam <= thr)
+        # x: the largest vertex outside {w, b, a} with max(d(w,x), d(b,x), d(a,x)) <= diam, or -1
+        best = tl.full((BLOCK,), -1, tl.int32)
+        for x0 in range(0, n, XC):
+            xs = x0 + tl.arange(0, XC)
+            xm = xs < n
+            dwx = _load_vt(D + v[:, None] * n + xs[None, :], tri[:, None] & xm[None, :], inf, F64)
+            rbx = _load_vt(D + b * n + xs, xm, inf, F64)
+            rax = _load_vt(D + a * n + xs, xm, inf, F64)
+            m = tl.maximum(dwx, tl.maximum(rbx, rax)[None, :])
+            ok = (m <= diam[:, None]) & xm[None, :] & (xs[None, :] != v[:, None]) & (xs != b)[None, :] & \
+                (xs != a)[None, :]
+            best = tl.maximum(best, tl.max(tl.where(ok, xs[None, :], -1), axis=1))
+        x = best
+        has = tri & (x >= 0)
+        xi = tl.where(has, x, 0)
+        rbx = _load_vt(D + b * n + xi, has, inf, F64)
+        rax = _load_vt(D + a * n + xi, has, inf, F64)
+        rwx = _load_vt(D + v * n + xi, has, inf, F64)
+        # sigma = tau − {x} is the latest facet of tau = sigma + {x} iff no facet tau − {y}, y > x
+        # (a smaller index), has the same diameter: {b, a, x}, {w, a, x}, {w, b, x}
+        f1 = (v > x) & (tl.maximum(dab, tl.maximum(rbx, rax)) >= diam)
+        f2 = (b > x) & (tl.maximum(ra, tl.maximum(rwx, rax)) >= diam)
+        f3 = (a > x) & (tl.maximum(rb, tl.maximum(rwx, rbx)) >= diam)
+        apparent = has & ((f1 | f2 | f3) == 0)
+        keep = tri & (apparent == 0)
+        # simplex indices in int64 (the interpreter hands the loop variable over as a Python int)
+        a64 = b64 * 0 + a
+        w64 = v.to(tl.int64)
+        x64 = xi.to(tl.int64)
+        c3w = _binom(w64, 3)
+        c4w = _binom(w64, 4)
+        c2b = _binom(b64, 2)
+        c3b = _binom(b64, 3)
+        z = tl.where(x > v, _binom(x64, 4) + c3w + c2b + a64,
+                     tl.where(x > b, c4w + _binom(x64, 3) + c2b + a64,
+                              tl.where(x > a, c4w + c3b + _binom(x64, 2) + a64, c4w + c3b + _binom(a64, 2) + x64)))
+        z = tl.where(has, z, -1)
+        k32 = keep.to(tl.int32)
+        total = tl.sum(k32, axis=0)
+        base = tl.atomic_add(count_ptr + c, total.to(tl.int64))
+        pos = base + tl.cumsum(k32, axis=0).to(tl.int64) - 1
+        put = keep & (pos < cap)
+        tl.store(out_idx_ptr + o0 + pos, c3w + c2b + a64, mask=put)
+        tl.store(out_diam_ptr + o0 + pos, diam.to(tl.float64), mask=put)
+        tl.store(out_zero_ptr + o0 + pos, z, mask=put)
 
 
 def _check_device(t: torch.Tensor, what: str) -> None:
@@ -210,8 +318,76 @@ def compiled_ptx(kernel: str, target_arch: int = 90, **constexprs) -> str:
         sig = {"dist_ptr": "*fp64", "dstart_ptr": "*i64", "sizes_ptr": "*i64", "thr_ptr": vt, "deaths_ptr": vt,
                "L": "i32", "F64": "constexpr", "BLOCK": "constexpr"}
         fn, options = _prim_kernel, {"num_warps": prim_warps(int(constexprs["BLOCK"]))}
+    elif kernel == "triangle":
+        vt = "*fp64" if constexprs.get("F64") else "*fp32"
+        sig = {"dist_ptr": "*fp64", "dstart_ptr": "*i64", "sizes_ptr": "*i64", "thr_ptr": vt, "count_ptr": "*i64",
+               "cstart_ptr": "*i64", "cap_ptr": "*i64", "out_idx_ptr": "*i64", "out_diam_ptr": "*fp64",
+               "out_zero_ptr": "*i64", "F64": "constexpr", "BLOCK": "constexpr", "XC": "constexpr"}
+        config = triangle_config(int(constexprs["BLOCK"]))
+        constexprs = {**constexprs, "XC": config["XC"]}
+        fn, options = _triangle_kernel, {"num_warps": config["num_warps"]}
     else:
-        raise ValueError(f"kernel: expected 'pairwise' or 'prim', got {kernel!r}")
+        raise ValueError(f"kernel: expected 'pairwise', 'prim' or 'triangle', got {kernel!r}")
     compiled = triton.compile(ASTSource(fn, sig, constexprs=constexprs),
                               target=GPUTarget("cuda", target_arch, 32), options=options)
     return compiled.asm["ptx"]
+
+
+def triangle_config(block: int) -> dict:
+    """Warps and x-chunk of the triangle kernel (ptxas, sm_90: no spills up to BLOCK 256)."""
+    if block <= 32:
+        return {"XC": 16, "num_warps": 2}
+    if block <= 128:
+        return {"XC": 16, "num_warps": 4}
+    return {"XC": 8, "num_warps": 8}
+
+
+TRIANGLE_SLOTS_BASE = 256
+
+
+def triangle_capacity(n):
+    """Output slots per cloud of n points (an int or an int64 tensor) for the first launch of the
+    triangle pass: about 3% of the C(n, 3) triangles (on random 185-point clouds ~2% are not
+    apparent); when a cloud has more, the pass is launched again with the exact counts."""
+    return TRIANGLE_SLOTS_BASE + n * (n - 1) * (n - 2) // 6 // 32
+
+
+def triangle_columns(dist: torch.Tensor, sizes: torch.Tensor, nmax: int, threshold: float, float64: bool):
+    """The dimension-2 columns of every cloud for rips.cpp at maxdim 2 (RipsOptions::triangle_*):
+    (index int64, diameter float64, zero-diameter earliest cofacet int64 or -1) concatenated over
+    the clouds, and int64 offsets (B + 1), all on the distances' device. Order within a cloud is
+    arbitrary (the reduction sorts its columns)."""
+    _check_device(dist, "clouds")
+    if nmax > TRIANGLE_MAX_POINTS:
+        raise ValueError(f"clouds: the device's triangle pass takes clouds of at most {TRIANGLE_MAX_POINTS} "
+                         f"points, got {nmax}")
+    B = int(sizes.numel())
+    dev = dist.device
+    vt = torch.float64 if float64 else torch.float32
+    if B == 0 or nmax < 3:
+        empty = torch.zeros(0, dtype=torch.int64, device=dev)
+        return empty, torch.zeros(0, dtype=torch.float64, device=dev), empty.clone(), \
+            torch.zeros(B + 1, dtype=torch.int64, device=dev)
+    dstart = _cloud_layout(sizes, sizes * sizes)
+    thr = torch.tensor([threshold], dtype=torch.float64).to(vt).to(dev)
+    BLOCK = max(16, triton.next_power_of_2(nmax))
+    caps = triangle_capacity(sizes)
+    for _ in range(2):
+        counts = torch.zeros(B, dtype=torch.int64, device=dev)
+        cstart = _cloud_layout(sizes, caps)
+        total = int(caps.sum())
+        idx = torch.empty(total, dtype=torch.int64, device=dev)
+        diam = torch.empty(total, dtype=torch.float64, device=dev)
+        zero = torch.empty(total, dtype=torch.int64, device=dev)
+        _triangle_kernel[(B, nmax)](dist, dstart, sizes, thr, counts, cstart, caps, idx, diam, zero,
+                                    F64=float64, BLOCK=BLOCK, **triangle_config(BLOCK))
+        if not bool((counts > caps).any()):
+            break
+        caps = torch.maximum(caps, counts)  # exact counts: the second launch fits
+    # compact the per-cloud slots into one list, clouds in order
+    owner = torch.repeat_interleave(torch.arange(B, device=dev), caps)
+    local = torch.arange(total, device=dev) - cstart[owner]
+    flat = local < counts[owner]
+    offsets = torch.zeros(B + 1, dtype=torch.int64, device=dev)
+    offsets[1:] = torch.cumsum(counts, 0)
+    return idx[flat], diam[flat], zero[flat], offsets

@@ -100,3 +100,23 @@ def test_many_clouds_equal_cpu_path():
     X = sliding_clouds(2000, seed=11)
     got = medseg_ext.vietoris_rips_batch(torch.from_numpy(X).cuda(), maxdim=1)
     assert_bitwise(got, medseg_ext.vietoris_rips_batch(X, maxdim=1))
+
+
+@pytest.mark.parametrize("n", [300, 512, 600])
+def test_triangle_pass_block_sizes_and_fallback(n):
+    # the device's triangle pass at BLOCK 512 (the largest it takes) and the host's above 512 points
+    X = np.random.default_rng(n).standard_normal((2, n, 3))
+    for threshold in (math.inf, 0.6):
+        got = medseg_ext.vietoris_rips_batch(torch.from_numpy(X).cuda(), maxdim=2, threshold=threshold)
+        assert_bitwise(got, medseg_ext.vietoris_rips_batch(X, maxdim=2, threshold=threshold))
+
+
+def test_triangle_columns_overflow_relaunch(monkeypatch):
+    # a regular grid (nearly every triangle ties), first-launch slots cut to C(n, 3) / 32: relaunch
+    from medseg_ext.triton import topology_batch as tb
+
+    g = np.stack(np.meshgrid(*[np.arange(4.0)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    X = np.stack([g, g * 2.0, np.random.default_rng(0).standard_normal((64, 3))])
+    want = medseg_ext.vietoris_rips_batch(X, maxdim=2)
+    monkeypatch.setattr(tb, "TRIANGLE_SLOTS_BASE", 0)
+    assert_bitwise(medseg_ext.vietoris_rips_batch(torch.from_numpy(X).cuda(), maxdim=2), want)
