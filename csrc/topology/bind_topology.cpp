@@ -130,6 +130,32 @@ void for_each_cloud(int64_t B, F&& f) {
   if (error) std::rethrow_exception(error);
 }
 
+// ragged per dimension: values (total, 2), offsets (B + 1) in pairs
+py::tuple ragged_result(const std::vector<topo::Diagrams>& results, int maxdim) {
+  const int64_t B = static_cast<int64_t>(results.size());
+  py::list values, offsets;
+  for (int k = 0; k <= maxdim; ++k) {
+    py::array_t<int64_t> off(B + 1);
+    int64_t* o = off.mutable_data();
+    o[0] = 0;
+    for (int64_t b = 0; b < B; ++b) o[b + 1] = o[b] + static_cast<int64_t>(results[b][k].size() / 2);
+    py::array_t<double> val({static_cast<py::ssize_t>(o[B]), static_cast<py::ssize_t>(2)});
+    double* v = val.mutable_data();
+    for (int64_t b = 0; b < B; ++b) std::copy(results[b][k].begin(), results[b][k].end(), v + 2 * o[b]);
+    values.append(val);
+    offsets.append(off);
+  }
+  return py::make_tuple(values, offsets);
+}
+
+template <typename T>
+const T* contiguous_1d(const TensorDesc& d, medseg::DType dtype, const char* arg) {
+  MEDSEG_CHECK(d.dtype == dtype && d.ndim == 1, arg, ": internal, expected a 1-D ", medseg::dtype_name(dtype),
+               " array");
+  MEDSEG_CHECK(d.numel() == 0 || d.is_contiguous(), arg, ": internal, expected a contiguous array");
+  return static_cast<const T*>(d.data);
+}
+
 void bind_topology(py::module_& m) {
   m.def(
       "rips_cpu",
@@ -182,27 +208,59 @@ void bind_topology(py::module_& m) {
             results[b] = one_cloud(ptr + start[b], sizes[b], dim, met, opt, ws, dist);
           });
         }
-        // ragged per dimension: values (total, 2), offsets (B + 1) in pairs
-        py::list values, offsets;
-        for (int k = 0; k <= maxdim; ++k) {
-          py::array_t<int64_t> off(B + 1);
-          int64_t* o = off.mutable_data();
-          o[0] = 0;
-          for (int64_t b = 0; b < B; ++b) o[b + 1] = o[b] + static_cast<int64_t>(results[b][k].size() / 2);
-          py::array_t<double> val({static_cast<py::ssize_t>(o[B]), static_cast<py::ssize_t>(2)});
-          double* v = val.mutable_data();
-          for (int64_t b = 0; b < B; ++b) {
-            std::copy(results[b][k].begin(), results[b][k].end(), v + 2 * o[b]);
-          }
-          values.append(val);
-          offsets.append(off);
-        }
-        return py::make_tuple(values, offsets);
+        return ragged_result(results, maxdim);
       },
       py::arg("data"), py::arg("sizes"), py::arg("dim"), py::arg("maxdim"), py::arg("threshold"), py::arg("coeff"),
       py::arg("metric"), py::arg("float64"),
       "Diagrams of many clouds (flat float64 data, per-cloud point counts; dim 0: distance matrices), parallel "
       "over clouds. Returns ([values (total, 2)] per dimension, [offsets (B + 1)] per dimension).");
+
+  m.def(
+      "rips_batch_cpu_triangles",
+      [](py::tuple data, std::vector<int64_t> sizes, int maxdim, double threshold, int coeff, bool float64,
+         py::tuple tri_index, py::tuple tri_diam, py::tuple tri_zero, std::vector<int64_t> tri_offsets) {
+        const TensorDesc d = to_desc(data, "clouds");
+        const double* ptr = contiguous_f64(d, "clouds", 1);
+        MEDSEG_CHECK(maxdim == 2, "triangles: internal, given triangle columns need maxdim 2, got ", maxdim);
+        const TensorDesc di = to_desc(tri_index, "triangles"), dd = to_desc(tri_diam, "triangles"),
+                         dz = to_desc(tri_zero, "triangles");
+        const int64_t* pi = contiguous_1d<int64_t>(di, medseg::DType::Int64, "triangles");
+        const double* pd = contiguous_1d<double>(dd, medseg::DType::Float64, "triangles");
+        const int64_t* pz = contiguous_1d<int64_t>(dz, medseg::DType::Int64, "triangles");
+        const int64_t B = static_cast<int64_t>(sizes.size());
+        MEDSEG_CHECK(static_cast<int64_t>(tri_offsets.size()) == B + 1 && tri_offsets.front() == 0 &&
+                         tri_offsets.back() == di.numel() && dd.numel() == di.numel() && dz.numel() == di.numel(),
+                     "triangles: internal, offsets do not cover the triangle lists");
+        std::vector<int64_t> start(B + 1, 0);
+        int64_t largest = 0;
+        for (int64_t b = 0; b < B; ++b) {
+          MEDSEG_CHECK(sizes[b] >= 0, "clouds: negative cloud size");
+          MEDSEG_CHECK(tri_offsets[b + 1] >= tri_offsets[b], "triangles: internal, offsets decrease");
+          start[b + 1] = start[b] + sizes[b] * sizes[b];
+          largest = std::max(largest, sizes[b]);
+        }
+        MEDSEG_CHECK(start[B] == d.shape[0], "clouds: sizes do not add up to the data length");
+        topo::check_index_range(largest, maxdim);
+        const auto opt = make_options(maxdim, threshold, coeff, float64);
+        std::vector<topo::Diagrams> results(B);
+        {
+          py::gil_scoped_release release;
+          for_each_cloud(B, [&](int64_t b, topo::RipsWorkspace& ws, std::vector<double>&) {
+            topo::RipsOptions o = opt;
+            o.triangle_index = pi + tri_offsets[b];
+            o.triangle_diam = pd + tri_offsets[b];
+            o.triangle_zero = pz + tri_offsets[b];
+            o.triangle_count = tri_offsets[b + 1] - tri_offsets[b];
+            results[b] = topo::rips_from_distances(ptr + start[b], sizes[b], o, ws);
+          });
+        }
+        return ragged_result(results, maxdim);
+      },
+      py::arg("data"), py::arg("sizes"), py::arg("maxdim"), py::arg("threshold"), py::arg("coeff"),
+      py::arg("float64"), py::arg("tri_index"), py::arg("tri_diam"), py::arg("tri_zero"), py::arg("tri_offsets"),
+      "rips_batch_cpu for distance matrices at maxdim 2 with the dimension-2 columns given per cloud (the GPU "
+      "path's apparent-pair pass: triangle index, diameter, zero-diameter earliest cofacet or -1; ragged by "
+      "tri_offsets); the triangle pass is skipped.");
 
   m.def(
       "rips_estimate_cpu",

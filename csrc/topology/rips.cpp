@@ -211,7 +211,7 @@ class RipsComputer {
  public:
   RipsComputer(const double* dist, int64_t n, const RipsOptions& opt, Workspace<value_t>& ws)
       : n_(n), maxdim_(opt.maxdim), p_(opt.coeff), binom_(n, opt.maxdim + 2), ws_(ws), dist_(ws.dist),
-        slots_(ws.slots), stored_(ws.stored), cleared_bits_(ws.cleared_bits) {
+        slots_(ws.slots), stored_(ws.stored), cleared_bits_(ws.cleared_bits), opt_(opt) {
     dist_.resize(static_cast<size_t>(n * n));
     // + 0: a -0 entry becomes +0 (equal in every comparison; keeps float bits monotone for keys)
     for (int64_t i = 0; i < n * n; ++i) dist_[i] = static_cast<value_t>(dist[i]) + value_t(0);
@@ -258,6 +258,8 @@ class RipsComputer {
           add_column_or_record_apparent(e.index, e.diam, 1, v, keep_next, columns, next_cleared);
         }
         edges_to_reduce.clear();
+      } else if (d == 2 && !keep_next && opt_.triangle_count >= 0) {
+        add_given_triangles(cleared, columns);
       } else if (d == 2) {
         std::vector<Column>& next = ws_.next;
         next.clear();
@@ -363,6 +365,22 @@ class RipsComputer {
         if (apparent) next_cleared.insert(z, 0);
         else columns.push_back({idx, static_cast<double>(diam), z});
       }
+    }
+  }
+
+  // The top-dimension triangle columns from RipsOptions (the GPU path's apparent-pair pass): the
+  // same decisions as assemble_triangles<false> made elsewhere; here only clearing and the
+  // threshold (which includes the enclosing radius) are applied.
+  void add_given_triangles(const IndexMap& cleared, std::vector<Column>& columns) const {
+    const index_t ntri = binom_(n_, 3), ntet = binom_(n_, 4);
+    columns.reserve(static_cast<size_t>(opt_.triangle_count));
+    for (int64_t i = 0; i < opt_.triangle_count; ++i) {
+      const index_t idx = opt_.triangle_index[i], z = opt_.triangle_zero[i];
+      const double diam = opt_.triangle_diam[i];
+      MEDSEG_CHECK(idx >= 0 && idx < ntri && z >= -1 && z < ntet,
+                   "vietoris_rips: internal, a given triangle column is out of range");
+      if (diam > threshold_ || cleared.contains(idx)) continue;
+      columns.push_back({idx, diam, z < 0 ? kNone : z});
     }
   }
 
@@ -763,7 +781,8 @@ class RipsComputer {
         const double d = static_cast<double>(dist_[j * n_ + i]);
         if (d <= threshold_) edges.push_back({binom_(j, 2) + i, d, kNone});
       }
-    if (maxdim_ >= 2) simplices.assign(edges.begin(), edges.end());
+    // the edge list builds dimension 2, unless its columns are given (RipsOptions::triangle_*)
+    if (maxdim_ > 2 || (maxdim_ == 2 && opt_.triangle_count < 0)) simplices.assign(edges.begin(), edges.end());
     sort_edges_in_filtration_order(edges);
     std::vector<int64_t>& parent = ws_.parent;
     parent.resize(static_cast<size_t>(n_));
@@ -810,6 +829,7 @@ class RipsComputer {
   std::vector<PivotSlot>& slots_;
   std::vector<Entry>& stored_;
   std::vector<uint64_t>& cleared_bits_;
+  const RipsOptions& opt_;
 };
 
 }  // namespace

@@ -23,6 +23,16 @@ struct RipsOptions {
   double threshold = 0;  // +inf: no threshold (the enclosing radius is used internally, exact)
   int coeff = 2;         // prime p of Z/p
   bool float64 = false;  // filtration values in double instead of float
+  // Dimension-2 columns found elsewhere (the GPU path's apparent-pair pass), used when maxdim == 2
+  // (dimension 2 is then the top one): every triangle {w > b > a} that is not the lower half of an
+  // apparent pair, in any order, with its diameter (a value of the filtration's type) and its
+  // earliest cofacet of the same diameter (-1: none). Cleared triangles and those above the
+  // threshold are dropped here; the columns are then exactly those of the triangle pass.
+  // triangle_count < 0: not given (the triangle pass runs).
+  const int64_t* triangle_index = nullptr;
+  const double* triangle_diam = nullptr;
+  const int64_t* triangle_zero = nullptr;
+  int64_t triangle_count = -1;
 };
 
 // Per dimension, flattened (birth, death) pairs.

@@ -15,6 +15,15 @@ Cases (all on the same generated data, in this process, fixed seeds):
   authors' code does, vs ``diagram_distance_matrix`` (unique pairs, OpenMP).
 * ``pr-subject``: every PR matrix of one subject (6 networks × H0, H1, H2), medseg_ext only.
 
+With ``--device cuda`` (``medseg-ext bench topology --device cuda``) only the GPU case runs:
+
+* ``vr-gpu``: 10,000 such clouds (2,000 at ``--size small``), maxdim 2, on the GPU path of
+  ``vietoris_rips_batch`` (Triton distances, H0 and the dimension-2 apparent-pair pass on the
+  device, the C++ reduction of dimensions >= 1 on all CPU cores) vs giotto-ph with all CPU cores
+  (``n_threads=-1``), the CPU path and the GPU path with the triangle pass left to the host, these
+  timed on the first 500 clouds (200 small) and scaled to the full count; the GPU results are
+  checked bit for bit against the CPU path on those clouds. Also maxdim 0 (all on the device).
+
 Times: median wall seconds and the process CPU seconds per call (the CPU figure is robust on a
 shared machine; for threaded rows it adds up the threads). ``×ours`` = peer / medseg_ext median.
 """
@@ -32,6 +41,9 @@ PEERS = ("ripser", "giotto-ph", "persim", "gudhi", "POT")
 # the giotto-ph loop alone takes ~2–4 min on a 2-core machine). Not the default.
 SIZES = {"small": {"batch": 64, "repeat_slow": 1}, "paper": {"batch": 512, "repeat_slow": 3},
          "large": {"batch": 2000, "repeat_slow": 1}}
+# --device cuda: the issue's GPU case (10,000 clouds) and the subsample the CPU rows time
+GPU_SIZES = {"small": {"clouds": 2000, "peer_clouds": 200}, "paper": {"clouds": 10000, "peer_clouds": 500},
+             "large": {"clouds": 10000, "peer_clouds": 500}}
 
 
 def make_clouds(count: int, seed: int = 0, T: int = 187) -> np.ndarray:
@@ -239,16 +251,72 @@ def _diagram_rows(size: str, repeat: int, out) -> list:
     return rows
 
 
-def run(device: str = "cpu", size: str = "small", repeat: int = 5, measure_memory: bool = True, out=print) -> dict:
-    """Runs the benchmark, prints the table, returns the results dict (CPU only: no GPU path yet)."""
-    if size not in SIZES:
-        raise ValueError(f"size: expected one of {tuple(SIZES)}, got {size!r}")
-    if str(device).startswith("cuda"):
-        out("note: the topology family has no GPU path yet; running the CPU benchmark")
-    for name in ("ripser", "giotto-ph", "persim", "gudhi"):
-        if _peer(name) is None:
-            out(f"note: peer {name} is not importable; its rows are skipped")
-    rows = _vr_rows(size, repeat, measure_memory, out) + _diagram_rows(size, repeat, out)
+def gpu_rows(clouds: int, peer_clouds: int, repeat: int, out, device: str = "cuda", n_points: int = 185) -> list:
+    """The ``vr-gpu`` rows: the GPU path on ``clouds`` clouds of ``n_points`` points in R³ (maxdim 2,
+    and maxdim 0) vs giotto-ph (n_threads=-1) and the CPU path on the first ``peer_clouds``, scaled.
+    ``device`` is where the input tensor lives; the tests call this with tiny sizes on CPU tensors
+    inside ``use_backend("triton")`` (the interpreter), the benchmark with "cuda"."""
+    import torch
+
+    import medseg_ext
+
+    X = make_clouds(clouds, seed=7, T=n_points + 2)
+    XD = torch.from_numpy(X).to(device)
+    sub = min(peer_clouds, clouds)
+    threads = int(medseg_ext.backends()["cpu"]["threads"] or 1)
+    medseg_ext.vietoris_rips_batch(XD[:2], maxdim=2)  # compiles the Triton kernels outside the timing
+    rows = []
+    for md in (2, 0):
+        gpu = medseg_ext.vietoris_rips_batch(XD[:sub], maxdim=md)
+        with medseg_ext.use_backend("cpu"):  # the CPU path even where the caller forces Triton
+            cpu = medseg_ext.vietoris_rips_batch(X[:sub], maxdim=md, device="cpu")
+        same = all(torch.equal(gpu.values[k], cpu.values[k]) and torch.equal(gpu.offsets[k], cpu.offsets[k])
+                   for k in range(md + 1))
+        def cpu_path(md=md):
+            with medseg_ext.use_backend("cpu"):
+                return medseg_ext.vietoris_rips_batch(X[:sub], maxdim=md, device="cpu")
+
+        def host_triangles(md=md):
+            # the GPU path with rips.cpp's own triangle pass instead of the device's (what the
+            # device's apparent-pair pass saves)
+            from ..topology import rips
+
+            saved, rips._DEVICE_TRIANGLES = rips._DEVICE_TRIANGLES, False
+            try:
+                return medseg_ext.vietoris_rips_batch(XD[:sub], maxdim=md)
+            finally:
+                rips._DEVICE_TRIANGLES = saved
+
+        impls = [(f"medseg_ext GPU path (Triton + C++ on {threads} threads)",
+                  lambda md=md: medseg_ext.vietoris_rips_batch(XD, maxdim=md), clouds, max(1, min(repeat, 2)))]
+        if md == 2:
+            impls.append((f"medseg_ext GPU path, dimension-2 columns on the host (first {sub}, scaled)",
+                          host_triangles, sub, 1))
+            alt = host_triangles()
+            same = same and all(torch.equal(alt.values[k], cpu.values[k]) for k in range(md + 1))
+        impls.append((f"medseg_ext CPU path ({threads} threads; first {sub}, scaled)", cpu_path, sub, 1))
+        gph = _peer("giotto-ph")
+        if gph is not None:
+            impls.append((f"giotto-ph (loop, n_threads=-1; first {sub}, scaled)",
+                          lambda md=md: [gph(x, maxdim=md, n_threads=-1) for x in X[:sub]], sub, 1))
+        base = None
+        for label, call, count, rep in impls:
+            t = _time(call, rep, warmup=0)  # the kernels were compiled above; the big calls are long
+            scale = clouds / count
+            row = {"case": f"vr-gpu {clouds}×({n_points}×3), maxdim {md}", "impl": label,
+                   "median_s": t["median_s"] * scale, "min_s": t["min_s"] * scale, "cpu_s": t["cpu_s"] * scale,
+                   "per_cloud_ms": t["median_s"] / count * 1e3,
+                   "check": f"GPU == CPU path bit for bit on {sub} clouds: {same}"}
+            base = base or row
+            row["time_ratio"] = row["median_s"] / base["median_s"]
+            rows.append(row)
+            if label.startswith("giotto-ph"):
+                out(f"vr-gpu maxdim {md}: giotto-ph (all cores) / GPU path = {row['time_ratio']:.2f}x "
+                    f"(the issue asks for >= 10x at maxdim 2)")
+    return rows
+
+
+def _finish(rows: list, out) -> str:
     for r in rows:
         r["median_ms"] = r["median_s"] * 1e3
         r["cpu_ms"] = r["cpu_s"] * 1e3
@@ -261,6 +329,33 @@ def run(device: str = "cpu", size: str = "small", repeat: int = 5, measure_memor
     cols = ["case", "impl", "median_ms", "cpu_ms", "per_cloud_ms", "time_ratio", "cpu_ratio", "peak_MiB", "check"]
     table = harness.markdown_table(rows, cols)
     out(table)
+    return table
+
+
+def run(device: str = "cpu", size: str = "small", repeat: int = 5, measure_memory: bool = True, out=print) -> dict:
+    """Runs the benchmark, prints the table, returns the results dict. ``device="cuda"``: the GPU
+    case only (``vr-gpu``); a RuntimeError when torch sees no CUDA device."""
+    if size not in SIZES:
+        raise ValueError(f"size: expected one of {tuple(SIZES)}, got {size!r}")
+    if str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("device: 'cuda' asked for, but torch sees no CUDA device (the topology GPU "
+                               "benchmark needs one; run without --device cuda for the CPU benchmark)")
+        if _peer("giotto-ph") is None:
+            out("note: peer giotto-ph is not importable; its rows are skipped")
+        g = GPU_SIZES[size]
+        rows = gpu_rows(g["clouds"], g["peer_clouds"], repeat, out, device=str(device))
+        table = _finish(rows, out)
+        out("time_ratio: median / the GPU path's median (> 1: the GPU path is faster); rows on a subsample are "
+            "scaled to the full count. cpu_ms: process CPU time (sums threads).")
+        return {"rows": rows, "table": table, "size": size, "device": str(device)}
+    for name in ("ripser", "giotto-ph", "persim", "gudhi"):
+        if _peer(name) is None:
+            out(f"note: peer {name} is not importable; its rows are skipped")
+    rows = _vr_rows(size, repeat, measure_memory, out) + _diagram_rows(size, repeat, out)
+    table = _finish(rows, out)
     out("time_ratio: peer median / medseg_ext median (> 1: medseg_ext is faster). cpu_ms: process CPU time "
         "(sums threads); cpu_ratio: the same ratio in CPU time (robust on a loaded machine). Peak MiB: VmHWM "
         "growth of one call in a fresh process.")
@@ -268,16 +363,23 @@ def run(device: str = "cpu", size: str = "small", repeat: int = 5, measure_memor
 
 
 def main(argv=None) -> int:
-    """``python -m medseg_ext.bench.topology [--size small|paper|large] [--repeat N] [--no-memory]``
-    (the same as ``medseg-ext bench topology``; ``large`` runs the issue's 2,000-cloud batch)."""
+    """``python -m medseg_ext.bench.topology [--device cpu|cuda] [--size small|paper|large] [--repeat N]
+    [--no-memory]`` (the same as ``medseg-ext bench topology``; ``large`` runs the issue's 2,000-cloud
+    batch; ``--device cuda`` the 10,000-cloud GPU case, 2,000 at ``--size small``)."""
     import argparse
+    import sys
 
     ap = argparse.ArgumentParser(prog="python -m medseg_ext.bench.topology")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--size", choices=tuple(SIZES), default="small")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--no-memory", action="store_true")
     args = ap.parse_args(argv)
-    run("cpu", size=args.size, repeat=args.repeat, measure_memory=not args.no_memory)
+    try:
+        run(args.device, size=args.size, repeat=args.repeat, measure_memory=not args.no_memory)
+    except RuntimeError as exc:
+        print(f"bench topology: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -2,8 +2,11 @@
 clouds, exact diagram distances (Wasserstein, bottleneck, all-pairs matrices) and the
 sliding-window embedding. Spec: shared/reference/seeds-part1.md §3, anchors.md §3.
 
-CPU only (C++ with OpenMP over clouds and diagram pairs); there is no GPU path yet. The batch ops
-run on a Dask cluster with ``client=`` (see :mod:`medseg_ext.topology.scaleout`, extra ``[dist]``).
+C++ with OpenMP over clouds and diagram pairs. ``vietoris_rips_batch`` has a GPU path (CUDA inputs
+or ``device="cuda"``): distance matrices, H0 (Prim's MST) and, at maxdim 2, the apparent pairs of
+triangles in Triton (:mod:`medseg_ext.triton.topology_batch`), dimensions >= 1 reduced by the same
+C++ code on the host; so far it has run only under the Triton interpreter (no GPU here). The batch ops run on a Dask
+cluster with ``client=`` (see :mod:`medseg_ext.topology.scaleout`, extra ``[dist]``).
 """
 from .distances import bottleneck, diagram_distance_matrix, diagram_distance_pairs, wasserstein
 from .embedding import sliding_window

@@ -13,14 +13,16 @@ METRICS = ("euclidean", "manhattan", "cityblock", "chebyshev")
 PRECISIONS = ("float32", "float64")
 
 
-def as_float64_tensor(x: Any, arg: str) -> torch.Tensor:
-    """A contiguous float64 CPU tensor with the values of ``x`` (tensor, array or nested lists)."""
+def as_float64_tensor(x: Any, arg: str, device: Any = "cpu") -> torch.Tensor:
+    """A contiguous float64 tensor on ``device`` (the CPU by default) with the values of ``x``
+    (tensor, array or nested lists)."""
+    dev = torch.device(device)
     if isinstance(x, torch.Tensor):
         if x.is_complex():
             raise TypeError(f"{arg}: expected real values, got {x.dtype}")
         t = x.detach()
-        if t.device.type != "cpu":
-            t = t.cpu()
+        if t.device != dev:
+            t = t.to(dev)
     else:
         try:
             arr = np.asarray(x)
@@ -30,7 +32,7 @@ def as_float64_tensor(x: Any, arg: str) -> torch.Tensor:
             raise TypeError(f"{arg}: expected numbers, got an array of dtype {arr.dtype}")
         if np.issubdtype(arr.dtype, np.complexfloating):
             raise TypeError(f"{arg}: expected real values, got {arr.dtype}")
-        t = torch.from_numpy(np.ascontiguousarray(arr))
+        t = torch.from_numpy(np.ascontiguousarray(arr)).to(dev)
     return t.to(torch.float64).contiguous()
 
 

@@ -37,8 +37,8 @@ def _distance_bytes(n: int, float64: bool) -> float:
     return float(n) * n * (8 + (8 if float64 else 4))
 
 
-def _prepare_cloud(x: Any, distance_matrix: bool, arg: str) -> torch.Tensor:
-    t = as_float64_tensor(x, arg)
+def _prepare_cloud(x: Any, distance_matrix: bool, arg: str, device: Any = "cpu") -> torch.Tensor:
+    t = as_float64_tensor(x, arg, device)
     if distance_matrix:
         return check_distance_matrix(t, arg)
     if t.dim() == 1 and t.numel() == 0:
@@ -169,12 +169,12 @@ class RaggedDiagrams:
         return f"RaggedDiagrams(clouds={len(self)}, maxdim={self.maxdim}, points_per_dim={counts})"
 
 
-def _validated_clouds(clouds: Any, dm: bool) -> Any:
-    """The batch input validated: a (B, n, d) float64 tensor, or a list of prepared (n_b, d) clouds
-    (equal d) / (n_b, n_b) distance matrices."""
+def _validated_clouds(clouds: Any, dm: bool, device: Any = "cpu") -> Any:
+    """The batch input validated on ``device``: a (B, n, d) float64 tensor, or a list of prepared
+    (n_b, d) clouds (equal d) / (n_b, n_b) distance matrices."""
     if isinstance(clouds, (torch.Tensor,)) or (not isinstance(clouds, (list, tuple)) and hasattr(clouds, "shape")):
         # one (B, n, d) array: validated in one vectorised pass, no per-cloud Python
-        t = as_float64_tensor(clouds, "clouds")
+        t = as_float64_tensor(clouds, "clouds", device)
         if t.dim() != 3:
             raise ValueError(f"clouds: expected a (B, n, d) array or a sequence of (n, d) clouds, got shape "
                              f"{tuple(t.shape)}")
@@ -186,7 +186,7 @@ def _validated_clouds(clouds: Any, dm: bool) -> Any:
                 raise ValueError("clouds: points have 0 coordinates")
         return t
     if isinstance(clouds, (list, tuple)):
-        prepared = [_prepare_cloud(c, dm, f"clouds[{b}]") for b, c in enumerate(clouds)]
+        prepared = [_prepare_cloud(c, dm, f"clouds[{b}]", device) for b, c in enumerate(clouds)]
         if not dm:
             dims = {int(c.shape[1]) for c in prepared if c.shape[0] > 0}
             if len(dims) > 1:
@@ -198,7 +198,7 @@ def _validated_clouds(clouds: Any, dm: bool) -> Any:
 def vietoris_rips_batch(clouds: Any, maxdim: int = 1, threshold: Any = math.inf, metric: str = "euclidean",
                         coeff: int = 2, distance_matrix: bool = False, precision: str = "float32",
                         memory_limit: Optional[float] = None, client: Any = None,
-                        chunk_size: Optional[int] = None) -> RaggedDiagrams:
+                        chunk_size: Optional[int] = None, device: Any = None) -> RaggedDiagrams:
     """Diagrams of many clouds in one call, parallel over clouds (OpenMP, deterministic), the GIL
     released. Same conventions and arguments as :func:`vietoris_rips`.
 
@@ -213,10 +213,22 @@ def vietoris_rips_batch(clouds: Any, maxdim: int = 1, threshold: Any = math.inf,
             clouds are split into chunks of ``chunk_size`` clouds, each worker runs this function on
             its chunks, and the result is reassembled in order, equal to the local call bit for bit.
             Needs the extra ``medseg_ext[dist]``. None (default): this process only.
-        chunk_size: clouds per task (default: about 4 tasks per worker thread).
+        chunk_size: clouds per task (default: about 4 tasks per worker thread). On the GPU path:
+            clouds per device chunk (default: as many as fit 256 MiB of distance matrices).
+        device: None (default: where the input is: a CUDA tensor, or a list of CUDA tensors, takes
+            the GPU path), ``"cpu"`` or ``"cuda"`` (``"cuda:k"``, a ``torch.device``). The GPU path
+            (Triton, :mod:`medseg_ext.triton.topology_batch`) computes the distance matrices, H0
+            (Prim's minimum spanning tree per cloud) and, at maxdim 2 (clouds up to 512 points),
+            the triangles that are not in apparent pairs on the device; dimensions >= 1 are reduced
+            by the same C++ code as the CPU path, on those matrices copied to the host (parallel
+            over clouds). The distances are computed with the CPU path's operations in float64, so the
+            diagrams are the CPU path's. ``medseg_ext.use_backend("triton")`` runs the GPU path's
+            kernels wherever the data is, CPU tensors included (under ``TRITON_INTERPRET=1``:
+            tests), whatever ``device`` says; ``use_backend("cpu")`` forces the CPU path.
 
     Returns:
-        :class:`RaggedDiagrams` (values + offsets per dimension; ``to_list()`` for a list view).
+        :class:`RaggedDiagrams` (values + offsets per dimension; ``to_list()`` for a list view),
+        on the CPU for both paths.
     """
     md = check_int(maxdim, "maxdim", 0, MAX_DIM)
     thr = check_threshold(threshold)
@@ -224,6 +236,13 @@ def vietoris_rips_batch(clouds: Any, maxdim: int = 1, threshold: Any = math.inf,
     met = check_metric(metric)
     f64 = check_precision(precision)
     dm = bool(distance_matrix)
+    # with client= and no device asked for, CUDA inputs go to the (CPU) workers, as before the GPU path
+    gpu = None if client is not None and device is None else _gpu_target(clouds, device)
+    if gpu is not None:
+        if client is not None:
+            raise ValueError("client: the Dask path runs on CPU workers; leave device unset (or 'cpu') with client")
+        validated = _validated_clouds(clouds, dm, gpu)
+        return _rips_batch_gpu(validated, dm, md, thr, p, met, f64, memory_limit, chunk_size)
     validated = _validated_clouds(clouds, dm)
     if client is not None:
         from .scaleout import rips_batch_distributed
@@ -257,3 +276,128 @@ def vietoris_rips_batch(clouds: Any, maxdim: int = 1, threshold: Any = math.inf,
     check_memory(threads * per_cloud + 2 * data_bytes + out_bytes, limit, "vietoris_rips_batch")
     values, offsets = C_.rips_batch_cpu(desc(flat), sizes, dim, md, thr, p, met, f64)
     return RaggedDiagrams([torch.from_numpy(v) for v in values], [torch.from_numpy(o) for o in offsets])
+
+
+# ---------------------------------------------------------------- GPU path
+
+def _input_device(clouds: Any) -> torch.device:
+    if isinstance(clouds, torch.Tensor):
+        return clouds.device
+    if isinstance(clouds, (list, tuple)):
+        for c in clouds:
+            if isinstance(c, torch.Tensor):
+                return c.device
+    return torch.device("cpu")
+
+
+def _gpu_target(clouds: Any, device: Any) -> Optional[torch.device]:
+    """None for the CPU path, else the device the Triton path runs on (a CPU device only when the
+    Triton backend is forced with ``use_backend("triton")``: the interpreter, in tests)."""
+    if device is None:
+        dev = _input_device(clouds)
+    else:
+        try:
+            dev = torch.device(device)
+        except (TypeError, RuntimeError, ValueError) as exc:
+            raise ValueError(f"device: expected 'cpu', 'cuda' or a torch.device, got {device!r}") from exc
+        if dev.type not in ("cpu", "cuda"):
+            raise ValueError(f"device: expected 'cpu' or 'cuda', got {device!r}")
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device: {device!r} asked for, but torch sees no CUDA device; the GPU path of "
+                               "vietoris_rips_batch needs one (use device='cpu')")
+    backend = _dispatch.select_backend(clouds=torch.empty(0, device=dev))
+    if backend == "triton":
+        return dev
+    if backend == "cuda":
+        raise RuntimeError("vietoris_rips_batch: the topology GPU path is written in Triton (no compiled CUDA "
+                           f"kernels); install triton or unset {_dispatch.GPU_BACKEND_ENV}=cuda")
+    return None  # "cpu", or "reference" (the topology ops have no separate reference backend)
+
+
+# device bytes of one chunk: distance matrices (copied to the host for dimensions >= 1) and, at
+# maxdim 2, the slots of the device's triangle columns
+_GPU_CHUNK_BYTES = 256 * 2**20
+# maxdim 2: the dimension-2 columns come from the device's apparent-pair pass (False: rips.cpp's own
+# triangle pass on the host; the benchmark times both)
+_DEVICE_TRIANGLES = True
+
+
+def _gpu_chunks(sizes: List[int], chunk_size: Optional[int], maxdim: int = 0) -> List[tuple]:
+    if chunk_size is not None:
+        step = check_int(chunk_size, "chunk_size", 1, 2**62)
+        return [(a, min(a + step, len(sizes))) for a in range(0, len(sizes), step)]
+    from ..triton.topology_batch import triangle_capacity
+
+    chunks, start, acc = [], 0, 0
+    for b, n in enumerate(sizes):
+        nbytes = n * n * 8 + (triangle_capacity(n) * 24 if maxdim == 2 and _DEVICE_TRIANGLES else 0)  # approx.
+        if b > start and acc + nbytes > _GPU_CHUNK_BYTES:
+            chunks.append((start, b))
+            start, acc = b, 0
+        acc += nbytes
+    if start < len(sizes):
+        chunks.append((start, len(sizes)))
+    return chunks
+
+
+def _rips_batch_gpu(validated: Any, dm: bool, md: int, thr: float, p: int, met: str, f64: bool,
+                    memory_limit: Optional[float], chunk_size: Optional[int]) -> RaggedDiagrams:
+    """Distances and H0 on the device (Triton), at maxdim 2 also the dimension-2 columns (apparent
+    pairs removed on the device); dimensions >= 1 reduced by the C++ code on the host copies of the
+    device's distance matrices, chunk by chunk."""
+    from ..triton import topology_batch as tb
+
+    if isinstance(validated, torch.Tensor):
+        B, n = int(validated.shape[0]), int(validated.shape[1])
+        sizes = [n] * B
+        dim = 0 if dm else int(validated.shape[2])
+        flat = validated.reshape(-1).contiguous()
+    else:
+        sizes = [int(c.shape[0]) for c in validated]
+        if dm:
+            dim = 0
+        else:
+            dims = {int(c.shape[1]) for c in validated if c.shape[0] > 0}
+            dim = dims.pop() if dims else 1
+        dev = validated[0].device if validated else torch.device("cpu")
+        flat = torch.cat([c.reshape(-1) for c in validated]) if validated else torch.zeros(0, dtype=torch.float64,
+                                                                                           device=dev)
+    C_ = _dispatch.extension()
+    largest = max(sizes, default=0)
+    C_.rips_check_index_range(largest, md)
+    if largest > tb.MAX_POINTS:
+        raise ValueError(f"clouds: the GPU path takes clouds of at most {tb.MAX_POINTS} points, got {largest}")
+    limit = resolve_memory_limit(memory_limit)
+    threads = max(1, min(len(sizes), int(C_.build_info().get("max_threads", 1))))
+    per_value = sizes if dm else [n * dim for n in sizes]
+    starts = [0]
+    for v in per_value:
+        starts.append(starts[-1] + (v * v if dm else v))
+    parts = []
+    for a, b in _gpu_chunks(sizes, chunk_size, md):
+        csizes = sizes[a:b]
+        s_dev = torch.tensor(csizes, dtype=torch.int64, device=flat.device)
+        nmax = max(csizes, default=0)
+        data = flat[starts[a]:starts[b]]
+        D = data if dm else tb.pairwise_distances(data, s_dev, dim, nmax, met)
+        deaths = tb.mst_deaths(D, s_dev, nmax, thr, f64)
+        values, offsets = [], []
+        if md >= 1:
+            # the reduction of dimensions >= 1 reads the device's matrices: the same numbers as H0
+            host = D.cpu()
+            data_bytes = host.numel() * 8
+            out_bytes = sum(csizes) * (md + 1) * 2 * 8 * 2
+            per_cloud = C_.rips_memory_estimate(nmax, md, f64)
+            if threads * per_cloud + data_bytes + out_bytes > limit:
+                per_cloud = max(C_.rips_estimate_cpu(desc(host), csizes, 0, md, thr, met, f64), default=0.0)
+            check_memory(threads * per_cloud + data_bytes + out_bytes, limit, "vietoris_rips_batch")
+            if md == 2 and _DEVICE_TRIANGLES and nmax <= tb.TRIANGLE_MAX_POINTS:
+                t_idx, t_diam, t_zero, t_off = (x.cpu() for x in tb.triangle_columns(D, s_dev, nmax, thr, f64))
+                values, offsets = C_.rips_batch_cpu_triangles(desc(host), csizes, md, thr, p, f64, desc(t_idx),
+                                                              desc(t_diam), desc(t_zero), t_off.tolist())
+            else:
+                values, offsets = C_.rips_batch_cpu(desc(host), csizes, 0, md, thr, p, met, f64)
+        h0_values, h0_offsets = tb.h0_from_deaths(deaths, s_dev)
+        parts.append(RaggedDiagrams([h0_values.cpu()] + [torch.from_numpy(v) for v in values[1:]],
+                                    [h0_offsets.cpu()] + [torch.from_numpy(o) for o in offsets[1:]]))
+    return RaggedDiagrams.concat(parts, maxdim=md)
