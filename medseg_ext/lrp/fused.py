@@ -232,10 +232,9 @@ def eps_div(R: Tensor, z: Tensor, epsilon: float, mult: Optional[Tensor] = None)
     return s if mult is None else s.mul_(mult)
 
 
-def norm_freeze_eps(x: Tensor, z: Tensor, R: Tensor, weight: Optional[Tensor], norm_eps: float,
-                    epsilon: float) -> Tensor:
-    """Frozen instance norm under the ε-rule: ``R / stab(z) · x · w / sqrt(var + norm_eps)`` with the
-    biased variance of each (sample, channel) plane. x, z: (M, C, S); R: (K, M, C, S); weight: (C,) or None."""
+def check_norm_args(x: Tensor, z: Tensor, R: Tensor, weight: Optional[Tensor], norm_eps: float,
+                    epsilon: float) -> None:
+    """Shapes and constants of :func:`norm_freeze_eps` (shared with its Triton form)."""
     if x.dim() != 3 or z.shape != x.shape or R.dim() != 4 or tuple(R.shape[1:]) != tuple(x.shape):
         raise ValueError(f"x, z, R: expected (M, C, S), (M, C, S), (K, M, C, S), got {tuple(x.shape)}, "
                          f"{tuple(z.shape)}, {tuple(R.shape)}")
@@ -243,6 +242,15 @@ def norm_freeze_eps(x: Tensor, z: Tensor, R: Tensor, weight: Optional[Tensor], n
         raise ValueError(f"weight: expected shape ({x.shape[1]},), got {tuple(weight.shape)}")
     if not epsilon > 0:
         raise ValueError(f"epsilon: expected > 0, got {epsilon}")
+    if not norm_eps >= 0:
+        raise ValueError(f"norm_eps: expected >= 0, got {norm_eps}")
+
+
+def norm_freeze_eps(x: Tensor, z: Tensor, R: Tensor, weight: Optional[Tensor], norm_eps: float,
+                    epsilon: float) -> Tensor:
+    """Frozen instance norm under the ε-rule: ``R / stab(z) · x · w / sqrt(var + norm_eps)`` with the
+    biased variance of each (sample, channel) plane. x, z: (M, C, S); R: (K, M, C, S); weight: (C,) or None."""
+    check_norm_args(x, z, R, weight, norm_eps, epsilon)
     ts = (x, z, R) + ((weight,) if weight is not None else ())
     if any(t.dtype != x.dtype for t in ts):
         raise TypeError(f"x, z, R, weight: expected one dtype, got {[t.dtype for t in ts]}")

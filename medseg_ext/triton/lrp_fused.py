@@ -332,16 +332,10 @@ def norm_freeze_eps(x: Tensor, z: Tensor, R: Tensor, weight: Optional[Tensor], n
                     epsilon: float) -> Tensor:
     """Frozen instance norm under the eps-rule: ``R / stab(z) * (x * w / sqrt(var + norm_eps))`` with the
     biased variance of each (sample, channel) plane. x, z (M, C, S); R (K, M, C, S); weight (C,) or None."""
+    from ..lrp.fused import check_norm_args
+
     dt = _check("x", x=x, z=z, R=R, weight=weight)
-    if x.dim() != 3 or z.shape != x.shape or R.dim() != 4 or tuple(R.shape[1:]) != tuple(x.shape):
-        raise ValueError(f"x, z, R: expected (M, C, S), (M, C, S), (K, M, C, S), got {tuple(x.shape)}, "
-                         f"{tuple(z.shape)}, {tuple(R.shape)}")
-    if weight is not None and tuple(weight.shape) != (x.shape[1],):
-        raise ValueError(f"weight: expected shape ({x.shape[1]},), got {tuple(weight.shape)}")
-    if not epsilon > 0:
-        raise ValueError(f"epsilon: expected > 0, got {epsilon}")
-    if not norm_eps >= 0:
-        raise ValueError(f"norm_eps: expected >= 0, got {norm_eps}")
+    check_norm_args(x, z, R, weight, norm_eps, epsilon)
     out = torch.empty(R.shape, dtype=dt, device=x.device)
     total = out.numel()
     if total == 0:
