@@ -94,6 +94,7 @@ void la_modulate_cpu(const TensorDesc& x, const TensorDesc& g1, const TensorDesc
   }
 MEDSEG_DETECTION_ISA_DECL(isa_base)
 MEDSEG_DETECTION_ISA_DECL(isa_avx2)
+MEDSEG_DETECTION_ISA_DECL(isa_avx512)
 #undef MEDSEG_DETECTION_ISA_DECL
 
 }  // namespace losses

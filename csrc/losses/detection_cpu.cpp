@@ -768,10 +768,7 @@ void sigmoid_focal_cpu(const TensorDesc& logits, const TensorDesc& labels, const
   MEDSEG_CHECK(gamma >= 0 && std::isfinite(gamma), "gamma: expected a finite value >= 0");
   check_weight(weight, logits.dtype, logits.shape[0], logits.shape[1], true);
   check_outputs(out, logits, logits.numel());
-#ifdef MEDSEG_EXT_HAVE_AVX2_BUILD
-  if (cpu_use_avx2()) return isa_avx2::sigmoid_focal_entry(logits, labels, weight, alpha, gamma, scale, out);
-#endif
-  isa_base::sigmoid_focal_entry(logits, labels, weight, alpha, gamma, scale, out);
+  return MEDSEG_ISA_CALL(sigmoid_focal_entry, logits, labels, weight, alpha, gamma, scale, out);
 }
 
 void giou_cpu(const TensorDesc& pred, const TensorDesc& target, const TensorDesc& weight, double eps, double scale,
@@ -783,10 +780,7 @@ void giou_cpu(const TensorDesc& pred, const TensorDesc& target, const TensorDesc
   check_same_dtype(target, pred.dtype, "target", "pred");
   check_weight(weight, pred.dtype, pred.shape[0], 1, false);
   check_outputs(out, pred, pred.shape[0]);
-#ifdef MEDSEG_EXT_HAVE_AVX2_BUILD
-  if (cpu_use_avx2()) return isa_avx2::giou_entry(pred, target, weight, eps, scale, out);
-#endif
-  isa_base::giou_entry(pred, target, weight, eps, scale, out);
+  return MEDSEG_ISA_CALL(giou_entry, pred, target, weight, eps, scale, out);
 }
 
 void centerness_target_cpu(const TensorDesc& points, const TensorDesc& gt_boxes, const TensorDesc& target_out) {
@@ -831,10 +825,7 @@ void centerness_bce_cpu(const TensorDesc& logits, const TensorDesc& points, cons
   check_weight(weight, logits.dtype, N, 1, false);
   MEDSEG_CHECK(target_out.numel() == N, "internal: target_out has the wrong size");
   check_outputs(out, logits, N);
-#ifdef MEDSEG_EXT_HAVE_AVX2_BUILD
-  if (cpu_use_avx2()) return isa_avx2::centerness_bce_entry(logits, points, gt_boxes, weight, scale, target_out, out);
-#endif
-  isa_base::centerness_bce_entry(logits, points, gt_boxes, weight, scale, target_out, out);
+  return MEDSEG_ISA_CALL(centerness_bce_entry, logits, points, gt_boxes, weight, scale, target_out, out);
 }
 
 void distribution_focal_cpu(const TensorDesc& logits, const TensorDesc& target, const TensorDesc& weight,
@@ -847,10 +838,7 @@ void distribution_focal_cpu(const TensorDesc& logits, const TensorDesc& target, 
   check_same_dtype(target, compute_dtype(logits.dtype), "target", "the compute type");
   check_weight(weight, logits.dtype, logits.shape[0], 1, false);
   check_outputs(out, logits, logits.shape[0]);
-#ifdef MEDSEG_EXT_HAVE_AVX2_BUILD
-  if (cpu_use_avx2()) return isa_avx2::distribution_focal_entry(logits, target, weight, scale, out);
-#endif
-  isa_base::distribution_focal_entry(logits, target, weight, scale, out);
+  return MEDSEG_ISA_CALL(distribution_focal_entry, logits, target, weight, scale, out);
 }
 
 void dual_energy_to_rgb_cpu(const TensorDesc& high_in, const TensorDesc& low_in, const TensorDesc& out_in,
@@ -980,10 +968,7 @@ void la_modulate_cpu(const TensorDesc& x, const TensorDesc& g1, const TensorDesc
   MEDSEG_CHECK(out.dtype == x.dtype && factor.dtype == x.dtype && out.numel() == x.numel() &&
                    factor.numel() == x.numel(),
                "internal: out/factor buffers must match x");
-#ifdef MEDSEG_EXT_HAVE_AVX2_BUILD
-  if (cpu_use_avx2()) return isa_avx2::la_modulate_entry(x, g1, g2, a, b, c, out, factor);
-#endif
-  isa_base::la_modulate_entry(x, g1, g2, a, b, c, out, factor);
+  return MEDSEG_ISA_CALL(la_modulate_entry, x, g1, g2, a, b, c, out, factor);
 }
 #endif  // MEDSEG_ISA_IS_BASE
 

@@ -93,6 +93,7 @@ void softmax_probs_backward_cpu(const TensorDesc& probs, const TensorDesc& label
   }
 MEDSEG_REGION_STATS_ISA_DECL(isa_base)
 MEDSEG_REGION_STATS_ISA_DECL(isa_avx2)
+MEDSEG_REGION_STATS_ISA_DECL(isa_avx512)
 #undef MEDSEG_REGION_STATS_ISA_DECL
 
 #ifdef MEDSEG_EXT_WITH_CUDA

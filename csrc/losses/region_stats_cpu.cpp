@@ -1365,10 +1365,7 @@ void fused_stats_cpu(const TensorDesc& logits, const TensorDesc& labels, double*
                      const RegionStatsParams& params, const ExtraParams& extra, float* probs) {
   if (ext) check_extra_params(params, extra);
   MEDSEG_CHECK(!probs || logits.dtype == DType::Float32, "probs: only float32 logits can store probabilities");
-#ifdef MEDSEG_EXT_HAVE_AVX2_BUILD
-  if (cpu_use_avx2()) return isa_avx2::stats_entry(logits, labels, out, ext, params, &extra, probs);
-#endif
-  isa_base::stats_entry(logits, labels, out, ext, params, &extra, probs);
+  return MEDSEG_ISA_CALL(stats_entry, logits, labels, out, ext, params, &extra, probs);
 }
 
 void softmax_probs_backward_cpu(const TensorDesc& probs, const TensorDesc& labels, const double* coeff,
@@ -1379,10 +1376,7 @@ void softmax_probs_backward_cpu(const TensorDesc& probs, const TensorDesc& label
   if (ext_coeff) check_extra_params(params, extra);
   MEDSEG_CHECK(!ext_coeff || extra.kind == PointwiseKind::none || extra.kind == PointwiseKind::log,
                "probs: pointwise kind must be none or log");
-#ifdef MEDSEG_EXT_HAVE_AVX2_BUILD
-  if (cpu_use_avx2()) return isa_avx2::probs_backward_entry(probs, labels, coeff, ext_coeff, grad, params, &extra);
-#endif
-  isa_base::probs_backward_entry(probs, labels, coeff, ext_coeff, grad, params, &extra);
+  return MEDSEG_ISA_CALL(probs_backward_entry, probs, labels, coeff, ext_coeff, grad, params, &extra);
 }
 
 void fused_stats_backward_cpu(const TensorDesc& logits, const TensorDesc& labels, const double* coeff,
@@ -1390,10 +1384,7 @@ void fused_stats_backward_cpu(const TensorDesc& logits, const TensorDesc& labels
                               const ExtraParams& extra) {
   MEDSEG_CHECK(grad_logits.dtype == logits.dtype, "grad_logits: dtype must equal the logits dtype");
   if (ext_coeff) check_extra_params(params, extra);
-#ifdef MEDSEG_EXT_HAVE_AVX2_BUILD
-  if (cpu_use_avx2()) return isa_avx2::backward_entry(logits, labels, coeff, ext_coeff, grad_logits, params, &extra);
-#endif
-  isa_base::backward_entry(logits, labels, coeff, ext_coeff, grad_logits, params, &extra);
+  return MEDSEG_ISA_CALL(backward_entry, logits, labels, coeff, ext_coeff, grad_logits, params, &extra);
 }
 
 void soft_region_stats_cpu(const TensorDesc& logits, const TensorDesc& labels, double* out,

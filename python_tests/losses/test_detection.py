@@ -493,7 +493,7 @@ def test_saved_gradient_is_not_aliased_by_repeated_backward():
     torch.testing.assert_close(b.grad, want, rtol=1e-10, atol=1e-12)
 
 
-def test_baseline_and_avx2_kernels_agree():
+def test_baseline_avx2_and_avx512_kernels_agree():
     """The in-process tests run the AVX2 build where the CPU has it; the baseline build (scalar
     transposes, other vector widths) must give the same numbers."""
     import subprocess
@@ -521,10 +521,11 @@ def test_baseline_and_avx2_kernels_agree():
         " + p.grad.flatten().tolist() + m.flatten().tolist()))\n"
     )
     outs = {}
-    for isa in ("base", "auto"):
+    for isa in ("base", "avx2", "auto"):
         env = dict(__import__("os").environ, MEDSEG_EXT_CPU_ISA=isa)
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         name, values = out.stdout.strip().splitlines()[-2:]
         outs[isa] = (name, np.array(eval(values)))
     assert outs["base"][0] == "baseline"
-    np.testing.assert_allclose(outs["base"][1], outs["auto"][1], rtol=1e-5, atol=1e-6)
+    for isa in ("avx2", "auto"):
+        np.testing.assert_allclose(outs["base"][1], outs[isa][1], rtol=1e-5, atol=1e-6)

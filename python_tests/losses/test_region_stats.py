@@ -114,8 +114,9 @@ def test_int64_sizes_beyond_int32():
     assert got[2] == n and got[3] == n
 
 
-def test_baseline_and_avx2_builds_agree():
-    # the same kernels compiled for the x86-64 baseline (forced by env) and for AVX2+FMA
+def test_baseline_avx2_and_avx512_builds_agree():
+    # the same kernels compiled for the x86-64 baseline, AVX2+FMA (both forced by env) and the best
+    # variant for this CPU ("auto": AVX-512 where the build and the CPU have it)
     import subprocess
     import sys
 
@@ -131,11 +132,13 @@ def test_baseline_and_avx2_builds_agree():
         "print(repr(z.grad.flatten()[:500].tolist()))\n"
     )
     outs = {}
-    for isa in ("base", "auto"):
+    for isa in ("base", "avx2", "auto"):
         env = dict(__import__("os").environ, MEDSEG_EXT_CPU_ISA=isa)
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
         name, stats, grad = out.stdout.strip().splitlines()
         outs[isa] = (name, np.array(eval(stats)), np.array(eval(grad)))
     assert outs["base"][0] == "baseline"
-    np.testing.assert_allclose(outs["base"][1], outs["auto"][1], rtol=1e-6, atol=1e-5)
-    np.testing.assert_allclose(outs["base"][2], outs["auto"][2], rtol=1e-4, atol=1e-7)  # FMA rounding
+    assert outs["avx2"][0] in ("avx2+fma", "baseline") and outs["auto"][0] in ("avx512", "avx2+fma", "baseline")
+    for isa in ("avx2", "auto"):
+        np.testing.assert_allclose(outs["base"][1], outs[isa][1], rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(outs["base"][2], outs[isa][2], rtol=1e-4, atol=1e-7)  # FMA rounding
