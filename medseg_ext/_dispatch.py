@@ -72,6 +72,7 @@ def backends() -> dict:
             "usable": mod is not None,
             "openmp": info.get("openmp"),
             "threads": info.get("max_threads"),
+            "isa": info.get("cpu_isa"),  # the kernel variant picked for this CPU: avx512, avx2+fma or baseline
             "error": err,
         },
         "cuda": {

@@ -19,6 +19,7 @@ def test_backends_report():
     info = medseg_ext.backends()
     assert info["cpu"]["usable"] and info["cpu"]["error"] is None
     assert info["cpu"]["threads"] >= 1
+    assert info["cpu"]["isa"] in ("avx512", "avx2+fma", "baseline")
     assert set(info) >= {"cpu", "cuda", "triton", "torch"}
     if info["cuda"]["compiled"]:
         assert info["cuda"]["architectures"], "a CUDA build names its architectures"
