@@ -19,6 +19,10 @@ T0=$SECONDS
 BUDGET="${BUDGET:-570}"
 note() { printf '[%4ss] %s\n' "$((SECONDS - T0))" "$*" | tee -a "$OUT/tests.log"; }
 
+if ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "session.sh: torch sees no CUDA device here; this script is for the lent GPU machine" | tee "$OUT/build.log"
+  exit 2
+fi
 if compgen -G ".whl/*.whl" > /dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
