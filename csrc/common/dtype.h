@@ -25,23 +25,19 @@ inline uint32_t float_to_bits(float f) {
   return u;
 }
 
+// Branch-free (so loops over it vectorise): the three cases are computed and one is selected.
+// Normal: rebias the exponent; Inf/NaN: exponent 31 -> 255, payload kept; zero/subnormal: m·2^-24,
+// exactly, as (2^-14 · (1 + m/1024)) − 2^-14. Bit-identical to the textbook conversion for all
+// 65536 inputs (checked exhaustively when this was written).
 inline float half_to_float(uint16_t h) {
   const uint32_t sign = (uint32_t(h) & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1f;
-  uint32_t mant = h & 0x3ff;
-  if (exp == 0) {
-    if (mant == 0) return bits_to_float(sign);
-    // subnormal half: normalise into a float32 exponent
-    int e = -1;
-    do {
-      ++e;
-      mant <<= 1;
-    } while ((mant & 0x400u) == 0);
-    mant &= 0x3ffu;
-    return bits_to_float(sign | uint32_t(127 - 15 - e) << 23 | mant << 13);
-  }
-  if (exp == 0x1f) return bits_to_float(sign | 0x7f800000u | mant << 13);  // inf / nan
-  return bits_to_float(sign | (exp + 127 - 15) << 23 | mant << 13);
+  const uint32_t em = uint32_t(h & 0x7fffu) << 13;  // exponent and mantissa at float32 positions
+  const uint32_t exp = em & 0x0f800000u;
+  const float normal = bits_to_float(em + ((127u - 15u) << 23));
+  const float infnan = bits_to_float(em + ((255u - 31u) << 23));
+  const float sub = bits_to_float(em + (113u << 23)) - bits_to_float(113u << 23);
+  const float mag = exp == 0x0f800000u ? infnan : (exp == 0 ? sub : normal);
+  return bits_to_float(float_to_bits(mag) | sign);
 }
 
 inline uint16_t float_to_half(float f) {

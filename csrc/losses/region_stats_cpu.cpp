@@ -207,7 +207,10 @@ void gather_tile(const S* lg, const Geometry& g, int64_t b, int64_t s0, int64_t 
     if (linear) {
       const S* src = base + s0;
 #pragma omp simd
-      for (int64_t t = 0; t < n; ++t) row[t] = wt[t] != T(0) ? load_as<T>(src + t) : T(0);
+      for (int64_t t = 0; t < n; ++t) {
+        const T v = load_as<T>(src + t);  // loaded unconditionally, then selected: no masked loads
+        row[t] = wt[t] != T(0) ? v : T(0);
+      }
     } else {
       for (int64_t t = 0; t < n; ++t) row[t] = wt[t] != T(0) ? load_as<T>(base + loff[t]) : T(0);
     }
