@@ -4,6 +4,7 @@ Environment:
   MEDSEG_EXT_CUDA        auto (default) | on | off   build the CUDA kernels when nvcc is found
   MEDSEG_EXT_CUDA_ARCHS  e.g. "80;90" (default) or "90"
   MEDSEG_EXT_BUILD_JOBS  parallel compile jobs (default: CPU count)
+  MEDSEG_EXT_CPU_AVX512  on (default) | off          also build the AVX-512 variant of the CPU kernels
 """
 import os
 import subprocess
@@ -32,6 +33,9 @@ class CMakeBuild(build_ext):
         if cuda not in ("auto", "on", "off"):
             raise ValueError(f"MEDSEG_EXT_CUDA must be auto, on or off, got {cuda!r}")
         archs = os.environ.get("MEDSEG_EXT_CUDA_ARCHS", "80;90")
+        avx512 = os.environ.get("MEDSEG_EXT_CPU_AVX512", "on").lower()
+        if avx512 not in ("on", "off"):
+            raise ValueError(f"MEDSEG_EXT_CPU_AVX512 must be on or off, got {avx512!r}")
         config = [
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={ext_dir}",
             f"-DPython_EXECUTABLE={sys.executable}",
@@ -39,6 +43,7 @@ class CMakeBuild(build_ext):
             "-DCMAKE_BUILD_TYPE=Release",
             f"-DMEDSEG_EXT_CUDA={cuda}",
             f"-DMEDSEG_EXT_CUDA_ARCHS={archs}",
+            f"-DMEDSEG_EXT_CPU_AVX512={'ON' if avx512 == 'on' else 'OFF'}",
         ]
         jobs = os.environ.get("MEDSEG_EXT_BUILD_JOBS", str(os.cpu_count() or 1))
         subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build_dir), *config], check=True)

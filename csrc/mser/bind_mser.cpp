@@ -26,29 +26,14 @@ py::tuple tree_impl(carr<T> img, py::object mask_obj, std::vector<int64_t> shape
                     int maxval, int delta, const std::string& side, bool normalize, const std::string& algorithm) {
   MEDSEG_CHECK(algorithm == "flood" || algorithm == "union_find", "algorithm: expected 'flood' or 'union_find', got '",
                algorithm, "'");
-  const ms::Geometry g = make_geometry(shape, connectivity);
-  MEDSEG_CHECK(img.size() == g.numel(), "image: buffer size does not match the shape");
-  MEDSEG_CHECK(maxval >= 1 && maxval <= 65535, "maxval: expected 1..65535");
-  carr<uint8_t> mask_arr;
-  const uint8_t* mask = mask_ptr(mask_obj, g.numel(), mask_arr);
-  ms::Params p;
-  p.delta = delta;
-  p.side = parse_side(side);
-  p.normalize = normalize;
-  ms::Tree t;
-  std::vector<double> stab;
-  {
-    py::gil_scoped_release release;
-    if (algorithm == "flood") {
-      ms::build_tree_flood<T>(img.data(), mask, g, bright, maxval, t);
-    } else {
-      ms::build_tree<T>(img.data(), mask, g, bright, maxval, t);
-    }
-    ms::node_stability(t, p, stab);
-  }
-  py::array_t<double> s(static_cast<py::ssize_t>(stab.size()));
-  if (!stab.empty()) std::copy(stab.begin(), stab.end(), s.mutable_data());
-  return py::make_tuple(to_array(t.pixel_node), to_array(t.parent), to_array(t.level), to_array(t.area), s);
+  return tree_with_stability(img, mask_obj, shape, connectivity, maxval, delta, side, normalize,
+                             [&](const uint8_t* mask, const ms::Geometry& g, ms::Tree& t) {
+                               if (algorithm == "flood") {
+                                 ms::build_tree_flood<T>(img.data(), mask, g, bright, maxval, t);
+                               } else {
+                                 ms::build_tree<T>(img.data(), mask, g, bright, maxval, t);
+                               }
+                             });
 }
 
 template <typename T>

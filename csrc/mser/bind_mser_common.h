@@ -60,6 +60,32 @@ inline const uint8_t* mask_ptr(py::object mask_obj, int64_t size, carr<uint8_t>&
   return keep.data();
 }
 
+// The component-tree bindings' common body: input checks, the mask, then build(mask, geometry, tree)
+// and the stability of every node, without the GIL; returns (pixel_node, parent, level, area, stability).
+template <typename T, typename Build>
+py::tuple tree_with_stability(const carr<T>& img, py::object mask_obj, const std::vector<int64_t>& shape,
+                              int connectivity, int maxval, int delta, const std::string& side, bool normalize,
+                              Build build) {
+  const Geometry g = make_geometry(shape, connectivity);
+  MEDSEG_CHECK(img.size() == g.numel(), "image: buffer size does not match the shape");
+  MEDSEG_CHECK(maxval >= 1 && maxval <= 65535, "maxval: expected 1..65535");
+  carr<uint8_t> keep;
+  const uint8_t* mask = mask_ptr(mask_obj, g.numel(), keep);
+  Params p;
+  p.delta = delta;
+  p.side = parse_side(side);
+  p.normalize = normalize;
+  Tree t;
+  std::vector<double> stab;
+  {
+    py::gil_scoped_release release;
+    build(mask, g, t);
+    node_stability(t, p, stab);
+  }
+  return py::make_tuple(to_array(t.pixel_node), to_array(t.parent), to_array(t.level), to_array(t.area),
+                        to_array(stab));
+}
+
 }  // namespace bind
 }  // namespace mser
 }  // namespace medseg

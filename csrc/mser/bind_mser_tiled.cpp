@@ -20,6 +20,7 @@ namespace {
 
 // tile as given by Python: one size per spatial axis; 2-D gets a unit z extent
 void tile_sizes(const std::vector<int64_t>& tile, const std::vector<int64_t>& shape, int32_t out[3]) {
+  MEDSEG_CHECK(shape.size() == 2 || shape.size() == 3, "image: expected a 2-D or 3-D spatial shape");
   MEDSEG_CHECK(tile.size() == shape.size(), "tile: expected ", shape.size(), " sizes, got ", tile.size());
   out[0] = 1;
   for (size_t i = 0; i < tile.size(); ++i) {
@@ -32,26 +33,12 @@ template <typename T>
 py::tuple tree_tiled(carr<T> img, py::object mask_obj, std::vector<int64_t> shape, int connectivity, bool bright,
                      int maxval, int delta, const std::string& side, bool normalize, std::vector<int64_t> tile,
                      int num_threads) {
-  const ms::Geometry g = make_geometry(shape, connectivity);
-  MEDSEG_CHECK(img.size() == g.numel(), "image: buffer size does not match the shape");
-  MEDSEG_CHECK(maxval >= 1 && maxval <= 65535, "maxval: expected 1..65535");
   int32_t ts[3];
   tile_sizes(tile, shape, ts);
-  carr<uint8_t> keep;
-  const uint8_t* mask = mask_ptr(mask_obj, g.numel(), keep);
-  ms::Params p;
-  p.delta = delta;
-  p.side = parse_side(side);
-  p.normalize = normalize;
-  ms::Tree t;
-  std::vector<double> stab;
-  {
-    py::gil_scoped_release release;
-    ms::build_tree_tiled<T>(img.data(), mask, g, bright, maxval, ts, num_threads, t);
-    ms::node_stability(t, p, stab);
-  }
-  return py::make_tuple(to_array(t.pixel_node), to_array(t.parent), to_array(t.level), to_array(t.area),
-                        to_array(stab));
+  return tree_with_stability(img, mask_obj, shape, connectivity, maxval, delta, side, normalize,
+                             [&](const uint8_t* mask, const ms::Geometry& g, ms::Tree& t) {
+                               ms::build_tree_tiled<T>(img.data(), mask, g, bright, maxval, ts, num_threads, t);
+                             });
 }
 
 // Canonical parent form of B images (B, N): (par, area), each (B, N) int32.
