@@ -69,3 +69,18 @@ def test_cli_info_runs(capsys):
 
     assert cli.main(["info"]) in (0, None)
     assert "cpu" in capsys.readouterr().out
+
+
+def test_gpu_session_scripts_parse():
+    """benchmarks/gpu/*.sh run only on a lent GPU machine (minutes of scarce device time): a syntax
+    error there would cost a session, so bash checks them here."""
+    import shutil
+    import subprocess
+
+    root = os.environ.get("MEDSEG_EXT_SOURCE_TREE") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    scripts = [os.path.join(root, "benchmarks", "gpu", n) for n in ("session.sh", "prepare_wheels.sh")]
+    if shutil.which("bash") is None or not all(os.path.exists(s) for s in scripts):
+        pytest.skip("needs bash and the source tree's benchmarks/gpu")
+    for s in scripts:
+        out = subprocess.run(["bash", "-n", s], capture_output=True, text=True)
+        assert out.returncode == 0, f"{s}: {out.stderr}"
