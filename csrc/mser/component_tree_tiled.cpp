@@ -124,31 +124,50 @@ void tiled_parents(const T* img, const uint8_t* mask, const Geometry& g, bool br
 
 template <typename T>
 void tree_from_parents(const T* img, const Geometry& g, bool bright, int maxval, const int32_t* cpar,
-                       const int32_t* carea, Tree& tree) {
+                       const int32_t* carea, Tree& tree, int num_threads) {
   const int32_t n = static_cast<int32_t>(g.numel());
+  const int threads = n >= kTiledParallelMinPixels ? resolve_threads(num_threads) : 1;
   const tiled::Keys<T> key{img, maxval, bright};
   auto canonical = [&](int32_t p) { return carea[p] > 0; };  // every node has area >= 1 at its canonical pixel
-  // nodes = canonical pixels by (key, pixel index): a stable counting sort by key
+  // nodes = canonical pixels by (key, pixel index): a stable counting sort by key, parallel over fixed
+  // pixel chunks (histogram per chunk; chunk c's slots of key k follow those of chunks < c, so the
+  // numbering is the serial one whatever the thread count)
   const int nlev = maxval + 1;
-  std::vector<int32_t> start(static_cast<size_t>(nlev) + 1, 0);
+  const int nchunk = threads;
+  const int32_t per = (n + nchunk - 1) / nchunk;
+  std::vector<int32_t> cnt(static_cast<size_t>(nchunk) * nlev, 0);
+#pragma omp parallel for schedule(static, 1) num_threads(threads) if (threads > 1)
+  for (int c = 0; c < nchunk; ++c) {
+    int32_t* h = cnt.data() + static_cast<size_t>(c) * nlev;
+    const int32_t lo = c * per, hi = std::min(n, lo + per);
+    for (int32_t p = lo; p < hi; ++p)
+      if (canonical(p)) ++h[key(p)];
+  }
   int32_t m = 0;
-  for (int32_t p = 0; p < n; ++p)
-    if (canonical(p)) {
-      ++start[key(p) + 1];
-      ++m;
+  for (int k = 0; k < nlev; ++k)
+    for (int c = 0; c < nchunk; ++c) {  // exclusive prefix in (key, chunk) order
+      int32_t& v = cnt[static_cast<size_t>(c) * nlev + k];
+      const int32_t here = v;
+      v = m;
+      m += here;
     }
-  for (int k = 0; k < nlev; ++k) start[k + 1] += start[k];
   std::vector<int32_t> node_of(static_cast<size_t>(n), -1), pix(static_cast<size_t>(m));
-  for (int32_t p = 0; p < n; ++p)
-    if (canonical(p)) {
-      const int32_t id = start[key(p)]++;
-      node_of[p] = id;
-      pix[id] = p;
-    }
+#pragma omp parallel for schedule(static, 1) num_threads(threads) if (threads > 1)
+  for (int c = 0; c < nchunk; ++c) {
+    int32_t* next = cnt.data() + static_cast<size_t>(c) * nlev;
+    const int32_t lo = c * per, hi = std::min(n, lo + per);
+    for (int32_t p = lo; p < hi; ++p)
+      if (canonical(p)) {
+        const int32_t id = next[key(p)]++;
+        node_of[p] = id;
+        pix[id] = p;
+      }
+  }
   tree.parent.assign(static_cast<size_t>(m), -1);
   tree.level.assign(static_cast<size_t>(m), 0);
   tree.key.assign(static_cast<size_t>(m), 0);
   tree.area.assign(static_cast<size_t>(m), 0);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int32_t id = 0; id < m; ++id) {
     const int32_t p = pix[id];
     tree.parent[id] = cpar[p] == p ? -1 : node_of[cpar[p]];
@@ -157,6 +176,7 @@ void tree_from_parents(const T* img, const Geometry& g, bool bright, int maxval,
     tree.area[id] = carea[p];
   }
   tree.pixel_node.assign(static_cast<size_t>(n), -1);
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int32_t p = 0; p < n; ++p)
     if (cpar[p] >= 0) tree.pixel_node[p] = node_of[canonical(p) ? p : cpar[p]];
 }
@@ -167,7 +187,7 @@ void build_tree_tiled(const T* img, const uint8_t* mask, const Geometry& g, bool
   const size_t n = static_cast<size_t>(g.numel());
   std::vector<int32_t> cpar(n), carea(n);
   tiled_parents<T>(img, mask, g, bright, maxval, tile, num_threads, cpar.data(), carea.data());
-  tree_from_parents<T>(img, g, bright, maxval, cpar.data(), carea.data(), tree);
+  tree_from_parents<T>(img, g, bright, maxval, cpar.data(), carea.data(), tree, num_threads);
 }
 
 template void tiled_parents<uint8_t>(const uint8_t*, const uint8_t*, const Geometry&, bool, int, const int32_t*, int,
@@ -175,9 +195,9 @@ template void tiled_parents<uint8_t>(const uint8_t*, const uint8_t*, const Geome
 template void tiled_parents<uint16_t>(const uint16_t*, const uint8_t*, const Geometry&, bool, int, const int32_t*,
                                       int, int32_t*, int32_t*);
 template void tree_from_parents<uint8_t>(const uint8_t*, const Geometry&, bool, int, const int32_t*, const int32_t*,
-                                         Tree&);
+                                         Tree&, int);
 template void tree_from_parents<uint16_t>(const uint16_t*, const Geometry&, bool, int, const int32_t*,
-                                          const int32_t*, Tree&);
+                                          const int32_t*, Tree&, int);
 template void build_tree_tiled<uint8_t>(const uint8_t*, const uint8_t*, const Geometry&, bool, int, const int32_t*,
                                         int, Tree&);
 template void build_tree_tiled<uint16_t>(const uint16_t*, const uint8_t*, const Geometry&, bool, int,

@@ -23,10 +23,11 @@ template <typename T>
 void tiled_parents(const T* img, const uint8_t* mask, const Geometry& g, bool bright, int maxval,
                    const int32_t tile[3], int num_threads, int32_t* par, int32_t* area);
 
-// Node form (the Tree of mser.h, same numbering as build_tree) from the canonical parent form.
+// Node form (the Tree of mser.h, same numbering as build_tree) from the canonical parent form;
+// num_threads <= 0: the OpenMP default (the numbering does not depend on it).
 template <typename T>
 void tree_from_parents(const T* img, const Geometry& g, bool bright, int maxval, const int32_t* par,
-                       const int32_t* area, Tree& tree);
+                       const int32_t* area, Tree& tree, int num_threads = 1);
 
 template <typename T>
 void build_tree_tiled(const T* img, const uint8_t* mask, const Geometry& g, bool bright, int maxval,

@@ -133,7 +133,7 @@ def test_threads_and_tiles_do_not_change_the_tree():
     # above the 2^15-pixel threshold of the threaded path
     img = (blobs(rng, 190, 210, n=12).astype(np.uint16) * 200 + rng.integers(0, 200, (190, 210))).astype(np.uint16)
     ref = M.component_tree(img, algorithm="flood", polarity="dark")
-    for tile, th in [((16, 16), 1), ((16, 16), 2), ((37, 9), 2), (64, None)]:
+    for tile, th in [((16, 16), 1), ((16, 16), 2), ((37, 9), 2), ((37, 9), 3), (64, None)]:
         assert_same_tree(M.component_tree(img, algorithm="tiled", tile=tile, num_threads=th, polarity="dark"), ref)
 
 
