@@ -14,26 +14,10 @@ import torch
 
 import medseg_ext
 from helpers import HAVE_CUDA, HAVE_TRITON
+from topo_cases import assert_bitwise, numpy_distances
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not (HAVE_CUDA and HAVE_TRITON), reason="needs a CUDA device "
                                                                                           "and triton")]
-
-
-def numpy_distances(X, metric):
-    """rips.cpp's pairwise_distances in NumPy (per coordinate |a − b|, in coordinate order)."""
-    n, d = X.shape
-    acc = np.zeros((n, n))
-    for k in range(d):
-        diff = np.abs(X[:, None, k] - X[None, :, k])
-        acc = np.maximum(acc, diff) if metric == "chebyshev" else acc + (diff * diff if metric == "euclidean" else diff)
-    return np.sqrt(acc) if metric == "euclidean" else acc
-
-
-def assert_bitwise(got, want):
-    assert len(got) == len(want) and got.maxdim == want.maxdim
-    for k in range(want.maxdim + 1):
-        assert torch.equal(got.offsets[k], want.offsets[k]), f"H{k} offsets"
-        assert torch.equal(got.values[k], want.values[k]), f"H{k} values"
 
 
 def sliding_clouds(count, seed, n=185):

@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 import medseg_ext
 from helpers import HAVE_CUDA, HAVE_TRITON
-from topo_cases import assert_same_diagrams, distance_matrix
+from topo_cases import assert_bitwise, assert_same_diagrams, distance_matrix, numpy_distances
 
 pytestmark = [pytest.mark.triton, pytest.mark.skipif(not HAVE_TRITON, reason="triton is not installed")]
 DEVICE = "cuda" if HAVE_CUDA else "cpu"
@@ -28,26 +28,6 @@ def gpu_batch(clouds, **kw):
 
 def cpu_batch(clouds, **kw):
     return medseg_ext.vietoris_rips_batch(clouds, device="cpu", **kw)
-
-
-def assert_bitwise(got, want):
-    """Same clouds, same rows in the same order, same float64 bits."""
-    assert len(got) == len(want) and got.maxdim == want.maxdim
-    for k in range(want.maxdim + 1):
-        assert torch.equal(got.offsets[k], want.offsets[k]), f"H{k} offsets"
-        assert got.values[k].dtype == torch.float64 and got.values[k].device.type == "cpu"
-        assert torch.equal(got.values[k], want.values[k]), f"H{k} values\n{got.values[k]}\n{want.values[k]}"
-
-
-def numpy_distances(X, metric):
-    """rips.cpp's pairwise_distances in NumPy: per coordinate |a − b|, summed in coordinate order."""
-    X = np.asarray(X, dtype=np.float64)
-    n, d = X.shape
-    acc = np.zeros((n, n))
-    for k in range(d):
-        diff = np.abs(X[:, None, k] - X[None, :, k])
-        acc = np.maximum(acc, diff) if metric == "chebyshev" else acc + (diff * diff if metric == "euclidean" else diff)
-    return np.sqrt(acc) if metric == "euclidean" else acc
 
 
 @st.composite

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from hypothesis import strategies as st
 
 
@@ -56,3 +57,23 @@ def diagrams(draw, max_points=8, allow_inf=False, zero_births=False):
     if allow_inf and k and draw(st.booleans()):
         D[0, 1] = np.inf
     return D
+
+
+def numpy_distances(X, metric):
+    """rips.cpp's pairwise_distances in NumPy: per coordinate |a − b|, summed in coordinate order."""
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    acc = np.zeros((n, n))
+    for k in range(d):
+        diff = np.abs(X[:, None, k] - X[None, :, k])
+        acc = np.maximum(acc, diff) if metric == "chebyshev" else acc + (diff * diff if metric == "euclidean" else diff)
+    return np.sqrt(acc) if metric == "euclidean" else acc
+
+
+def assert_bitwise(got, want):
+    """Same clouds, same rows in the same order, same float64 bits."""
+    assert len(got) == len(want) and got.maxdim == want.maxdim
+    for k in range(want.maxdim + 1):
+        assert torch.equal(got.offsets[k], want.offsets[k]), f"H{k} offsets"
+        assert got.values[k].dtype == torch.float64 and got.values[k].device.type == "cpu"
+        assert torch.equal(got.values[k], want.values[k]), f"H{k} values\n{got.values[k]}\n{want.values[k]}"
