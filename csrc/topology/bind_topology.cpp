@@ -130,6 +130,23 @@ void for_each_cloud(int64_t B, F&& f) {
   if (error) std::rethrow_exception(error);
 }
 
+// Start of each cloud in the flat batch data (dim 0: n x n distance matrices, else n x dim
+// coordinates), checked against the data length; the largest cloud checked for maxdim.
+std::vector<int64_t> cloud_starts(const std::vector<int64_t>& sizes, int64_t dim, int64_t total, int maxdim) {
+  MEDSEG_CHECK(dim >= 0, "clouds: internal, negative dimension");
+  const int64_t B = static_cast<int64_t>(sizes.size());
+  std::vector<int64_t> start(B + 1, 0);
+  int64_t largest = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    MEDSEG_CHECK(sizes[b] >= 0, "clouds: negative cloud size");
+    start[b + 1] = start[b] + (dim == 0 ? sizes[b] * sizes[b] : sizes[b] * dim);
+    largest = std::max(largest, sizes[b]);
+  }
+  MEDSEG_CHECK(start[B] == total, "clouds: sizes do not add up to the data length");
+  topo::check_index_range(largest, maxdim);
+  return start;
+}
+
 // ragged per dimension: values (total, 2), offsets (B + 1) in pairs
 py::tuple ragged_result(const std::vector<topo::Diagrams>& results, int maxdim) {
   const int64_t B = static_cast<int64_t>(results.size());
@@ -190,17 +207,8 @@ void bind_topology(py::module_& m) {
         const double* ptr = contiguous_f64(d, "clouds", 1);
         const auto opt = make_options(maxdim, threshold, coeff, float64);
         const topo::Metric met = parse_metric(metric);
-        MEDSEG_CHECK(dim >= 0, "clouds: internal, negative dimension");
+        const std::vector<int64_t> start = cloud_starts(sizes, dim, d.shape[0], maxdim);
         const int64_t B = static_cast<int64_t>(sizes.size());
-        std::vector<int64_t> start(B + 1, 0);
-        int64_t largest = 0;
-        for (int64_t b = 0; b < B; ++b) {
-          MEDSEG_CHECK(sizes[b] >= 0, "clouds: negative cloud size");
-          start[b + 1] = start[b] + (dim == 0 ? sizes[b] * sizes[b] : sizes[b] * dim);
-          largest = std::max(largest, sizes[b]);
-        }
-        MEDSEG_CHECK(start[B] == d.shape[0], "clouds: sizes do not add up to the data length");
-        topo::check_index_range(largest, maxdim);
         std::vector<topo::Diagrams> results(B);
         {
           py::gil_scoped_release release;
@@ -231,16 +239,9 @@ void bind_topology(py::module_& m) {
         MEDSEG_CHECK(static_cast<int64_t>(tri_offsets.size()) == B + 1 && tri_offsets.front() == 0 &&
                          tri_offsets.back() == di.numel() && dd.numel() == di.numel() && dz.numel() == di.numel(),
                      "triangles: internal, offsets do not cover the triangle lists");
-        std::vector<int64_t> start(B + 1, 0);
-        int64_t largest = 0;
-        for (int64_t b = 0; b < B; ++b) {
-          MEDSEG_CHECK(sizes[b] >= 0, "clouds: negative cloud size");
+        for (int64_t b = 0; b < B; ++b)
           MEDSEG_CHECK(tri_offsets[b + 1] >= tri_offsets[b], "triangles: internal, offsets decrease");
-          start[b + 1] = start[b] + sizes[b] * sizes[b];
-          largest = std::max(largest, sizes[b]);
-        }
-        MEDSEG_CHECK(start[B] == d.shape[0], "clouds: sizes do not add up to the data length");
-        topo::check_index_range(largest, maxdim);
+        const std::vector<int64_t> start = cloud_starts(sizes, 0, d.shape[0], maxdim);
         const auto opt = make_options(maxdim, threshold, coeff, float64);
         std::vector<topo::Diagrams> results(B);
         {
