@@ -195,6 +195,24 @@ def _validated_clouds(clouds: Any, dm: bool, device: Any = "cpu") -> Any:
     raise TypeError(f"clouds: expected a (B, n, d) tensor/array or a list of clouds, got {type(clouds).__name__}")
 
 
+def _flatten_batch(validated: Any, dm: bool) -> tuple:
+    """(flat float64 data, per-cloud sizes, coordinates per point or 0 for distance matrices) of a
+    batch from :func:`_validated_clouds`, on the batch's device."""
+    if isinstance(validated, torch.Tensor):
+        sizes = [int(validated.shape[1])] * int(validated.shape[0])
+        dim = 0 if dm else max(int(validated.shape[2]), 1)
+        return validated.reshape(-1).contiguous(), sizes, dim
+    sizes = [int(c.shape[0]) for c in validated]
+    if dm:
+        dim = 0
+    else:
+        dims = {int(c.shape[1]) for c in validated if c.shape[0] > 0}
+        dim = dims.pop() if dims else 1
+    if not validated:
+        return torch.zeros(0, dtype=torch.float64), sizes, dim
+    return torch.cat([c.reshape(-1) for c in validated]), sizes, dim
+
+
 def vietoris_rips_batch(clouds: Any, maxdim: int = 1, threshold: Any = math.inf, metric: str = "euclidean",
                         coeff: int = 2, distance_matrix: bool = False, precision: str = "float32",
                         memory_limit: Optional[float] = None, client: Any = None,
@@ -248,20 +266,7 @@ def vietoris_rips_batch(clouds: Any, maxdim: int = 1, threshold: Any = math.inf,
         from .scaleout import rips_batch_distributed
         return rips_batch_distributed(validated, client, chunk_size, maxdim=md, threshold=threshold, metric=metric,
                                       coeff=p, distance_matrix=dm, precision=precision, memory_limit=memory_limit)
-    if isinstance(validated, torch.Tensor):
-        t = validated
-        sizes = [int(t.shape[1])] * int(t.shape[0])
-        dim = 0 if dm else max(int(t.shape[2]), 1)
-        flat = t.reshape(-1).contiguous()
-    else:
-        prepared = validated
-        if not dm:
-            dims = {int(c.shape[1]) for c in prepared if c.shape[0] > 0}
-            dim = dims.pop() if dims else 1
-        else:
-            dim = 0
-        sizes = [int(c.shape[0]) for c in prepared]
-        flat = torch.cat([c.reshape(-1) for c in prepared]) if prepared else torch.zeros(0, dtype=torch.float64)
+    flat, sizes, dim = _flatten_batch(validated, dm)
     C_ = _dispatch.extension()
     largest = max(sizes, default=0)
     C_.rips_check_index_range(largest, md)
@@ -347,21 +352,7 @@ def _rips_batch_gpu(validated: Any, dm: bool, md: int, thr: float, p: int, met: 
     device's distance matrices, chunk by chunk."""
     from ..triton import topology_batch as tb
 
-    if isinstance(validated, torch.Tensor):
-        B, n = int(validated.shape[0]), int(validated.shape[1])
-        sizes = [n] * B
-        dim = 0 if dm else int(validated.shape[2])
-        flat = validated.reshape(-1).contiguous()
-    else:
-        sizes = [int(c.shape[0]) for c in validated]
-        if dm:
-            dim = 0
-        else:
-            dims = {int(c.shape[1]) for c in validated if c.shape[0] > 0}
-            dim = dims.pop() if dims else 1
-        dev = validated[0].device if validated else torch.device("cpu")
-        flat = torch.cat([c.reshape(-1) for c in validated]) if validated else torch.zeros(0, dtype=torch.float64,
-                                                                                           device=dev)
+    flat, sizes, dim = _flatten_batch(validated, dm)
     C_ = _dispatch.extension()
     largest = max(sizes, default=0)
     C_.rips_check_index_range(largest, md)
@@ -369,10 +360,9 @@ def _rips_batch_gpu(validated: Any, dm: bool, md: int, thr: float, p: int, met: 
         raise ValueError(f"clouds: the GPU path takes clouds of at most {tb.MAX_POINTS} points, got {largest}")
     limit = resolve_memory_limit(memory_limit)
     threads = max(1, min(len(sizes), int(C_.build_info().get("max_threads", 1))))
-    per_value = sizes if dm else [n * dim for n in sizes]
     starts = [0]
-    for v in per_value:
-        starts.append(starts[-1] + (v * v if dm else v))
+    for n in sizes:
+        starts.append(starts[-1] + (n * n if dm else n * dim))
     parts = []
     for a, b in _gpu_chunks(sizes, chunk_size, md):
         csizes = sizes[a:b]
