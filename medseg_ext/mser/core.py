@@ -473,15 +473,13 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
             m = ring.copy() if m is None else (m & ring)
             m = np.ascontiguousarray(m).astype(np.uint8)
         mode = "tree"
-    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer))
-                                    or num_threads < 1):
-        raise ValueError(f"num_threads: expected a positive int or None, got {num_threads!r}")
+    threads = _tiled.check_threads(num_threads)  # 0: the OpenMP default
     C = extension()
     mvf = float(mv) if math.isfinite(float(mv)) else 1e300
     v, o, im, lev, area, var, pol = C.mser_detect_cpu(
         flat, m, list(spatial), conn, cfg["polarity"], maxval, mode, int(cfg["delta"]), int(amin), int(amax), mvf,
         float(md), cfg["variation"], bool(cfg["normalize"]), "vlfeat" if rule == "vlfeat" else "local_min",
-        0 if num_threads is None else int(num_threads),
+        threads,
         list(_tiled.tile_sizes(tile, nd, cuda=False)) if algorithm == "tiled" else [])
     t = torch.from_numpy
     return MSERResult(t(v), t(o), t(im), t(lev), t(area), t(var), t(pol), spatial, B)
