@@ -72,7 +72,7 @@ USE_TRITON = True
 """Set to False to run the torch form instead of the Triton kernels (on CUDA tensors, and inside
 ``use_backend("triton")``); tests and benchmarks compare both."""
 
-_TRITON_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+TRITON_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)  # what the Triton stages take
 
 
 def _triton_importable() -> bool:
@@ -82,7 +82,7 @@ def _triton_importable() -> bool:
 
 def _use_triton(*ts: Tensor) -> bool:
     """Triton for CUDA tensors (or any device inside ``use_backend("triton")``), when importable."""
-    if not USE_TRITON or not all(t.dtype in _TRITON_DTYPES for t in ts):
+    if not USE_TRITON or not all(t.dtype in TRITON_DTYPES for t in ts):
         return False
     from .._dispatch import GPU_BACKEND_ENV, _override
     if getattr(_override, "name", None) == "triton":
@@ -104,7 +104,8 @@ def _use_cpp(name: str, *ts: Tensor) -> bool:
         and _ext(name) is not None
 
 
-def _check(z, h, b, R):
+def check_signed_args(z: Tensor, h: Tensor, b: Optional[Tensor], R: Tensor, rule: str, epsilon: float) -> None:
+    """Shapes, dtypes and constants of :func:`signed_coeffs` (shared with its Triton form)."""
     if z.dim() != 3 or h.shape != z.shape:
         raise ValueError(f"z, h: expected equal (M, C, S) shapes, got {tuple(z.shape)} and {tuple(h.shape)}")
     if R.dim() != 4 or tuple(R.shape[1:]) != tuple(z.shape):
@@ -116,16 +117,15 @@ def _check(z, h, b, R):
             raise TypeError(f"{nm}: expected dtype {z.dtype}, got {t.dtype}")
         if not t.is_floating_point():
             raise TypeError(f"{nm}: expected a floating-point tensor, got {t.dtype}")
-
-
-def _params(rule: str, alpha: float, beta: float, gamma: float, epsilon: float):
     if rule not in RULE_IDS:
         raise ValueError(f"rule: expected one of {tuple(RULE_IDS)}, got {rule!r}")
     if not epsilon > 0:
         raise ValueError(f"epsilon: the fused stages need epsilon > 0, got {epsilon}")
-    if rule == "zplus":
-        return 0.5, 0.5
-    if rule == "alphabeta":
+
+
+def _coefficients(rule: str, gamma: float) -> Tuple[float, float]:
+    """(c1, c2) of the combine stage for a checked rule."""
+    if rule in ("zplus", "alphabeta"):
         return 0.5, 0.5
     return 1.0 + gamma / 2, gamma / 2
 
@@ -134,8 +134,8 @@ def signed_coeffs(z: Tensor, h: Tensor, b: Optional[Tensor], R: Tensor, rule: st
                   beta: float = 1.0, gamma: float = 0.25, epsilon: float = 1e-6
                   ) -> Tuple[Tensor, float, float, float, float]:
     """Returns (UV, c1, c2, err, mass); see the module docstring. Signed stabiliser, epsilon > 0."""
-    _check(z, h, b, R)
-    c1, c2 = _params(rule, alpha, beta, gamma, epsilon)
+    check_signed_args(z, h, b, R, rule, epsilon)
+    c1, c2 = _coefficients(rule, gamma)
     K, M, C, S = R.shape
     if _use_triton(z, h, R):
         UV, err, mass = _tr().signed_coeffs(z, h, b, R, rule, alpha, beta, gamma, epsilon)
@@ -157,7 +157,7 @@ def _stab_inplace(d: Tensor, eps: float) -> Tensor:
 
 
 def _signed_coeffs_torch(z, h, b, R, rule, alpha, beta, gamma, epsilon):
-    c1, c2 = _params(rule, alpha, beta, gamma, epsilon)
+    c1, c2 = _coefficients(rule, gamma)
     bv = None if b is None else b.reshape(1, -1, 1)
     wx = z if bv is None else z - bv
     P = (wx + h).mul_(0.5)
@@ -187,12 +187,17 @@ def _signed_coeffs_torch(z, h, b, R, rule, alpha, beta, gamma, epsilon):
     return UV, c1, c2, err, mass
 
 
-def combine(x: Tensor, G: Tensor, c1: float, c2: float) -> Tensor:
-    """``c1·x ⊙ G[:, :, :C] + c2·|x| ⊙ G[:, :, C:]`` for x (M, C, S), G (K, M, 2C, S) -> (K, M, C, S)."""
+def check_combine_args(x: Tensor, G: Tensor) -> None:
+    """Shapes and dtypes of :func:`combine` (shared with its Triton form)."""
     if x.dim() != 3 or G.dim() != 4 or tuple(G.shape[1:]) != (x.shape[0], 2 * x.shape[1], x.shape[2]):
         raise ValueError(f"x, G: expected (M, C, S) and (K, M, 2C, S), got {tuple(x.shape)} and {tuple(G.shape)}")
     if G.dtype != x.dtype:
         raise TypeError(f"G: expected dtype {x.dtype}, got {G.dtype}")
+
+
+def combine(x: Tensor, G: Tensor, c1: float, c2: float) -> Tensor:
+    """``c1·x ⊙ G[:, :, :C] + c2·|x| ⊙ G[:, :, C:]`` for x (M, C, S), G (K, M, 2C, S) -> (K, M, C, S)."""
+    check_combine_args(x, G)
     K, M, C2, S = G.shape
     C = C2 // 2
     if _use_triton(x, G):
@@ -205,10 +210,8 @@ def combine(x: Tensor, G: Tensor, c1: float, c2: float) -> Tensor:
     return G[:, :, :C] * (c1 * x) + G[:, :, C:] * (c2 * x.abs())
 
 
-def eps_div(R: Tensor, z: Tensor, epsilon: float, mult: Optional[Tensor] = None) -> Tensor:
-    """``R / stab(z)`` (signed stabiliser, epsilon > 0), times ``mult`` when given, in one pass.
-
-    R: (K, *z.shape); mult: z's shape or None. Returns (K, *z.shape)."""
+def check_eps_div_args(R: Tensor, z: Tensor, epsilon: float, mult: Optional[Tensor]) -> None:
+    """Shapes, dtypes and epsilon of :func:`eps_div` (shared with its Triton form)."""
     if tuple(R.shape[1:]) != tuple(z.shape) or (mult is not None and mult.shape != z.shape):
         raise ValueError(f"R, z, mult: expected (K, *z.shape), z.shape, got {tuple(R.shape)}, {tuple(z.shape)}, "
                          f"{None if mult is None else tuple(mult.shape)}")
@@ -217,6 +220,14 @@ def eps_div(R: Tensor, z: Tensor, epsilon: float, mult: Optional[Tensor] = None)
     ts = (R, z) + ((mult,) if mult is not None else ())
     if any(t.dtype != z.dtype for t in ts):
         raise TypeError(f"R, z, mult: expected one dtype, got {[t.dtype for t in ts]}")
+
+
+def eps_div(R: Tensor, z: Tensor, epsilon: float, mult: Optional[Tensor] = None) -> Tensor:
+    """``R / stab(z)`` (signed stabiliser, epsilon > 0), times ``mult`` when given, in one pass.
+
+    R: (K, *z.shape); mult: z's shape or None. Returns (K, *z.shape)."""
+    check_eps_div_args(R, z, epsilon, mult)
+    ts = (R, z) + ((mult,) if mult is not None else ())
     if _use_triton(*ts):
         return _tr().eps_div(R, z, epsilon, mult)
     if _use_cpp("lrp_eps_div", *ts):

@@ -34,10 +34,11 @@ import torch
 import triton
 import triton.language as tl
 
-Tensor = torch.Tensor
+# one definition of the rule codes and argument checks, shared with the CPU/torch forms
+from ..lrp.fused import RULE_IDS, check_combine_args, check_eps_div_args, check_norm_args, check_signed_args
+from ..lrp.fused import TRITON_DTYPES as DTYPES
 
-DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
-RULE_IDS = {"zplus": 0, "alphabeta": 1, "gamma": 2}
+Tensor = torch.Tensor
 
 # Launch shape (never timed on a GPU): 1024-element blocks, 4 warps; reductions loop so that at
 # most TARGET_PROGRAMS partials come back to the host.
@@ -243,15 +244,7 @@ def signed_coeffs(z: Tensor, h: Tensor, b: Optional[Tensor], R: Tensor, rule: st
                   beta: float = 1.0, gamma: float = 0.25, epsilon: float = 1e-6) -> Tuple[Tensor, float, float]:
     """(UV (K, M, 2C, S), err, mass) of the fast signed rules; z, h (M, C, S), b (C,) or None, R (K, M, C, S)."""
     dt = _check("z", z=z, h=h, b=b, R=R)
-    if z.dim() != 3 or h.shape != z.shape or R.dim() != 4 or tuple(R.shape[1:]) != tuple(z.shape):
-        raise ValueError(f"z, h, R: expected (M, C, S), (M, C, S), (K, M, C, S), got {tuple(z.shape)}, "
-                         f"{tuple(h.shape)}, {tuple(R.shape)}")
-    if b is not None and tuple(b.shape) != (z.shape[1],):
-        raise ValueError(f"b: expected shape ({z.shape[1]},), got {tuple(b.shape)}")
-    if rule not in RULE_IDS:
-        raise ValueError(f"rule: expected one of {tuple(RULE_IDS)}, got {rule!r}")
-    if not epsilon > 0:
-        raise ValueError(f"epsilon: expected > 0, got {epsilon}")
+    check_signed_args(z, h, b, R, rule, epsilon)
     K, M, C, S = R.shape
     uv = torch.empty((K, M, 2 * C, S), dtype=dt, device=z.device)
     total = R.numel()
@@ -273,8 +266,7 @@ def signed_coeffs(z: Tensor, h: Tensor, b: Optional[Tensor], R: Tensor, rule: st
 def combine(x: Tensor, G: Tensor, c1: float, c2: float) -> Tensor:
     """``c1 * x * G[:, :, :C] + c2 * |x| * G[:, :, C:]`` for x (M, C, S), G (K, M, 2C, S) -> (K, M, C, S)."""
     dt = _check("x", x=x, G=G)
-    if x.dim() != 3 or G.dim() != 4 or tuple(G.shape[1:]) != (x.shape[0], 2 * x.shape[1], x.shape[2]):
-        raise ValueError(f"x, G: expected (M, C, S) and (K, M, 2C, S), got {tuple(x.shape)} and {tuple(G.shape)}")
+    check_combine_args(x, G)
     K, M, C2, S = G.shape
     C = C2 // 2
     out = torch.empty((K, M, C, S), dtype=dt, device=x.device)
@@ -290,11 +282,7 @@ def combine(x: Tensor, G: Tensor, c1: float, c2: float) -> Tensor:
 def eps_div(R: Tensor, z: Tensor, epsilon: float, mult: Optional[Tensor] = None) -> Tensor:
     """``R / stab(z)`` (times ``mult`` when given); R (K, *z.shape), mult z's shape or None."""
     dt = _check("z", R=R, z=z, mult=mult)
-    if tuple(R.shape[1:]) != tuple(z.shape) or R.dim() != z.dim() + 1 or (mult is not None and mult.shape != z.shape):
-        raise ValueError(f"R, z, mult: expected (K, *z.shape), z.shape, got {tuple(R.shape)}, {tuple(z.shape)}, "
-                         f"{None if mult is None else tuple(mult.shape)}")
-    if not epsilon > 0:
-        raise ValueError(f"epsilon: expected > 0, got {epsilon}")
+    check_eps_div_args(R, z, epsilon, mult)
     out = torch.empty(R.shape, dtype=dt, device=z.device)
     total = out.numel()
     if total == 0:
@@ -332,8 +320,6 @@ def norm_freeze_eps(x: Tensor, z: Tensor, R: Tensor, weight: Optional[Tensor], n
                     epsilon: float) -> Tensor:
     """Frozen instance norm under the eps-rule: ``R / stab(z) * (x * w / sqrt(var + norm_eps))`` with the
     biased variance of each (sample, channel) plane. x, z (M, C, S); R (K, M, C, S); weight (C,) or None."""
-    from ..lrp.fused import check_norm_args
-
     dt = _check("x", x=x, z=z, R=R, weight=weight)
     check_norm_args(x, z, R, weight, norm_eps, epsilon)
     out = torch.empty(R.shape, dtype=dt, device=x.device)
