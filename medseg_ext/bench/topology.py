@@ -267,14 +267,14 @@ def gpu_rows(clouds: int, peer_clouds: int, repeat: int, out, device: str = "cud
     medseg_ext.vietoris_rips_batch(XD[:2], maxdim=2)  # compiles the Triton kernels outside the timing
     rows = []
     for md in (2, 0):
+        def cpu_path(md=md):
+            with medseg_ext.use_backend("cpu"):  # the CPU path even where the caller forces Triton
+                return medseg_ext.vietoris_rips_batch(X[:sub], maxdim=md, device="cpu")
+
         gpu = medseg_ext.vietoris_rips_batch(XD[:sub], maxdim=md)
-        with medseg_ext.use_backend("cpu"):  # the CPU path even where the caller forces Triton
-            cpu = medseg_ext.vietoris_rips_batch(X[:sub], maxdim=md, device="cpu")
+        cpu = cpu_path()
         same = all(torch.equal(gpu.values[k], cpu.values[k]) and torch.equal(gpu.offsets[k], cpu.offsets[k])
                    for k in range(md + 1))
-        def cpu_path(md=md):
-            with medseg_ext.use_backend("cpu"):
-                return medseg_ext.vietoris_rips_batch(X[:sub], maxdim=md, device="cpu")
 
         def host_triangles(md=md):
             # the GPU path with rips.cpp's own triangle pass instead of the device's (what the
