@@ -72,9 +72,8 @@ class FastCustomOp:
                               {"forward": staticmethod(forward), "backward": staticmethod(backward)})
 
     def _bind(self, args: tuple, kwargs: dict) -> tuple:
+        """args + kwargs + defaults as one positional tuple (pops the keywords it uses from kwargs)."""
         n = len(args)
-        if not kwargs and n == len(self._names):
-            return args
         full = list(args)
         for name, default in zip(self._names[n:], self._defaults[n:]):
             if name in kwargs:
@@ -88,7 +87,8 @@ class FastCustomOp:
         return tuple(full)
 
     def __call__(self, *args, **kwargs):
-        args = self._bind(args, dict(kwargs)) if kwargs or len(args) != len(self._names) else args
+        if kwargs or len(args) != len(self._names):  # the common all-positional call binds nothing
+            args = self._bind(args, kwargs)
         if not EAGER_FAST_PATH or _traced(args):
             return self.op(*args)
         if (self._function is not None and torch.is_grad_enabled()
