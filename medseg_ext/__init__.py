@@ -5,12 +5,13 @@ integer labels), lrp, topology, cam, mser (see README.md for the status of each)
 ``backends()`` says which implementations are compiled and usable on this machine.
 """
 from ._dispatch import backends, use_backend
+from ._malloc import _tune_from_env, cpu_malloc_tuned, tune_cpu_malloc
 from . import losses
 from .losses import *  # noqa: F401,F403  (the losses family's public names, listed in losses.__all__)
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "backends", "use_backend", "losses"] + [n for n in losses.__all__ if n != "metrics"]
+__all__ = ["__version__", "backends", "use_backend", "tune_cpu_malloc", "cpu_malloc_tuned", "losses"] + [n for n in losses.__all__ if n != "metrics"]
 
 # topology family
 from . import topology  # noqa: E402
@@ -25,3 +26,5 @@ __all__ += ["topology", "vietoris_rips", "vietoris_rips_batch", "RaggedDiagrams"
 from . import cam, lrp, mser  # noqa: E402
 
 __all__ += ["cam", "lrp", "mser"]
+
+_tune_from_env()   # MEDSEG_EXT_TUNE_MALLOC=1: opt-in malloc tuning (medseg_ext/_malloc.py)

@@ -20,6 +20,8 @@ from typing import Iterator, Optional
 
 import torch
 
+from . import _malloc
+
 FORCE_REFERENCE_ENV = "MEDSEG_EXT_FORCE_REFERENCE"
 GPU_BACKEND_ENV = "MEDSEG_EXT_GPU_BACKEND"
 BACKENDS = ("reference", "cpu", "cuda", "triton")
@@ -73,6 +75,7 @@ def backends() -> dict:
             "openmp": info.get("openmp"),
             "threads": info.get("max_threads"),
             "isa": info.get("cpu_isa"),  # the kernel variant picked for this CPU: avx512, avx2+fma or baseline
+            "malloc_tuned": _malloc.cpu_malloc_tuned(),  # threshold of tune_cpu_malloc(), None when not tuned
             "error": err,
         },
         "cuda": {

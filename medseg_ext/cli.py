@@ -74,6 +74,10 @@ def cmd_bench(args) -> int:
 
     from .bench import harness
 
+    if args.tune_malloc:
+        from . import _malloc
+        print("malloc: tuned (mmap and trim thresholds 1 GiB) for every row" if _malloc.tune_cpu_malloc()
+              else "malloc: --tune-malloc needs glibc; running with the default allocator")
     bench = importlib.import_module(f"medseg_ext.bench.{family}")
     results = bench.run(device=args.device, size=args.size, repeat=args.repeat, measure_memory=not args.no_memory)
     if args.json:
@@ -216,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeat", type=int, default=10, help="timed calls per case (after 2 warm-up calls)")
     s.add_argument("--json", action="store_true", help="also write benchmarks/results/<family>-<device>-<date>.json")
     s.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    s.add_argument("--tune-malloc", action="store_true",
+                   help="call medseg_ext.tune_cpu_malloc() first: freed buffers stay in the process (every row, "
+                        "peers included, runs with it)")
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("pipeline", help="run a paper's pipeline end to end (medseg_ext/pipelines/<name>.py)")

@@ -23,6 +23,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 
+from .. import _malloc
+
 MiB = 1024 ** 2
 _RESULT_MARK = "MEDSEG_EXT_BENCH_RESULT "
 
@@ -249,7 +251,8 @@ def _cpu_model() -> Optional[str]:
 
 def machine_info(device: str = "cpu") -> dict:
     info = {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-            "cpu_model": _cpu_model(), "torch_threads": torch.get_num_threads()}
+            "cpu_model": _cpu_model(), "torch_threads": torch.get_num_threads(),
+            "malloc_tuned": _malloc.cpu_malloc_tuned()}
     if str(device).startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
         info["gpu_memory_bytes"] = torch.cuda.get_device_properties(0).total_memory
