@@ -141,7 +141,11 @@ def test_batch_equals_single_calls():
 
 
 @pytest.mark.parametrize("shape,conn,dtype", [((40, 50), 4, np.uint8), ((40, 50), 8, np.uint16),
-                                              ((9, 10, 11), 6, np.uint16), ((9, 10, 11), 26, np.uint8)])
+                                              ((9, 10, 11), 6, np.uint16), ((9, 10, 11), 26, np.uint8),
+                                              # thin and degenerate shapes: every pixel on a face
+                                              ((1, 37), 8, np.uint16), ((37, 1), 4, np.uint8),
+                                              ((2, 1, 9), 26, np.uint16), ((1, 5, 7), 6, np.uint8),
+                                              ((3, 3, 3), 26, np.uint16), ((2, 2, 2), 6, np.uint8)])
 def test_flood_equals_union_find_larger(shape, conn, dtype):
     rng = np.random.default_rng(4)
     hi = 255 if dtype == np.uint8 else 65535
