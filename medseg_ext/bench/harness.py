@@ -88,6 +88,11 @@ def time_call(fn: Callable[[], Any], *, warmup: int = 2, repeat: int = 10, devic
 # ---------------------------------------------------------------- peak memory
 
 
+def alloc_case(nbytes: int) -> Case:
+    """A calibration case for the peak-memory measurement: one call allocates and touches ``nbytes``."""
+    return Case(run=lambda: torch.empty(int(nbytes), dtype=torch.uint8).fill_(1))
+
+
 def _warm_up(case: Case, warmup: int) -> None:
     """Runs the case `warmup` times (lazy one-time costs such as library pages and thread pools stay out
     of the measured call), then resets it so the measured call starts from the same state."""
@@ -165,9 +170,15 @@ def peak_memory_cpu(spec: CaseSpec, *, warmup: int = 1, timeout: float = 900.0) 
     # the live bytes; the default dynamic threshold reuses heap space in an order-dependent way,
     # which moved MONAI's peak by one whole buffer between identical runs.
     env.setdefault("MALLOC_MMAP_THRESHOLD_", str(MiB))
+    # The child must import the medseg_ext this process runs. `python -c` puts its working directory
+    # first on sys.path, so started from a source checkout (the README's main job runs in the repo
+    # root) it would import the uncompiled source tree instead of the installed wheel: run it from
+    # the directory that holds this package.
+    import medseg_ext
+    pkg_parent = str(Path(medseg_ext.__file__).resolve().parent.parent)
     try:
         proc = subprocess.run([sys.executable, "-c", code], input=pickle.dumps((spec, warmup)),
-                              capture_output=True, timeout=timeout, env=env)
+                              capture_output=True, timeout=timeout, env=env, cwd=pkg_parent)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     for line in reversed(proc.stdout.decode(errors="replace").splitlines()):
