@@ -153,7 +153,15 @@ def tiled_parents(images, *, polarity: str = "bright", connectivity: Optional[in
 def _cuda_mask(mask, B: int, spatial, batch: bool, device) -> Optional[torch.Tensor]:
     if mask is None:
         return None
-    m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
+    if not isinstance(mask, torch.Tensor):
+        mask = np.asarray(mask)
+        if mask.dtype.kind not in "biuf":  # as _prepare_mask: nonzero = inside needs numbers
+            raise TypeError(f"mask: expected a bool or numeric array, got dtype {mask.dtype}")
+    m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(mask)
+    if m.is_complex():
+        raise TypeError(f"mask: expected a bool or numeric array, got dtype {m.dtype}")
+    if m.is_floating_point() and bool(torch.isnan(m).any()):
+        raise ValueError("mask: contains NaN")
     m = m.to(device)
     if not batch or tuple(m.shape) == tuple(spatial):
         if tuple(m.shape) != tuple(spatial):

@@ -90,9 +90,10 @@ def _layouts(a):
     return views
 
 
-@settings(max_examples=30)
-@given(case=cases(), preset=st.sampled_from(["custom", "vlfeat", "mmser"]), delta=st.integers(0, 3))
-def test_layouts_and_degenerate_shapes_vs_reference(case, preset, delta):
+@settings(max_examples=60)
+@given(case=cases(), preset=st.sampled_from(["custom", "vlfeat", "mmser"]), delta=st.integers(0, 3),
+       alg=st.sampled_from(["flood", "union_find", "tiled"]))
+def test_layouts_and_degenerate_shapes_vs_reference(case, preset, delta, alg):
     """Every layout of image and mask gives the brute-force regions and tree of the contiguous array."""
     img, mask, maxval = case
     nd = img.ndim
@@ -107,14 +108,16 @@ def test_layouts_and_degenerate_shapes_vs_reference(case, preset, delta):
     ivs = _layouts(img)
     mvs = _layouts(mask) if mask is not None else {k: None for k in ivs}
     for name in ivs:
-        got = M.mser(ivs[name], preset, mask=mvs[name], **kw)
+        tiled = dict(algorithm="tiled", tile=2) if alg == "tiled" else {}
+        got = M.mser(ivs[name], preset, mask=mvs[name], **tiled, **kw)
         assert region_set(got) == want, name
-        t = M.component_tree(ivs[name], connectivity=conn, mask=mvs[name], delta=delta)
+        t = M.component_tree(ivs[name], connectivity=conn, mask=mvs[name], delta=delta, algorithm=alg,
+                             **({"tile": 2} if alg == "tiled" else {}))
         for f in TREE_FIELDS:
             assert np.array_equal(getattr(t, f).numpy().reshape(-1), tree[f]), (name, f)
 
 
-@settings(max_examples=20)
+@settings(max_examples=40)
 @given(data=st.data(), h=st.integers(3, 9), w=st.integers(3, 9), delta=st.sampled_from([0, 1, 5, 255]),
        pass2=st.booleans())
 def test_opencv_preset_edge_images_vs_cv2(data, h, w, delta, pass2):
@@ -336,7 +339,7 @@ finite = st.one_of(st.floats(-8e307, 8e307, allow_nan=False, allow_infinity=Fals
                    st.sampled_from([0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 8e307, -8e307, 1.0]))
 
 
-@settings(max_examples=40)
+@settings(max_examples=60)
 @given(px=st.lists(st.tuples(finite, finite, finite), min_size=1, max_size=4))
 def test_grey_and_saturation_huge_and_tiny_values_exact(px):
     """Eq. 1 and Eq. 5 against exact rational arithmetic (intermediates such as r + g + b overflow
@@ -366,7 +369,7 @@ def test_rgb_results_that_overflow_raise():
     np.testing.assert_allclose(M.grey(np.full((1, 1, 3), 1.7e308)), 1.7e308, rtol=1e-15)  # the sum overflows
 
 
-@settings(max_examples=25)
+@settings(max_examples=40)
 @given(data=st.data(), conn=st.sampled_from([4, 6, 8, 26]), t_h=st.integers(0, 10))
 def test_is_enhanced_volumes_and_layouts_vs_reference(data, conn, t_h):
     """3-D masks with every connectivity name (26 used to run as 6), and non-contiguous 2-D masks."""
@@ -439,6 +442,11 @@ rgb8 = np.zeros((4, 4, 3), np.uint8)
     (lambda: M.mser(np.stack([img8] * 2), None, batch=True, mask=np.ones((3, 8, 8), bool)), ValueError, "mask"),
     (lambda: M.component_tree(img8, mask=np.ones((8, 7), bool)), ValueError, "mask"),
     (lambda: M.component_tree(img8, mask=np.full((8, 8), "1")), TypeError, "mask"),
+    (lambda: T._cuda_mask(np.full((8, 8), "1"), 1, (8, 8), False, torch.device("cpu")), TypeError, "mask"),
+    (lambda: T._cuda_mask(torch.ones(8, 8, dtype=torch.complex64), 1, (8, 8), False, torch.device("cpu")),
+     TypeError, "mask"),
+    (lambda: T._cuda_mask(torch.full((8, 8), float("nan")), 1, (8, 8), False, torch.device("cpu")), ValueError,
+     "mask"),
     # images
     (lambda: M.mser(np.full((4, 4), np.nan), None), TypeError, "image"),
     (lambda: M.mser(np.full((4, 4), np.inf, np.float32), None), TypeError, "image"),
@@ -514,3 +522,17 @@ def test_accepted_input_kinds_are_the_integer_image():
         R.mser(np.broadcast_to(img[:1], (6, 6)).astype(np.uint8), min_area=1, max_area=36, max_variation=math.inf,
                delta=1))
     assert len(M.mser(img.astype(np.uint8), None, delta=0, min_area=1, max_variation=math.inf)) == 0  # S = 0 ties
+    # numpy integer scalars (e.g. sizes read from int64 arrays) are the Python ints
+    i64 = np.int64
+    kw64 = dict(min_area=i64(1), max_area=i64(36), max_variation=np.float64(math.inf), delta=i64(1))
+    for alg in ({}, dict(algorithm="tiled", tile=i64(4))):
+        assert region_set(M.mser(img, None, num_threads=i64(2), **kw64, **alg)) == ref
+    t = M.component_tree(img, delta=i64(2), algorithm="tiled", tile=(i64(2), np.int32(3)), num_threads=np.uint8(2))
+    u = M.component_tree(img, delta=2)
+    assert all(torch.equal(getattr(t, f), getattr(u, f)) for f in TREE_FIELDS + ("stability",))
+    m = img.astype(bool)
+    np.testing.assert_array_equal(M.is_enhanced(m, i64(3)), R.is_enhanced(m, 3, 8))
+    rgb = np.zeros((5, 5, 3), np.uint8)
+    rgb[1, 1] = 250
+    np.testing.assert_array_equal(M.specular_mask(rgb, a_max=i64(10), delta=i64(5), t_h=i64(2)),
+                                  M.specular_mask(rgb, a_max=10, delta=5, t_h=2))
