@@ -57,8 +57,15 @@ def _to_numpy(x, name: str) -> np.ndarray:
     raise TypeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}")
 
 
+# the trees number nodes and pixels in int32 (csrc/mser/*: at most 2^31 - 2 pixels per image)
+MAX_PIXELS = 2**31 - 2
+
+
 def _prepare_image(image, batch: bool) -> Tuple[np.ndarray, Tuple[int, ...], int]:
     a = _to_numpy(image, "image")
+    # before any copy or min/max pass: a broadcast view can be huge without owning memory
+    if a.ndim >= 2 and math.prod(a.shape[1 if batch else 0:]) > MAX_PIXELS:
+        raise ValueError(f"image: at most 2^31 - 2 pixels per image, got shape {tuple(a.shape)}")
     if a.dtype == np.bool_:
         a = a.astype(np.uint8)
     if a.dtype.kind == "f" or a.dtype.kind == "c":
@@ -91,6 +98,11 @@ def _prepare_mask(mask, B: int, spatial: Tuple[int, ...], batch: bool) -> Option
     if mask is None:
         return None
     m = _to_numpy(mask, "mask")
+    # nonzero = inside; strings, objects and complex values have no such reading, NaN is ambiguous
+    if m.dtype.kind not in "biuf":
+        raise TypeError(f"mask: expected a bool or numeric array, got dtype {m.dtype}")
+    if m.dtype.kind == "f" and np.isnan(m).any():
+        raise ValueError("mask: contains NaN")
     if not batch or m.shape == spatial:
         if m.shape != spatial:
             raise ValueError(f"mask: expected shape {spatial}, got {tuple(m.shape)}")
@@ -111,8 +123,8 @@ def _area(value, n: int, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name}: expected an int (pixels) or a float (fraction of the pixel count)")
     if isinstance(value, (float, np.floating)):
-        if math.isinf(value) and value > 0:
-            return n
+        if math.isinf(value) and value > 0:  # min_area = inf keeps nothing (it used to mean n pixels)
+            return n if name == "max_area" else n + 1
         if not (value >= 0):
             raise ValueError(f"{name}: expected >= 0, got {value}")
         return int(math.floor(value * n + 1e-9)) if name == "max_area" else int(math.ceil(value * n - 1e-9))
@@ -195,13 +207,14 @@ def component_tree(image, *, polarity: str = "bright", connectivity: Optional[in
         raise ValueError(f"variation: expected one of {_SIDES}, got {variation!r}")
     m = _prepare_mask(mask, 1, spatial, False)
     C = extension()
+    kd = _kernel_delta(delta, maxval)
     if algorithm == "tiled":
         pn, par, lev, area, stab = C.mser_tree_tiled_cpu(
-            flat[0], None if m is None else m[0], list(spatial), conn, polarity == "bright", maxval, int(delta),
+            flat[0], None if m is None else m[0], list(spatial), conn, polarity == "bright", maxval, kd,
             variation, bool(normalize), list(_tiled.tile_sizes(tile, len(spatial), cuda=False)), threads)
     else:
         pn, par, lev, area, stab = C.mser_tree_cpu(flat[0], None if m is None else m[0], list(spatial), conn,
-                                                   polarity == "bright", maxval, int(delta), variation,
+                                                   polarity == "bright", maxval, kd, variation,
                                                    bool(normalize), algorithm)
     t = torch.from_numpy
     return ComponentTree(t(pn).reshape(spatial), t(par), t(lev), t(area), t(stab), spatial, polarity)
@@ -219,6 +232,12 @@ def _connectivity(connectivity, ndim: int, default_full: bool) -> int:
 def _check_delta(delta) -> None:
     if isinstance(delta, bool) or not isinstance(delta, (int, np.integer)) or delta < 0:
         raise ValueError(f"delta: expected an int >= 0, got {delta!r}")
+
+
+def _kernel_delta(delta, maxval: int) -> int:
+    # grey levels lie in [0, maxval], so any delta > maxval selects exactly what maxval + 1 does; the
+    # kernels take a C int and the OpenCV flood forms level + delta, which would overflow
+    return int(min(int(delta), maxval + 1))
 
 
 @dataclass
@@ -374,6 +393,8 @@ class MSERResult:
         """Regions of one 2-D image in OpenCV's format: [(k, 2) int32 (x, y)], bboxes (R, 4) (x, y, w, h)."""
         if len(self.shape) != 2:
             raise ValueError("to_opencv: 2-D images only")
+        if isinstance(image, bool) or not isinstance(image, (int, np.integer)) or not 0 <= image < self.batch_size:
+            raise ValueError(f"image: expected an index in [0, {self.batch_size}), got {image!r}")
         sel = np.nonzero(self.image_index.numpy() == image)[0]
         regs = [self.pixels(int(r))[:, ::-1].astype(np.int32) for r in sel]
         bb = self.bboxes.numpy()[sel][:, [1, 0, 3, 2]] if len(sel) else np.zeros((0, 4), np.int64)
@@ -408,7 +429,7 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
     if algorithm != "tiled" and tile is not None:
         raise ValueError("tile: only used with algorithm='tiled'")
     name = "custom" if preset is None else preset
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         raise ValueError(f"preset: expected one of {tuple(PRESETS)} or None, got {preset!r}")
     cfg = dict(PRESETS[name])
     given = dict(delta=delta, min_area=min_area, max_area=max_area, max_variation=max_variation,
@@ -417,6 +438,14 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
     for k, v in given.items():
         if v is not None:
             cfg[k] = v
+    # both bounds given in the same unit (pixels or fractions) and crossed: nothing could ever be
+    # selected, so it is a mistake (OpenCV/VLFeat return nothing); a preset bound or mixed units
+    # (e.g. the mmser cap on a tiny image) may still give an empty range quietly
+    num = (int, float, np.integer, np.floating)
+    unit = [None if isinstance(v, bool) or not isinstance(v, num) else isinstance(v, (float, np.floating))
+            for v in (min_area, max_area)]
+    if unit[0] is not None and unit[0] == unit[1] and min_area > max_area:
+        raise ValueError(f"min_area: {min_area!r} is larger than max_area {max_area!r}")
     flat, spatial, maxval = _prepare_image(image, batch)
     B, N = flat.shape
     nd = len(spatial)
@@ -428,6 +457,8 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
     mv = cfg["max_variation"]
     if isinstance(mv, bool) or not isinstance(mv, (int, float, np.integer, np.floating)) or math.isnan(mv):
         raise ValueError(f"max_variation: expected a number, got {mv!r}")
+    if mv < 0:  # variations are >= 0, so nothing could pass (and -inf must not map to +inf below)
+        raise ValueError(f"max_variation: expected >= 0, got {mv!r}")
     md = cfg["min_diversity"]
     if isinstance(md, bool) or not isinstance(md, (int, float, np.integer, np.floating)) or not (0 <= md <= 1):
         raise ValueError(f"min_diversity: expected a number in [0, 1], got {md!r}")
@@ -438,6 +469,8 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
     else:
         amin = _area(cfg["min_area"], N, "min_area")
         amax = _area(cfg["max_area"], N, "max_area")
+    # areas lie in [1, N]: clamping keeps the selection and the values within the kernels' int64
+    amin, amax = min(amin, N + 1), min(amax, N)
     if rule == "opencv":
         conn = _connectivity(cfg["connectivity"], nd, default_full=False)
         problems = []
@@ -463,8 +496,6 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
             raise ValueError(f"image: preset 'opencv' needs at least 3 x 3 pixels (as OpenCV), got {spatial}")
         m = None
         mode = "opencv"
-        if amin > 2**31 - 1 or amax > 2**31 - 1:
-            amin, amax = min(amin, 2**31 - 1), min(amax, 2**31 - 1)
     else:
         conn = _connectivity(cfg["connectivity"], nd, default_full=(name in ("vlfeat", "mmser")))
         m = _prepare_mask(mask, B, spatial, batch)
@@ -477,9 +508,9 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
     C = extension()
     mvf = float(mv) if math.isfinite(float(mv)) else 1e300
     v, o, im, lev, area, var, pol = C.mser_detect_cpu(
-        flat, m, list(spatial), conn, cfg["polarity"], maxval, mode, int(cfg["delta"]), int(amin), int(amax), mvf,
-        float(md), cfg["variation"], bool(cfg["normalize"]), "vlfeat" if rule == "vlfeat" else "local_min",
-        threads,
+        flat, m, list(spatial), conn, cfg["polarity"], maxval, mode, _kernel_delta(cfg["delta"], maxval), int(amin),
+        int(amax), mvf, float(md), cfg["variation"], bool(cfg["normalize"]),
+        "vlfeat" if rule == "vlfeat" else "local_min", threads,
         list(_tiled.tile_sizes(tile, nd, cuda=False)) if algorithm == "tiled" else [])
     t = torch.from_numpy
     return MSERResult(t(v), t(o), t(im), t(lev), t(area), t(var), t(pol), spatial, B)

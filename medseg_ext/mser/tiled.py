@@ -30,12 +30,17 @@ def on_cuda(x) -> bool:
     return isinstance(x, torch.Tensor) and x.device.type == "cuda"
 
 
+MAX_THREADS = 1024  # num_threads above this are clamped (see check_threads)
+
+
 def check_threads(num_threads) -> int:
     if num_threads is None:
         return 0
     if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
         raise ValueError(f"num_threads: expected a positive int or None, got {num_threads!r}")
-    return int(num_threads)
+    # results never depend on the thread count; libgomp crashed (SIGSEGV) when asked for 100000
+    # threads, and a count beyond a C int did not reach the kernels at all
+    return int(min(int(num_threads), MAX_THREADS))
 
 
 def tile_sizes(tile, ndim: int, cuda: bool) -> Tuple[int, ...]:
@@ -92,6 +97,8 @@ def _prepare_cuda(image: torch.Tensor, batch: bool):
                          f"got shape {tuple(image.shape)}")
     if x.numel() == 0:
         raise ValueError(f"image: empty array of shape {tuple(image.shape)}")
+    if x[0].numel() > 2**31 - 2:  # int32 pixel and node ids; before any copy of a (broadcast) view
+        raise ValueError(f"image: at most 2^31 - 2 pixels per image, got shape {tuple(image.shape)}")
     if x.dtype == torch.bool:
         x = x.to(torch.uint8)
     if x.is_floating_point() or x.is_complex():
@@ -146,7 +153,15 @@ def tiled_parents(images, *, polarity: str = "bright", connectivity: Optional[in
 def _cuda_mask(mask, B: int, spatial, batch: bool, device) -> Optional[torch.Tensor]:
     if mask is None:
         return None
-    m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
+    if not isinstance(mask, torch.Tensor):
+        mask = np.asarray(mask)
+        if mask.dtype.kind not in "biuf":  # as _prepare_mask: nonzero = inside needs numbers
+            raise TypeError(f"mask: expected a bool or numeric array, got dtype {mask.dtype}")
+    m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(mask)
+    if m.is_complex():
+        raise TypeError(f"mask: expected a bool or numeric array, got dtype {m.dtype}")
+    if m.is_floating_point() and bool(torch.isnan(m).any()):
+        raise ValueError("mask: contains NaN")
     m = m.to(device)
     if not batch or tuple(m.shape) == tuple(spatial):
         if tuple(m.shape) != tuple(spatial):
