@@ -162,6 +162,8 @@ py::tuple detect_impl(carr<T> imgs, py::object mask_obj, std::vector<int64_t> sh
 }
 
 void bind_mser(py::module_& m) {
+  m.def("mser_wide_entries_forced", &ms::wide_entries_forced,
+        "True when MEDSEG_EXT_MSER_WIDE_ENTRIES=1 forced the floods' 64-bit stack entries (a test hook).");
   m.def("mser_tree_cpu", &tree_impl<uint8_t>, py::arg("image"), py::arg("mask"), py::arg("shape"),
         py::arg("connectivity"), py::arg("bright"), py::arg("maxval"), py::arg("delta"), py::arg("side"),
         py::arg("normalize"), py::arg("algorithm"),

@@ -5,6 +5,7 @@
 // (key, largest own-level pixel index), so both builders return identical arrays.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <vector>
 
 #include "common/errors.h"
@@ -211,7 +212,7 @@ void build_tree_flood(const T* img, const uint8_t* mask, const Geometry& g, bool
   const int nlev = maxval + 1;
   // nodes in creation order; renumbered at the end
   std::vector<int32_t> nkey, npar, nmax, narea, pnode;
-  if (N < (int64_t(1) << 27)) {
+  if (N < (int64_t(1) << 27) && !wide_entries_forced()) {
     flood_nodes<T, uint32_t>(img, mask, g, bright, maxval, nkey, npar, nmax, narea, pnode);
   } else {
     flood_nodes<T, uint64_t>(img, mask, g, bright, maxval, nkey, npar, nmax, narea, pnode);

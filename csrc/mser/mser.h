@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 #include <vector>
 
 namespace medseg {
@@ -15,6 +16,17 @@ struct Geometry {
   int connectivity = 4;  // 2-D: 4 or 8, 3-D: 6 or 26
   int64_t numel() const { return d0 * d1 * d2; }
 };
+
+// The floods store a waiting pixel and its resume index in one 32-bit stack entry below 2^27 (tree)
+// or 2^29 (OpenCV flood) pixels and in 64 bits above. MEDSEG_EXT_MSER_WIDE_ENTRIES=1 (read once)
+// forces the 64-bit entries on small images, so the tests cover that path without 2^29 pixels.
+inline bool wide_entries_forced() {
+  static const bool forced = [] {
+    const char* v = std::getenv("MEDSEG_EXT_MSER_WIDE_ENTRIES");
+    return v != nullptr && v[0] == '1';
+  }();
+  return forced;
+}
 
 // The neighbour offsets of a connectivity, in (z, y, x) raster order: 4/8 stay in the plane,
 // 6 = faces, 26 = all. Shared by both tree builders so they visit neighbours identically.

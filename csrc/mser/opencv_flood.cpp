@@ -318,7 +318,8 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
 void opencv_pass(const uint8_t* img, int64_t rows, int64_t cols, int mask_xor, int delta, int min_area, int max_area,
                  double max_variation, Regions& out) {
   MEDSEG_CHECK(mask_xor == 0 || mask_xor == 255, "internal: mask_xor must be 0 or 255");
-  const bool small = rows * cols < (int64_t(1) << 29);  // heap entries pixel << 3 | direction in 32 bits
+  // heap entries pixel << 3 | direction in 32 bits
+  const bool small = rows * cols < (int64_t(1) << 29) && !wide_entries_forced();
   if (mask_xor == 255) {
     if (small) {
       opencv_pass_impl<255, uint32_t>(img, rows, cols, delta, min_area, max_area, max_variation, out);
