@@ -16,38 +16,176 @@ namespace mser {
 
 namespace {
 
-// The flood keeps one bit per pixel ("reached") instead of a state byte, and a waiting pixel
-// carries the neighbour index to resume at in its stack entry (pixel << 5 | index, 26 < 32), so
-// a pop reads no per-pixel state. In 3-D the flood's neighbour tests are scattered over planes
-// (z ± 1 is d1·d2 pixels away): a bitmap of n/8 bytes stays in cache where n bytes did not
-// (256³: 2 MiB against 16 MiB), and the image rows of a pushed pixel's far neighbours are
-// prefetched while it waits. Entries are 32-bit below 2^27 pixels, else 64-bit.
-template <typename T, typename HT>
-void flood_nodes(const T* img, const uint8_t* mask, const Geometry& g, bool bright, int maxval,
-                 std::vector<int32_t>& nkey, std::vector<int32_t>& npar, std::vector<int32_t>& nmax,
-                 std::vector<int32_t>& narea, std::vector<int32_t>& pnode) {
-  const int32_t n = static_cast<int32_t>(g.numel());
-  const int nlev = maxval + 1;
-  auto keyof = [&](int32_t p) -> int32_t {
+// Where the flood's pixels live. The flood works on "indices" of a layout; a layout enumerates the
+// valid (unmasked) pixels with their keys, finds a pixel's neighbours and maps an index back to
+// the raster pixel index.
+//
+// RasterLayout: the image itself (index = raster pixel index).
+template <typename T>
+struct RasterLayout {
+  const T* img;
+  const uint8_t* mask;
+  bool bright;
+  int maxval;
+  const NbrList* nb;
+  uint32_t d0, d1, d2, plane;
+  bool is3d;
+  int64_t far;  // the far neighbours' offset (a row in 2-D, a plane in 3-D): prefetched ahead
+  int32_t off[26];
+
+  RasterLayout(const T* img_, const uint8_t* mask_, const Geometry& g, bool bright_, int maxval_, const NbrList& nb_)
+      : img(img_), mask(mask_), bright(bright_), maxval(maxval_), nb(&nb_) {
+    d0 = static_cast<uint32_t>(g.d0);
+    d1 = static_cast<uint32_t>(g.d1);
+    d2 = static_cast<uint32_t>(g.d2);
+    plane = d1 * d2;
+    is3d = false;
+    for (int j = 0; j < nb_.count; ++j) {
+      is3d = is3d || nb_.dz[j] != 0;
+      off[j] = static_cast<int32_t>(nb_.off[j]);
+    }
+    far = is3d ? static_cast<int64_t>(plane) : static_cast<int64_t>(d2);
+  }
+  int64_t size() const { return static_cast<int64_t>(d0) * plane; }
+  int32_t key(int32_t p) const {
     const int32_t v = static_cast<int32_t>(img[p]);
     return bright ? maxval - v : v;
+  }
+  template <typename F>
+  void for_each_valid(F&& f) const {
+    const int32_t n = static_cast<int32_t>(size());
+    for (int32_t p = 0; p < n; ++p) {
+      if (mask && !mask[p]) continue;
+      const int32_t v = static_cast<int32_t>(img[p]);
+      MEDSEG_CHECK(v >= 0 && v <= maxval, "image: value ", v, " outside [0, ", maxval, "]");
+      f(p, bright ? maxval - v : v);
+    }
+  }
+  struct Loc {
+    uint32_t z, y, x;
+    bool interior;  // every neighbour is inside the image: no bounds tests
   };
-  const int64_t nwords_pix = (static_cast<int64_t>(n) + 63) / 64;
-  std::vector<uint64_t> reached(static_cast<size_t>(nwords_pix) + 1, 0);
+  Loc locate(int32_t p) const {
+    const uint32_t up = static_cast<uint32_t>(p), z = up / plane, rem = up - z * plane, y = rem / d2, x = rem - y * d2;
+    return Loc{z, y, x, x > 0 && x + 1 < d2 && y > 0 && y + 1 < d1 && (!is3d || (z > 0 && z + 1 < d0))};
+  }
+  int32_t neighbour(const Loc& L, int32_t p, int j) const {  // -1: outside the image
+    if (!L.interior) {
+      const int64_t qz = int64_t(L.z) + nb->dz[j], qy = int64_t(L.y) + nb->dy[j], qx = int64_t(L.x) + nb->dx[j];
+      if (qz < 0 || qz >= d0 || qy < 0 || qy >= d1 || qx < 0 || qx >= d2) return -1;
+    }
+    return p + off[j];
+  }
+  int32_t raster(const Loc&, int32_t p) const { return p; }
+  void prefetch_around(int64_t q) const {
+    __builtin_prefetch(img + q + far);
+    __builtin_prefetch(img + q - far);
+  }
+};
+
+// BrickLayout (3-D volumes): the keys copied into 8×8×8 bricks, so that a voxel's neighbours in
+// z and y are 64 and 8 entries away instead of a plane and a row. In raster order the 3-D flood
+// waits on a cache miss for nearly every z-neighbour (256³ uint16: planes 128 KiB apart); in
+// bricks most neighbours share a brick that is already in cache. The volume is padded to whole
+// bricks; padding voxels are never valid.
+template <typename T>
+struct BrickLayout {
+  const NbrList* nb;
+  uint32_t d0, d1, d2, nbx, nby, nbz;
+  std::vector<T> keys;  // key (already polarity-mapped) per brick index
+  const uint8_t* mask;
+  int32_t inner_off[26];
+
+  BrickLayout(const T* img, const uint8_t* mask_, const Geometry& g, bool bright, int maxval, const NbrList& nb_)
+      : nb(&nb_), mask(mask_) {
+    d0 = static_cast<uint32_t>(g.d0);
+    d1 = static_cast<uint32_t>(g.d1);
+    d2 = static_cast<uint32_t>(g.d2);
+    nbz = (d0 + 7) / 8;
+    nby = (d1 + 7) / 8;
+    nbx = (d2 + 7) / 8;
+    for (int j = 0; j < nb_.count; ++j) inner_off[j] = nb_.dz[j] * 64 + nb_.dy[j] * 8 + nb_.dx[j];
+    keys.assign(static_cast<size_t>(size()), 0);
+    for (uint32_t z = 0; z < d0; ++z)
+      for (uint32_t y = 0; y < d1; ++y) {
+        const int64_t r = (static_cast<int64_t>(z) * d1 + y) * d2;
+        for (uint32_t x = 0; x < d2; ++x) {
+          if (mask && !mask[r + x]) continue;  // masked voxels are never read (checked as in the raster flood)
+          const int32_t v = static_cast<int32_t>(img[r + x]);
+          MEDSEG_CHECK(v >= 0 && v <= maxval, "image: value ", v, " outside [0, ", maxval, "]");
+          keys[static_cast<size_t>(index(z, y, x))] = static_cast<T>(bright ? maxval - v : v);
+        }
+      }
+  }
+  static int64_t padded_size(const Geometry& g) {
+    return ((g.d0 + 7) / 8) * ((g.d1 + 7) / 8) * ((g.d2 + 7) / 8) * 512;
+  }
+  int64_t size() const { return static_cast<int64_t>(nbz) * nby * nbx * 512; }
+  int32_t index(uint32_t z, uint32_t y, uint32_t x) const {
+    const uint32_t brick = ((z >> 3) * nby + (y >> 3)) * nbx + (x >> 3);
+    return static_cast<int32_t>((brick << 9) | ((z & 7) << 6) | ((y & 7) << 3) | (x & 7));
+  }
+  int32_t key(int32_t i) const { return static_cast<int32_t>(keys[static_cast<size_t>(i)]); }
+  template <typename F>
+  void for_each_valid(F&& f) const {
+    for (uint32_t z = 0; z < d0; ++z)
+      for (uint32_t y = 0; y < d1; ++y) {
+        const int64_t r = (static_cast<int64_t>(z) * d1 + y) * d2;
+        for (uint32_t x = 0; x < d2; ++x) {
+          if (mask && !mask[r + x]) continue;
+          const int32_t i = index(z, y, x);
+          f(i, key(i));
+        }
+      }
+  }
+  struct Loc {
+    uint32_t z, y, x;
+    bool interior;  // every neighbour is in the same brick and inside the volume
+  };
+  Loc locate(int32_t p) const {
+    const uint32_t up = static_cast<uint32_t>(p), brick = up >> 9, iz = (up >> 6) & 7, iy = (up >> 3) & 7,
+                   ix = up & 7, plane = nby * nbx, bz = brick / plane, rem = brick - bz * plane, by = rem / nbx,
+                   bx = rem - by * nbx;
+    const uint32_t z = bz * 8 + iz, y = by * 8 + iy, x = bx * 8 + ix;
+    const bool inner = iz - 1 < 6 && iy - 1 < 6 && ix - 1 < 6;  // 1..6 on every axis (unsigned wrap for 0)
+    return Loc{z, y, x, inner && z + 1 < d0 && y + 1 < d1 && x + 1 < d2};
+  }
+  int32_t neighbour(const Loc& L, int32_t p, int j) const {  // -1: outside the volume
+    if (L.interior) return p + inner_off[j];
+    const int64_t qz = int64_t(L.z) + nb->dz[j], qy = int64_t(L.y) + nb->dy[j], qx = int64_t(L.x) + nb->dx[j];
+    if (qz < 0 || qz >= d0 || qy < 0 || qy >= d1 || qx < 0 || qx >= d2) return -1;
+    return index(static_cast<uint32_t>(qz), static_cast<uint32_t>(qy), static_cast<uint32_t>(qx));
+  }
+  int32_t raster(const Loc& L, int32_t) const {
+    return static_cast<int32_t>((static_cast<int64_t>(L.z) * d1 + L.y) * d2 + L.x);
+  }
+  void prefetch_around(int64_t q) const {
+    __builtin_prefetch(keys.data() + q + 64);
+    __builtin_prefetch(keys.data() + q - 64);
+  }
+};
+
+// The flood keeps one bit per index ("reached") instead of a state byte, and a waiting pixel
+// carries the neighbour index to resume at in its stack entry (index << 5 | neighbour, 26 < 32), so
+// a pop reads no per-pixel state: a bitmap of n/8 bytes stays in cache where n bytes did not
+// (256³: 2 MiB against 16 MiB). Entries are 32-bit below 2^27 indices, else 64-bit.
+template <typename HT, typename Layout>
+void flood_nodes(const Layout& lay, int maxval, int32_t n_raster, std::vector<int32_t>& nkey,
+                 std::vector<int32_t>& npar, std::vector<int32_t>& nmax, std::vector<int32_t>& narea,
+                 std::vector<int32_t>& pnode) {
+  const int nlev = maxval + 1;
+  const int64_t nidx = lay.size();
+  const int64_t nwords_pix = (nidx + 63) / 64;
+  // every index starts reached (padding, masked pixels) except the valid pixels
+  std::vector<uint64_t> reached(static_cast<size_t>(nwords_pix) + 1, ~uint64_t(0));
   uint64_t* vis = reached.data();
-  for (int64_t p = n; p < nwords_pix * 64; ++p) vis[p >> 6] |= uint64_t(1) << (p & 63);  // padding bits
   std::vector<int32_t> lsize(static_cast<size_t>(nlev) + 1, 0);
   int64_t count = 0;
-  for (int32_t p = 0; p < n; ++p) {
-    if (mask && !mask[p]) {
-      vis[p >> 6] |= uint64_t(1) << (p & 63);
-      continue;
-    }
-    const int32_t v = static_cast<int32_t>(img[p]);
-    MEDSEG_CHECK(v >= 0 && v <= maxval, "image: value ", v, " outside [0, ", maxval, "]");
-    ++lsize[keyof(p)];
+  lay.for_each_valid([&](int32_t i, int32_t k) {
+    vis[i >> 6] &= ~(uint64_t(1) << (i & 63));
+    ++lsize[k];
     ++count;
-  }
+  });
   // one LIFO stack per level in one buffer; a level never holds more waiting pixels than it has
   std::vector<HT> buf(static_cast<size_t>(count) + static_cast<size_t>(nlev));
   std::vector<int64_t> top(static_cast<size_t>(nlev)), base(static_cast<size_t>(nlev));
@@ -93,16 +231,9 @@ void flood_nodes(const T* img, const uint8_t* mask, const Geometry& g, bool brig
     return -1;
   };
 
-  const NbrList nb = neighbour_list(g);
-  const uint32_t d0 = static_cast<uint32_t>(g.d0), d1 = static_cast<uint32_t>(g.d1), d2 = static_cast<uint32_t>(g.d2);
-  const uint32_t plane = d1 * d2;
-  bool is3d = false;
-  for (int j = 0; j < nb.count; ++j) is3d = is3d || nb.dz[j] != 0;
-  const int64_t far = is3d ? static_cast<int64_t>(plane) : static_cast<int64_t>(d2);  // the far neighbours' offset
-  int32_t off[26];
-  for (int j = 0; j < nb.count; ++j) off[j] = static_cast<int32_t>(nb.off[j]);
+  const int nbc = lay.nb->count;
   nkey.reserve(static_cast<size_t>(count / 4 + 16));
-  pnode.assign(static_cast<size_t>(n), -1);
+  pnode.assign(static_cast<size_t>(n_raster), -1);
   std::vector<int32_t> cstack;  // open components (node ids, keys nkey[id])
   cstack.reserve(static_cast<size_t>(nlev) + 2);
   auto new_node = [&](int32_t k) {
@@ -130,12 +261,6 @@ void flood_nodes(const T* img, const uint8_t* mask, const Geometry& g, bool brig
       narea[up] += narea[c];
     }
   };
-  auto prefetch_around = [&](int64_t q) {
-    __builtin_prefetch(img + q + far);
-    __builtin_prefetch(img + q - far);
-    __builtin_prefetch(vis + ((q + far) >> 6));
-    __builtin_prefetch(vis + ((q - far) >> 6));
-  };
 
   int64_t scan = 0;  // bitmap word of the next unreached pixel (several seeds only when a mask splits the image)
   while (true) {
@@ -144,26 +269,21 @@ void flood_nodes(const T* img, const uint8_t* mask, const Geometry& g, bool brig
     int32_t p = static_cast<int32_t>(scan * 64 + __builtin_ctzll(~vis[scan]));
     vis[p >> 6] |= uint64_t(1) << (p & 63);
     cstack.clear();
-    int32_t k = keyof(p);
+    int32_t k = lay.key(p);
     cstack.push_back(new_node(k));
     int j = 0;
     while (true) {
-      // explore p from neighbour j; the bounds tests only for pixels on the image's faces
-      const uint32_t up = static_cast<uint32_t>(p), z = up / plane, rem = up - z * plane, y = rem / d2,
-                     x = rem - y * d2;
-      const bool interior = x > 0 && x + 1 < d2 && y > 0 && y + 1 < d1 && (!is3d || (z > 0 && z + 1 < d0));
+      // explore p from neighbour j
+      const auto loc = lay.locate(p);
       bool descended = false;
-      for (; j < nb.count; ++j) {
-        if (!interior) {
-          const int64_t qz = int64_t(z) + nb.dz[j], qy = int64_t(y) + nb.dy[j], qx = int64_t(x) + nb.dx[j];
-          if (qz < 0 || qz >= d0 || qy < 0 || qy >= d1 || qx < 0 || qx >= d2) continue;
-        }
-        const int32_t q = p + off[j];
+      for (; j < nbc; ++j) {
+        const int32_t q = lay.neighbour(loc, p, j);
+        if (q < 0) continue;
         uint64_t& word = vis[q >> 6];
         const uint64_t bit = uint64_t(1) << (q & 63);
         if (word & bit) continue;
         word |= bit;
-        const int32_t kq = keyof(q);
+        const int32_t kq = lay.key(q);
         if (kq < k) {  // a lower neighbour is entered at once; p waits to resume at j + 1
           push(k, (static_cast<HT>(p) << 5) | static_cast<HT>(j + 1));
           cstack.push_back(new_node(kq));
@@ -177,10 +297,10 @@ void flood_nodes(const T* img, const uint8_t* mask, const Geometry& g, bool brig
       }
       if (descended) continue;
       // p is done: it belongs to the open component at level k (the top one)
-      const int32_t c = cstack.back();
-      pnode[p] = c;
+      const int32_t c = cstack.back(), r = lay.raster(loc, p);
+      pnode[r] = c;
       ++narea[c];
-      if (p > nmax[c]) nmax[c] = p;
+      if (r > nmax[c]) nmax[c] = r;
       const int32_t kn = next_level(k);
       if (kn < 0) break;
       const HT e = pop(kn);
@@ -188,7 +308,7 @@ void flood_nodes(const T* img, const uint8_t* mask, const Geometry& g, bool brig
       j = static_cast<int>(e & 31);
       // look ahead: the next pixels this level will hand out (LIFO) get their far neighbours fetched
       for (int64_t t = top[kn] - 1; t > base[kn] && t >= top[kn] - 3; --t)
-        prefetch_around(static_cast<int64_t>(buf[static_cast<size_t>(t)] >> 5));
+        lay.prefetch_around(static_cast<int64_t>(buf[static_cast<size_t>(t)] >> 5));
       if (kn > k) raise_to(kn);
       k = kn;
     }
@@ -212,10 +332,26 @@ void build_tree_flood(const T* img, const uint8_t* mask, const Geometry& g, bool
   const int nlev = maxval + 1;
   // nodes in creation order; renumbered at the end
   std::vector<int32_t> nkey, npar, nmax, narea, pnode;
-  if (N < (int64_t(1) << 27) && !wide_entries_forced()) {
-    flood_nodes<T, uint32_t>(img, mask, g, bright, maxval, nkey, npar, nmax, narea, pnode);
+  const NbrList nb = neighbour_list(g);
+  bool is3d = false;
+  for (int j = 0; j < nb.count; ++j) is3d = is3d || nb.dz[j] != 0;
+  // volumes from 2^18 voxels on (64³) run in bricks; smaller ones stay in cache either way
+  const int64_t padded = BrickLayout<T>::padded_size(g);
+  const bool bricks = is3d && padded < (int64_t(1) << 31) - 1 && (N >= (int64_t(1) << 18) || bricks_forced());
+  if (bricks) {
+    const BrickLayout<T> lay(img, mask, g, bright, maxval, nb);
+    if (padded < (int64_t(1) << 27) && !wide_entries_forced()) {
+      flood_nodes<uint32_t>(lay, maxval, n, nkey, npar, nmax, narea, pnode);
+    } else {
+      flood_nodes<uint64_t>(lay, maxval, n, nkey, npar, nmax, narea, pnode);
+    }
   } else {
-    flood_nodes<T, uint64_t>(img, mask, g, bright, maxval, nkey, npar, nmax, narea, pnode);
+    const RasterLayout<T> lay(img, mask, g, bright, maxval, nb);
+    if (N < (int64_t(1) << 27) && !wide_entries_forced()) {
+      flood_nodes<uint32_t>(lay, maxval, n, nkey, npar, nmax, narea, pnode);
+    } else {
+      flood_nodes<uint64_t>(lay, maxval, n, nkey, npar, nmax, narea, pnode);
+    }
   }
   // renumber by (key, largest own-level pixel index)
   const int32_t m = static_cast<int32_t>(nkey.size());

@@ -28,6 +28,17 @@ inline bool wide_entries_forced() {
   return forced;
 }
 
+// The flood tree builder runs 3-D volumes of 2^18 voxels or more in 8×8×8 bricks (a cache-friendly
+// copy of the keys). MEDSEG_EXT_MSER_BRICKS=1 (read once) uses bricks for every 3-D volume, so the
+// tests cover that path, partial bricks included, on small volumes.
+inline bool bricks_forced() {
+  static const bool forced = [] {
+    const char* v = std::getenv("MEDSEG_EXT_MSER_BRICKS");
+    return v != nullptr && v[0] == '1';
+  }();
+  return forced;
+}
+
 // The neighbour offsets of a connectivity, in (z, y, x) raster order: 4/8 stay in the plane,
 // 6 = faces, 26 = all. Shared by both tree builders so they visit neighbours identically.
 struct NbrList {
