@@ -46,7 +46,7 @@ void bind_cam(py::module_& m) {
         }
       },
       py::arg("G"), py::arg("weights"), py::arg("status"), py::arg("procedure"), py::arg("reduction"),
-      "SVD-Grad-CAM rank-1 weights of M contiguous P x Q slices (closed form); status 1 = tied top eigenvalue.");
+      "SVD-Grad-CAM rank-1 weights of M contiguous P x Q slices (closed form); status 1 = tied top eigenvalue or out-of-range slice (dense path).");
 }
 
 }  // namespace

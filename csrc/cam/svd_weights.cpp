@@ -7,8 +7,8 @@
 // v1 is the top eigenvector of the Gram matrix C = G^T G (Q x Q), found by repeated squaring of
 // C / tr(C) until it is numerically rank one (the powers C^(2^k) converge at rate (l2/l1)^(2^k)),
 // then refined by power steps on C. Products are sign-invariant, so no sign convention is needed.
-// Slices whose top eigenvalue is (nearly) tied are flagged (status 1) and left to the caller's
-// dense eigensolver. One matrix per OpenMP iteration; doubles throughout.
+// Slices whose top eigenvalue is (nearly) tied, and slices holding inf or float64 values whose Gram
+// matrix leaves double's range, are flagged (status 1) and left to the caller's dense eigensolver. One matrix per OpenMP iteration; doubles throughout.
 #include "cam/svd_weights.h"
 
 #include <algorithm>
@@ -53,6 +53,24 @@ inline double slice_weight(const T* g, const double* C, const double* v, int64_t
   return coef * v[0] / static_cast<double>(P);
 }
 
+// Traces below this leave Gram entries subnormal (|G| below ~1e-140, float64 input only).
+constexpr double kTinyTrace = 1e-280;
+
+// A slice whose trace tr = ||G||_F^2 is outside (kTinyTrace, inf): NaN input -> NaN; an all-zero slice
+// -> 0; else status 1 for the caller's dense path, which rescales each slice. That covers inf input
+// and finite float64 |G| beyond ~1e±150, whose Gram matrix over/underflowed (NaN or 0 weights before).
+template <typename T>
+double rare_slice(const T* g, int64_t P, int64_t Q, double tr, uint8_t* status) {
+  if (std::isnan(tr)) return std::nan("");
+  if (tr == 0.0) {
+    bool zero = true;
+    for (int64_t e = 0; e < P * Q && zero; ++e) zero = g[e] == T(0);
+    if (zero) return 0.0;
+  }
+  *status = 1;
+  return 0.0;
+}
+
 // PC / QC > 0: the slice shape known at compile time (7 x 7: DenseNet/ResNet last layers at 224²),
 // so every loop has a constant trip count and is unrolled; 0: run-time shape.
 template <typename T, int PC, int QC>
@@ -71,8 +89,8 @@ void one_slice(const T* g, int64_t P_, int64_t Q_, int procedure, int reduction,
   double tr = 0.0;
   for (int64_t i = 0; i < Q; ++i) tr += C[i * Q + i];
   *status = 0;
-  if (!(tr > 0.0) || !std::isfinite(tr)) {  // G == 0 (w = 0) or non-finite input (propagate NaN)
-    *w = tr == 0.0 ? 0.0 : std::nan("");
+  if (!(tr > kTinyTrace) || !std::isfinite(tr)) {
+    *w = rare_slice(g, P, Q, tr, status);
     return;
   }
   const double inv_tr = 1.0 / tr;  // multiply by reciprocals: divisions dominated the inner loops
@@ -164,7 +182,7 @@ void block4(const T* g0, int64_t P_, int64_t Q_, int procedure, int reduction, d
   bool valid[L], conv[L];
   double inv[L];
   for (int l = 0; l < L; ++l) {
-    valid[l] = tr[l] > 0.0 && std::isfinite(tr[l]);
+    valid[l] = tr[l] > kTinyTrace && std::isfinite(tr[l]);
     conv[l] = !valid[l];
     inv[l] = valid[l] ? 1.0 / tr[l] : 0.0;
   }
@@ -198,7 +216,7 @@ void block4(const T* g0, int64_t P_, int64_t Q_, int procedure, int reduction, d
   for (int l = 0; l < L; ++l) {
     status[l] = 0;
     if (!valid[l]) {
-      w[l] = tr[l] == 0.0 ? 0.0 : std::nan("");
+      w[l] = rare_slice(g[l], P, Q, tr[l], status + l);
       continue;
     }
     if (!conv[l]) {

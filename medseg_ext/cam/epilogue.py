@@ -2,6 +2,7 @@
 on the activations' device, dtype-preserving, differentiable (plain torch ops)."""
 from __future__ import annotations
 
+import operator
 from typing import Optional, Sequence, Union
 
 import torch
@@ -10,11 +11,32 @@ import torch.nn.functional as F
 _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
+def _check_size(size) -> tuple:
+    """size as a tuple of positive ints (numpy / torch integers accepted), else a ValueError naming it."""
+    try:
+        out = tuple(operator.index(s) for s in size)
+    except TypeError:
+        raise ValueError(f"size must be a sequence of positive ints, got {size!r}") from None
+    if any(s < 1 for s in out):
+        raise ValueError(f"size must be positive, got {out}")
+    return out
+
+
+def _check_maps(maps) -> None:
+    if not torch.is_tensor(maps):
+        raise TypeError(f"maps must be a tensor, got {type(maps).__name__}")
+    if not maps.dtype.is_floating_point:
+        raise TypeError(f"maps must be floating point, got {maps.dtype}")
+    if maps.dim() < 2:
+        raise ValueError(f"maps must be (B, *spatial), got shape {tuple(maps.shape)}")
+
+
 def resize_maps(maps: torch.Tensor, size: Sequence[int], align_corners: bool = False) -> torch.Tensor:
     """(B, *S) -> (B, *size) with (bi/tri)linear interpolation (half-pixel centres by default, as
     cv2.resize / scipy zoom with grid_mode; ``align_corners=True`` as nn.UpsamplingBilinear2d)."""
+    _check_maps(maps)
     d = maps.dim() - 1
-    size = tuple(int(s) for s in size)
+    size = _check_size(size)
     if len(size) != d:
         raise ValueError(f"size: {len(size)} dims for maps with {d} spatial dims")
     if d not in _MODES:
@@ -25,17 +47,27 @@ def resize_maps(maps: torch.Tensor, size: Sequence[int], align_corners: bool = F
 
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
-    """Per-sample min-max to [0, 1]; a constant map becomes 0; a map holding NaN stays NaN."""
+    """Per-sample min-max to [0, 1]; a constant map becomes 0; a map holding NaN or ±inf becomes NaN."""
+    _check_maps(maps)
+    if maps.shape[1:].numel() == 0:   # no pixels: nothing to normalise (amin would raise)
+        return maps
     flat = maps.flatten(1)
     lo = flat.amin(1)
     hi = flat.amax(1)
     rng = hi - lo
-    ok = rng > 0
+    # a range of a few ulps of the values is rounding noise, not contrast (a constant map after bilinear
+    # resizing varies in its last bits, and min-max blew that up to [0, 1]): such a map counts as constant
+    noise = 4 * torch.finfo(maps.dtype).eps * torch.maximum(hi.abs(), lo.abs())
+    ok = rng > noise
     view = (-1,) + (1,) * (maps.dim() - 1)
+    # a map holding NaN or ±inf (an overflowed value) becomes all NaN, visible (with ±inf it was 0 with
+    # NaN at the inf pixels): its divisor is NaN, set on the (B,) ranges, not on the maps
+    bad = ~torch.isfinite(rng)
+    den = torch.where(ok, rng, torch.ones_like(rng))
+    den = torch.where(bad, torch.full_like(rng, float("nan")), den)
     # divide (not multiply by 1/rng): a subnormal range would make 1/rng overflow to inf and 0·inf = NaN
-    out = (maps - lo.view(view)) / torch.where(ok, rng, torch.ones_like(rng)).view(view)
-    keep = (ok | torch.isnan(rng)).view(view)   # a map with NaN stays NaN (visible), a constant map -> 0
-    return torch.where(keep, out, torch.zeros_like(out))
+    out = (maps - lo.view(view)) / den.view(view)
+    return torch.where((ok | bad).view(view), out, torch.zeros_like(out))   # a constant map -> 0
 
 
 def cam_epilogue(activations: Optional[torch.Tensor] = None, weights: Optional[torch.Tensor] = None, *,
@@ -53,13 +85,29 @@ def cam_epilogue(activations: Optional[torch.Tensor] = None, weights: Optional[t
             raise ValueError("cam_epilogue needs activations and weights, or maps")
         if not torch.is_tensor(activations) or activations.dim() < 3:
             raise ValueError("activations must be a (B, K, *spatial) tensor")
+        if not activations.dtype.is_floating_point:
+            raise TypeError(f"activations must be floating point, got {activations.dtype}")
+        if not torch.is_tensor(weights):
+            raise TypeError(f"weights must be a tensor, got {type(weights).__name__}")
         if weights.shape != activations.shape[:2]:
             raise ValueError(f"weights shape {tuple(weights.shape)} != (B, K) = {tuple(activations.shape[:2])}")
+        if weights.device != activations.device:
+            raise ValueError(f"weights are on {weights.device} but activations on {activations.device}")
         out_dtype = out_dtype or activations.dtype
         A = activations
         acc = weights.dtype if weights.dtype in (torch.float32, torch.float64) else torch.float32
-        maps = torch.einsum("bk,bkn->bn", weights.to(acc), A.flatten(2).to(acc)).reshape(A.shape[:1] + A.shape[2:])
+        weights = weights.to(acc)
+        if normalize:
+            # the normalised map is invariant to a positive factor per sample (ReLU, linear resize and
+            # min-max all commute with it): weights scaled to max |w| = 1 keep Σ w·A from overflowing
+            # (|w|, |A| ~ 1e30 in float32 gave inf, then NaN) or underflowing (~1e-30 gave a 0 map).
+            # Detached: the map is the same function of the weights, so is its gradient.
+            m = weights.detach().abs().amax(1, keepdim=True) if weights.shape[1] else None
+            if m is not None:
+                weights = weights / torch.where((m > 0) & torch.isfinite(m), m, torch.ones_like(m))
+        maps = torch.einsum("bk,bkn->bn", weights, A.flatten(2).to(acc)).reshape(A.shape[:1] + A.shape[2:])
     else:
+        _check_maps(maps)
         out_dtype = out_dtype or maps.dtype
         if maps.dtype not in (torch.float32, torch.float64):
             maps = maps.float()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 
 from . import targets as _t
 from ._hooks import LayerCapture, LayerSpec, resolve_layer
-from .epilogue import cam_epilogue, normalize_maps, resize_maps
+from .epilogue import _check_size, cam_epilogue, normalize_maps, resize_maps
 from .weights import (eigen_projection, gradcam_weights, gradcampp_weights, hirescam_map, layercam_map,
                       svd_gradcam_channel_weights, xgradcam_weights)
 
@@ -145,13 +146,23 @@ def compute_cam(model: nn.Module, x: torch.Tensor, layer: LayerSpec, method: str
     method = _ALIASES.get(str(method).lower(), str(method).lower())
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+    if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = int(batch_size)
+    # option names checked here, before any forward, with the names compute_cam gives them
+    # (the weight functions call them method / denominator / sign)
+    for name, val, ok in (("svd_method", svd_method, ("closed", "explicit")),
+                          ("gradcampp_denominator", gradcampp_denominator, ("paper", "torchcam")),
+                          ("eigen_sign", eigen_sign, ("channel_sum", "none"))):
+        if val not in ok:
+            raise ValueError(f"{name} must be one of {ok}, got {val!r}")
     target = _t.as_target(target)
-    if size == "input":
+    if isinstance(size, str) and size == "input":
         size = tuple(x.shape[2:])
     elif size is not None:
-        size = tuple(int(s) for s in size)
+        size = _check_size(size)
+        if len(size) != x.dim() - 2:
+            raise ValueError(f"size: {len(size)} dims for an input with {x.dim() - 2} spatial dims")
     epi = dict(size=size, relu=relu, normalize=normalize, align_corners=align_corners, out_dtype=x.dtype)
     B = x.shape[0]
     W = None
@@ -282,4 +293,7 @@ def _ablation_weights(model, x, layer, A, s, tgt, batch_size):
     ya = _chunked_scores(model, rows, B * K, sample, tgt, batch_size, x.device, x.dtype, layer=layer,
                          edit_factory=edit_factory).view(B, K)
     y = s.to(ya.dtype)[:, None]
-    return (y - ya) / y
+    # y = 0 (e.g. an empty segmentation mask) made every weight 0/0 = NaN: there the weights are
+    # y − y_k, the definition without its per-sample factor 1/y (a positive factor leaves the
+    # normalised map unchanged; an empty mask gives y_k = 0, so an all-zero CAM as other methods)
+    return (y - ya) / torch.where(y != 0, y, torch.ones_like(y))

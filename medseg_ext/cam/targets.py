@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Sequence, Union
 
 import torch
@@ -34,6 +35,11 @@ class ClassTarget:
     def __init__(self, index: Union[None, int, Sequence[int], torch.Tensor] = None, activation: str = "none"):
         if activation not in _ACTS:
             raise ValueError(f"activation must be one of {_ACTS}, got {activation!r}")
+        if isinstance(index, numbers.Integral) and not isinstance(index, bool):
+            index = int(index)                       # numpy integers as Python ints
+        elif isinstance(index, (list, tuple)) and all(
+                isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in index):
+            index = [int(i) for i in index]
         if index is not None and not isinstance(index, (int, torch.Tensor)) and not (
                 isinstance(index, (list, tuple)) and all(isinstance(i, int) for i in index)):
             raise TypeError(f"index must be None, an int, a sequence of ints or an integer tensor, got {type(index).__name__}")
@@ -135,7 +141,7 @@ class SegmentationTarget:
 
 def as_target(target):
     """None / int / sequence / tensor -> ClassTarget; ClassTarget, SegmentationTarget, callables pass."""
-    if target is None or isinstance(target, (int, list, tuple)) or torch.is_tensor(target):
+    if target is None or isinstance(target, (numbers.Integral, list, tuple)) or torch.is_tensor(target):
         return ClassTarget(target)
     if isinstance(target, (ClassTarget, SegmentationTarget)) or callable(target):
         return target
