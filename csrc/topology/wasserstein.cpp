@@ -130,9 +130,9 @@ bool all_births_zero(DiagramView d) {
 // optimal matching is order-preserving, so T[i][j] = best cost of x[:i] vs y[:j] is a DP over
 // match / x to the diagonal / y to the diagonal. Rolling rows; q = 1 without pow.
 template <bool kLinear>
-double h0_dp_impl(const std::vector<double>& x, const std::vector<double>& y, double q, double c) {
+double h0_dp_impl(const std::vector<double>& x, const std::vector<double>& y, double q, double c, double scale) {
   const size_t m = x.size(), n = y.size();
-  auto pw = [q](double v) { return kLinear ? v : power(v, q); };
+  auto pw = [q, scale](double v) { return kLinear ? v / scale : power(v / scale, q); };
   std::vector<double> diag_y(n), prev(n + 1), cur(n + 1);
   for (size_t j = 0; j < n; ++j) diag_y[j] = pw(c * y[j]);
   prev[0] = 0;
@@ -149,28 +149,28 @@ double h0_dp_impl(const std::vector<double>& x, const std::vector<double>& y, do
   return prev[n];
 }
 
-double h0_dp_power_sum(DiagramView a, DiagramView b, double q, Ground g) {
+double h0_dp_power_sum(DiagramView a, DiagramView b, double q, Ground g, double scale) {
   std::vector<double> x(a.size), y(b.size);
   for (int64_t i = 0; i < a.size; ++i) x[i] = a.pairs[2 * i + 1];
   for (int64_t j = 0; j < b.size; ++j) y[j] = b.pairs[2 * j + 1];
   std::sort(x.begin(), x.end());
   std::sort(y.begin(), y.end());
   const double c = g == Ground::LInf ? 0.5 : 1.0 / std::sqrt(2.0);
-  return q == 1.0 ? h0_dp_impl<true>(x, y, q, c) : h0_dp_impl<false>(x, y, q, c);
+  return q == 1.0 ? h0_dp_impl<true>(x, y, q, c, scale) : h0_dp_impl<false>(x, y, q, c, scale);
 }
 
-double assignment_power_sum(DiagramView a, DiagramView b, double q, Ground g) {
+double assignment_power_sum(DiagramView a, DiagramView b, double q, Ground g, double scale = 1.0) {
   const int64_t m = a.size, n = b.size, N = m + n;
   if (N == 0) return 0.0;
   std::vector<double> cost(N * N, 0.0);
   for (int64_t i = 0; i < m; ++i) {
     double* row = cost.data() + i * N;
-    for (int64_t j = 0; j < n; ++j) row[j] = power(ground_distance(a.pairs + 2 * i, b.pairs + 2 * j, g), q);
-    const double diag = power(diagonal_distance(a.pairs + 2 * i, g), q);
+    for (int64_t j = 0; j < n; ++j) row[j] = power(ground_distance(a.pairs + 2 * i, b.pairs + 2 * j, g) / scale, q);
+    const double diag = power(diagonal_distance(a.pairs + 2 * i, g) / scale, q);
     for (int64_t j = n; j < N; ++j) row[j] = diag;
   }
   for (int64_t j = 0; j < n; ++j) {
-    const double diag = power(diagonal_distance(b.pairs + 2 * j, g), q);
+    const double diag = power(diagonal_distance(b.pairs + 2 * j, g) / scale, q);
     for (int64_t i = m; i < N; ++i) cost[i * N + j] = diag;
   }
   const auto col = solve_assignment(cost, N);
@@ -337,9 +337,37 @@ double diagram_distance(const double* a, int64_t m, const double* b, int64_t n, 
   const DiagramView va{fa.data(), static_cast<int64_t>(fa.size() / 2)};
   const DiagramView vb{fb.data(), static_cast<int64_t>(fb.size() / 2)};
   if (bottleneck) return std::max(extra, bottleneck_finite(va, vb, ground));
-  const double sum = (all_births_zero(va) && all_births_zero(vb)) ? h0_dp_power_sum(va, vb, q, ground)
-                                                                   : assignment_power_sum(va, vb, q, ground);
-  return std::pow(sum + extra, 1.0 / q);
+  const bool h0 = all_births_zero(va) && all_births_zero(vb);
+  // Σ cost^q overflows (an inf cost stops the assignment) or underflows to 0 / few digits at extreme
+  // scales although W_q is representable. Every cost is <= 3·max|value| (finite values are checked
+  // to lie within ±2^1022, so costs themselves are finite); when that bound^q might overflow, or the
+  // plain sum came out tiny, the costs are divided by the largest one (the optimal matching is the
+  // same) and the result multiplied back. The plain path is kept otherwise (same bits as before).
+  double maxabs = 0;
+  for (double v : fa) maxabs = std::max(maxabs, std::fabs(v));
+  for (double v : fb) maxabs = std::max(maxabs, std::fabs(v));
+  for (double v : ea) maxabs = std::max(maxabs, std::fabs(v));
+  for (double v : eb) maxabs = std::max(maxabs, std::fabs(v));
+  const double slots = static_cast<double>(va.size + vb.size + ea.size() + 1);
+  if (std::isfinite(power(3.0 * maxabs, q) * slots)) {
+    const double sum = h0 ? h0_dp_power_sum(va, vb, q, ground, 1.0) : assignment_power_sum(va, vb, q, ground);
+    if (sum + extra >= 0x1p-900) return std::pow(sum + extra, 1.0 / q);
+  }
+  double scale = 0;  // the largest cost that can enter the sum
+  for (int64_t i = 0; i < va.size; ++i) {
+    scale = std::max(scale, diagonal_distance(va.pairs + 2 * i, ground));
+    for (int64_t j = 0; j < vb.size; ++j)
+      scale = std::max(scale, ground_distance(va.pairs + 2 * i, vb.pairs + 2 * j, ground));
+  }
+  for (int64_t j = 0; j < vb.size; ++j) scale = std::max(scale, diagonal_distance(vb.pairs + 2 * j, ground));
+  if (essential == Essential::Match)
+    for (size_t i = 0; i < ea.size(); ++i) scale = std::max(scale, std::fabs(ea[i] - eb[i]));
+  if (scale == 0) return 0.0;
+  double scaled_extra = 0;
+  if (essential == Essential::Match)
+    for (size_t i = 0; i < ea.size(); ++i) scaled_extra += power(std::fabs(ea[i] - eb[i]) / scale, q);
+  const double sum = h0 ? h0_dp_power_sum(va, vb, q, ground, scale) : assignment_power_sum(va, vb, q, ground, scale);
+  return scale * std::pow(sum + scaled_extra, 1.0 / q);
 }
 
 }  // namespace topology

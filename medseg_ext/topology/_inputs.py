@@ -155,15 +155,29 @@ def check_memory(estimate: float, memory_limit: Any, what: str) -> None:
         if not limit > 0:
             raise ValueError(f"memory_limit: expected > 0 bytes, got {memory_limit}")
     if estimate > limit:
-        raise MemoryError(f"{what}: estimated {estimate / 2**20:.1f} MiB exceeds memory_limit "
-                          f"{limit / 2**20:.1f} MiB; lower maxdim, use fewer points or a threshold, or raise "
-                          f"memory_limit")
+        # bytes as well: a small limit read "estimated 0.0 MiB exceeds memory_limit 0.0 MiB"
+        raise MemoryError(f"{what}: estimated {estimate:.0f} bytes ({estimate / 2**20:.1f} MiB) exceeds "
+                          f"memory_limit {limit:.0f} bytes ({limit / 2**20:.1f} MiB); lower maxdim, use fewer points "
+                          f"or a threshold, or raise memory_limit")
+
+
+# |finite diagram values| <= 2^1022 keeps every difference, persistence and L2 ground distance
+# finite (without it -1e308 vs 1e308 overflowed to inf and the assignment failed with an internal error)
+_DIAGRAM_MAX = 2.0 ** 1022
+
+
+def _empty_diagram_shape(shape: tuple) -> bool:
+    """An empty diagram is [] (0,) or (0, 2); (0, 3), (4, 0) etc. were taken as empty diagrams
+    although no (k, 2) array has that shape."""
+    return shape == (0,) or (len(shape) == 2 and shape[0] == 0 and shape[1] in (0, 2))
 
 
 def diagram_tensor(d: Any, arg: str) -> torch.Tensor:
     """A persistence diagram as a contiguous float64 (k, 2) tensor; births finite, deaths >= births
     (death +inf allowed), no NaN."""
     t = as_float64_tensor(d, arg)
+    if t.numel() == 0 and not _empty_diagram_shape(tuple(t.shape)):
+        raise ValueError(f"{arg}: expected a (k, 2) array of (birth, death) pairs, got shape {tuple(t.shape)}")
     if t.numel() == 0:
         return t.reshape(0, 2)
     if t.dim() != 2 or t.shape[1] != 2:
@@ -176,6 +190,9 @@ def diagram_tensor(d: Any, arg: str) -> torch.Tensor:
         raise ValueError(f"{arg}: deaths must be finite or +inf")
     if bool((t[:, 1] < t[:, 0]).any()):
         raise ValueError(f"{arg}: a point has death < birth")
+    if bool((t.abs() > _DIAGRAM_MAX).logical_and(torch.isfinite(t)).any()):
+        raise ValueError(f"{arg}: finite values must lie within ±2^1022 (~4.5e307); beyond, distances "
+                         "between points overflow float64")
     return t
 
 
@@ -194,6 +211,8 @@ def diagram_array(d: Any, arg: str) -> np.ndarray:
             np.issubdtype(a.dtype, np.complexfloating):
         raise TypeError(f"{arg}: expected real numbers, got an array of dtype {a.dtype}")
     a = np.ascontiguousarray(a, dtype=np.float64)
+    if a.size == 0 and not _empty_diagram_shape(a.shape):
+        raise ValueError(f"{arg}: expected a (k, 2) array of (birth, death) pairs, got shape {a.shape}")
     if a.size == 0:
         return np.zeros((0, 2))
     if a.ndim != 2 or a.shape[1] != 2:
@@ -206,4 +225,7 @@ def diagram_array(d: Any, arg: str) -> np.ndarray:
         raise ValueError(f"{arg}: deaths must be finite or +inf")
     if (a[:, 1] < a[:, 0]).any():
         raise ValueError(f"{arg}: a point has death < birth")
+    if ((np.abs(a) > _DIAGRAM_MAX) & np.isfinite(a)).any():
+        raise ValueError(f"{arg}: finite values must lie within ±2^1022 (~4.5e307); beyond, distances "
+                         "between points overflow float64")
     return a

@@ -36,6 +36,8 @@ ESSENTIAL = ("drop", "match", "error")
 
 
 def _check_q(q: Any) -> float:
+    if isinstance(q, (str, bytes, bool)):  # float("2") and float(True) passed before
+        raise TypeError(f"q: expected a number >= 1 or inf, got {type(q).__name__}")
     try:
         qq = float(q)
     except (TypeError, ValueError) as exc:

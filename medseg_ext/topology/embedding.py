@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from ._inputs import check_int
@@ -18,7 +19,20 @@ def sliding_window(x: Any, dim: int, tau: int, drop_last: bool = False) -> torch
     """
     d = check_int(dim, "dim", 1, 1 << 30)
     t_ = check_int(tau, "tau", 1, 1 << 30)
-    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
+    if isinstance(x, torch.Tensor):
+        t = x
+    else:
+        # through NumPy: a negative-stride array (np.flip) made torch.as_tensor fail, and strings /
+        # objects gave torch's errors without naming the argument
+        try:
+            arr = np.asarray(x)
+        except Exception as exc:  # noqa: BLE001
+            raise TypeError(f"x: expected a tensor or an array, got {type(x).__name__}") from exc
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise TypeError(f"x: expected numbers, got an array of dtype {arr.dtype}")
+        if any(s < 0 for s in arr.strides):
+            arr = np.ascontiguousarray(arr)
+        t = torch.from_numpy(arr) if arr.ndim else torch.as_tensor(arr)
     if t.dim() < 1:
         raise ValueError("x: expected a tensor with a time axis (..., T)")
     T = t.shape[-1]

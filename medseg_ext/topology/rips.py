@@ -254,6 +254,8 @@ def vietoris_rips_batch(clouds: Any, maxdim: int = 1, threshold: Any = math.inf,
     met = check_metric(metric)
     f64 = check_precision(precision)
     dm = bool(distance_matrix)
+    if chunk_size is not None:  # checked here too: the local CPU path does not use it and ignored a bad value
+        check_int(chunk_size, "chunk_size", 1, 2**62)
     # with client= and no device asked for, CUDA inputs go to the (CPU) workers, as before the GPU path
     gpu = None if client is not None and device is None else _gpu_target(clouds, device)
     if gpu is not None:
@@ -345,6 +347,39 @@ def _gpu_chunks(sizes: List[int], chunk_size: Optional[int], maxdim: int = 0) ->
     return chunks
 
 
+def _rescale_extreme_distances(D: torch.Tensor, points: torch.Tensor, sizes: List[int], dim: int) -> torch.Tensor:
+    """rips.cpp's rule for Euclidean distances whose sum of squares over- or underflowed (inf or
+    below 2^-450, zeros off the diagonal included): recomputed as max|diff|·sqrt(Σ (diff/max|diff|)²)
+    with the same float64 operations in the same order, so the GPU path keeps the CPU path's doubles
+    (the kernel computes the plain formula; these entries are rare)."""
+    n_t = torch.tensor(sizes, dtype=torch.int64, device=D.device)
+    dstart = torch.cumsum(n_t * n_t, 0) - n_t * n_t
+    pstart = torch.cumsum(n_t * dim, 0) - n_t * dim
+    f = torch.nonzero(torch.isinf(D) | (D < 2.0 ** -450)).flatten()
+    if f.numel() == 0:
+        return D
+    b = torch.searchsorted(dstart, f, right=True) - 1
+    local = f - dstart[b]
+    i, j = local // n_t[b], local % n_t[b]
+    keep = i != j
+    f, b, i, j = f[keep], b[keep], i[keep], j[keep]
+    if f.numel() == 0:
+        return D
+    pa, pb = pstart[b] + i * dim, pstart[b] + j * dim
+    diffs = [torch.abs(points[pa + k] - points[pb + k]) for k in range(dim)]
+    mx = torch.zeros_like(diffs[0])
+    for d in diffs:
+        mx = torch.maximum(mx, d)
+    s = torch.zeros_like(mx)
+    for d in diffs:
+        r = d / mx
+        s = s + r * r
+    val = torch.where((mx == 0) | torch.isinf(mx), mx, mx * torch.sqrt(s))
+    D = D.clone()
+    D[f] = val
+    return D
+
+
 def _rips_batch_gpu(validated: Any, dm: bool, md: int, thr: float, p: int, met: str, f64: bool,
                     memory_limit: Optional[float], chunk_size: Optional[int]) -> RaggedDiagrams:
     """Distances and H0 on the device (Triton), at maxdim 2 also the dimension-2 columns (apparent
@@ -370,6 +405,8 @@ def _rips_batch_gpu(validated: Any, dm: bool, md: int, thr: float, p: int, met: 
         nmax = max(csizes, default=0)
         data = flat[starts[a]:starts[b]]
         D = data if dm else tb.pairwise_distances(data, s_dev, dim, nmax, met)
+        if not dm and met == "euclidean":
+            D = _rescale_extreme_distances(D, data, csizes, dim)
         deaths = tb.mst_deaths(D, s_dev, nmax, thr, f64)
         values, offsets = [], []
         if md >= 1:
