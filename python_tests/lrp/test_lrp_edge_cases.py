@@ -13,6 +13,7 @@ from torch import nn
 
 from medseg_ext import lrp
 from medseg_ext.lrp import fused
+from medseg_ext.reference import lrp as ref
 
 pytestmark = pytest.mark.usefixtures("float64_default")  # nets are built in float64 unless cast
 
@@ -588,3 +589,52 @@ def test_fused_noncontiguous_mult_weight_and_k1_equal_contiguous(impl):
             torch.testing.assert_close(full, parts, rtol=0, atol=0)
     finally:
         fused.USE_CPP = old
+
+
+# --------------------------------------------------------------- components: 1-D / 3-D, ties, classes
+@settings(max_examples=15, deadline=None)
+@given(shape=st.sampled_from([(9,), (1, 1), (1, 7), (4, 5), (3, 4, 5), (1, 1, 6)]), p=st.floats(0.0, 0.9),
+       seed=st.integers(0, 2 ** 31 - 1), full=st.booleans())
+def test_select_component_1d_3d_ties_vs_reference(shape, p, seed, full):
+    """Largest and k-th largest component (ties: the first met in raster order, stable) against the
+    NumPy reference labelling, on 1-D, degenerate 2-D and 3-D masks (empty masks included)."""
+    m = np.random.default_rng(seed).random(shape) < p
+    conn = "full" if full else "face"
+    got = lrp.select_component(m, "largest", connectivity=conn)
+    np.testing.assert_array_equal(got, ref.select_largest(m, full=full))
+    lab, n = ref.label_components(m, full=full)
+    sizes = np.array([(lab == i).sum() for i in range(1, n + 1)])
+    order = np.argsort(-sizes, kind="stable")
+    for k in range(n + 1):
+        exp = lab == order[k] + 1 if k < n else np.zeros(shape, bool)
+        np.testing.assert_array_equal(lrp.select_component(m, k, connectivity=conn), exp)
+    if n:  # the component holding a foreground pixel, as a tensor
+        idx = tuple(int(i) for i in np.argwhere(m)[0])
+        t = lrp.select_component(torch.from_numpy(m), idx, connectivity=conn)
+        assert isinstance(t, torch.Tensor) and torch.equal(t, torch.from_numpy(lab == lab[idx]))
+
+
+def test_equal_size_components_and_tied_classes():
+    m = np.zeros((5, 7), bool)
+    m[0, 0:2] = True        # two components of 2 px: "largest" is the first in raster order
+    m[3, 5:7] = True
+    assert lrp.select_component(m, "largest")[0, 0] and not lrp.select_component(m, "largest")[3, 5]
+    assert lrp.select_component(m, 1)[3, 5]
+    # tied logits: argmax takes the first class; the class masks partition the image
+    z = torch.zeros(2, 3, 4, 4)
+    z[:, 1, :2] = 1.0
+    z[:, 2, :2] = 1.0       # tie between classes 1 and 2 on the top half
+    cm = lrp.class_masks(z)
+    assert cm.shape == (3, 2, 4, 4) and torch.equal(cm.sum(0), torch.ones(2, 4, 4, dtype=torch.long))
+    exp = np.argmax(z.numpy(), axis=1)
+    for c in range(3):
+        np.testing.assert_array_equal(cm[c].numpy(), exp == c)
+    # 3-D volumes: region masks per sample and channel 0 equal the selector on each volume
+    torch.manual_seed(12)
+    v = torch.randn(2, 1, 3, 4, 5)
+    rm = lrp.region_masks(v, components=["largest", "all"])
+    assert rm.shape == (2, 2, 3, 4, 5)
+    for b in range(2):
+        fg = (torch.sigmoid(v[b, 0]) > 0.5).numpy()
+        np.testing.assert_array_equal(rm[0, b].numpy(), ref.select_largest(fg))
+        np.testing.assert_array_equal(rm[1, b].numpy(), fg)
