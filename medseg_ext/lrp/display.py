@@ -45,6 +45,8 @@ def normalize_attr(attr, sign: str = "positive", outlier_perc: float = 5.0, redu
     a = attr.detach().cpu().double().numpy() if isinstance(attr, torch.Tensor) else np.asarray(attr, np.float64)
     if a.size == 0:
         raise ValueError("attr: expected a non-empty array")
+    if not np.isfinite(a).all():   # a NaN threshold would silently turn every value into NaN
+        raise ValueError("attr: contains NaN or Inf")
     if not 0 <= outlier_perc < 100:
         raise ValueError(f"outlier_perc: expected a value in [0, 100), got {outlier_perc}")
     if reduction_axis is not None:

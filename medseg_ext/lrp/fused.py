@@ -104,8 +104,21 @@ def _use_cpp(name: str, *ts: Tensor) -> bool:
         and _ext(name) is not None
 
 
+def _check_float(**named) -> None:
+    """Each named argument (None skipped) must be a floating-point torch.Tensor: the torch forms would
+    otherwise promote integer tensors silently and the kernels reject them with a less direct message."""
+    for nm, t in named.items():
+        if t is None:
+            continue
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{nm}: expected a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{nm}: expected a floating-point tensor, got {t.dtype}")
+
+
 def check_signed_args(z: Tensor, h: Tensor, b: Optional[Tensor], R: Tensor, rule: str, epsilon: float) -> None:
     """Shapes, dtypes and constants of :func:`signed_coeffs` (shared with its Triton form)."""
+    _check_float(z=z, h=h, b=b, R=R)
     if z.dim() != 3 or h.shape != z.shape:
         raise ValueError(f"z, h: expected equal (M, C, S) shapes, got {tuple(z.shape)} and {tuple(h.shape)}")
     if R.dim() != 4 or tuple(R.shape[1:]) != tuple(z.shape):
@@ -189,6 +202,7 @@ def _signed_coeffs_torch(z, h, b, R, rule, alpha, beta, gamma, epsilon):
 
 def check_combine_args(x: Tensor, G: Tensor) -> None:
     """Shapes and dtypes of :func:`combine` (shared with its Triton form)."""
+    _check_float(x=x, G=G)
     if x.dim() != 3 or G.dim() != 4 or tuple(G.shape[1:]) != (x.shape[0], 2 * x.shape[1], x.shape[2]):
         raise ValueError(f"x, G: expected (M, C, S) and (K, M, 2C, S), got {tuple(x.shape)} and {tuple(G.shape)}")
     if G.dtype != x.dtype:
@@ -212,6 +226,7 @@ def combine(x: Tensor, G: Tensor, c1: float, c2: float) -> Tensor:
 
 def check_eps_div_args(R: Tensor, z: Tensor, epsilon: float, mult: Optional[Tensor]) -> None:
     """Shapes, dtypes and epsilon of :func:`eps_div` (shared with its Triton form)."""
+    _check_float(R=R, z=z, mult=mult)
     if tuple(R.shape[1:]) != tuple(z.shape) or (mult is not None and mult.shape != z.shape):
         raise ValueError(f"R, z, mult: expected (K, *z.shape), z.shape, got {tuple(R.shape)}, {tuple(z.shape)}, "
                          f"{None if mult is None else tuple(mult.shape)}")
@@ -246,6 +261,7 @@ def eps_div(R: Tensor, z: Tensor, epsilon: float, mult: Optional[Tensor] = None)
 def check_norm_args(x: Tensor, z: Tensor, R: Tensor, weight: Optional[Tensor], norm_eps: float,
                     epsilon: float) -> None:
     """Shapes and constants of :func:`norm_freeze_eps` (shared with its Triton form)."""
+    _check_float(x=x, z=z, R=R, weight=weight)
     if x.dim() != 3 or z.shape != x.shape or R.dim() != 4 or tuple(R.shape[1:]) != tuple(x.shape):
         raise ValueError(f"x, z, R: expected (M, C, S), (M, C, S), (K, M, C, S), got {tuple(x.shape)}, "
                          f"{tuple(z.shape)}, {tuple(R.shape)}")

@@ -253,8 +253,8 @@ class AlphaBeta(Rule):
         for nm, v in (("alpha", alpha), ("beta", beta)):
             if not isinstance(v, (int, float)) or isinstance(v, bool):
                 raise TypeError(f"{nm}: expected a float, got {type(v).__name__}")
-            if v < 0:
-                raise ValueError(f"{nm}: expected >= 0, got {v}")
+            if not 0 <= v < float("inf"):   # also NaN: NaN/inf would pass the α − β test below as NaN
+                raise ValueError(f"{nm}: expected a finite value >= 0, got {v}")
         if abs((alpha - beta) - 1.0) > 1e-12:
             raise ValueError(f"alpha, beta: expected alpha - beta == 1, got alpha={alpha}, beta={beta}")
         self.alpha, self.beta = float(alpha), float(beta)
@@ -289,8 +289,8 @@ class Gamma(Rule):
         self.exact = _check_exact(exact)
         if not isinstance(gamma, (int, float)) or isinstance(gamma, bool):
             raise TypeError(f"gamma: expected a float, got {type(gamma).__name__}")
-        if not gamma >= 0:
-            raise ValueError(f"gamma: expected >= 0, got {gamma}")
+        if not 0 <= gamma < float("inf"):   # inf would turn w + γw⁺ into inf/NaN weights
+            raise ValueError(f"gamma: expected a finite value >= 0, got {gamma}")
         self.gamma = float(gamma)
 
     def weighted(self, x, w, b, z, R, fwd, adj):
@@ -327,6 +327,9 @@ class ZBox(Rule):
         for nm, v in (("low", low), ("high", high)):
             if not isinstance(v, (int, float, Tensor)) or isinstance(v, bool):
                 raise TypeError(f"{nm}: expected a float or a tensor, got {type(v).__name__}")
+            # a NaN/inf bound would make every denominator of the layer NaN/inf (relevance NaN or 0)
+            if not bool(torch.isfinite(torch.as_tensor(v)).all()):
+                raise ValueError(f"{nm}: expected finite bounds, got {v}")
         if isinstance(low, (int, float)) and isinstance(high, (int, float)) and low > high:
             raise ValueError(f"low, high: expected low <= high, got {low} > {high}")
         self.low, self.high = low, high

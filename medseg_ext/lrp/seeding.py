@@ -21,7 +21,7 @@ import torch
 
 from .composites import Composite
 from .engine import LRP
-from .rules import stabilize
+from .rules import _check_eps, stabilize
 
 Tensor = torch.Tensor
 
@@ -103,15 +103,25 @@ def make_seed(logits: Tensor, masks: Tensor, channels: Union[int, Sequence[int]]
     if masks.dim() != len(sp) + 2 or tuple(masks.shape[1:]) != (B,) + sp:
         raise ValueError(f"masks: expected (K, *{sp}) or (K, {B}, *{sp}), got {tuple(masks.shape)}")
     K = masks.shape[0]
+    if K == 0:   # an empty channel list would otherwise fail inside index_select with a dtype message
+        raise ValueError(f"masks: expected K >= 1 masks, got shape {tuple(masks.shape)}")
+    if not logits.is_floating_point() or not bool(torch.isfinite(logits).all()):
+        raise ValueError("logits: expected finite floating-point values (NaN or Inf found, or an integer dtype)")
+    if masks.is_floating_point() and not bool(torch.isfinite(masks).all()):
+        raise ValueError("masks: contains NaN or Inf weights")
     if isinstance(channels, (int, np.integer)):
         channels = [int(channels)] * K
-    channels = [int(c) for c in channels]
+    try:
+        channels = [int(c) for c in channels]
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"channels: expected an int or a sequence of ints, got {channels!r}") from e
     if len(channels) != K:
         raise ValueError(f"channels: expected {K} entries (one per mask), got {len(channels)}")
     if any(not 0 <= c < C for c in channels):
         raise ValueError(f"channels: expected values in [0, {C}), got {channels}")
     if mode not in ("paper", "prob", "logit", "uniform"):
         raise ValueError(f"mode: expected 'paper', 'prob', 'logit' or 'uniform', got {mode!r}")
+    epsilon = _check_eps(epsilon)
     m = masks.to(logits.dtype)
     if mode == "logit":
         val = logits
@@ -124,7 +134,9 @@ def make_seed(logits: Tensor, masks: Tensor, channels: Union[int, Sequence[int]]
     r = m * sel
     if mode == "paper":
         y = r.flatten(2).sum(-1)                            # the sum layer, per region and sample
-        f = y / stabilize(y, epsilon)
+        sy = stabilize(y, epsilon)
+        # epsilon = 0 and an empty region: 0/0; a zero denominator passes nothing (LRP-0, as Rule.div)
+        f = torch.where(sy == 0, torch.zeros_like(y), y / torch.where(sy == 0, torch.ones_like(sy), sy))
         r = r * f.reshape(f.shape + (1,) * len(sp))
     onehot = torch.nn.functional.one_hot(idx, C).to(logits.dtype)  # (K, C)
     seed = r.unsqueeze(2) * onehot.reshape((K, 1, C) + (1,) * len(sp))
