@@ -427,7 +427,8 @@ MEDSEG_SIMD_INLINE void dibe_term_v(T lp, T p, T q, T lq, bool same, T gamma, T 
     qg = q * q;
     qg1 = q;
   } else {
-    qg = vexp(gamma * lq);
+    // q^0 = 1 even at q = 0 (z = +inf on a target): vexp(0 * -inf) would be NaN
+    qg = gamma == T(0) ? T(1) : vexp(gamma * lq);
     qg1 = vexp((gamma - T(1)) * lq);
   }
   const T f_focal = -qg * lp;

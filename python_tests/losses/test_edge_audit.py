@@ -495,3 +495,17 @@ def test_focal_heads_with_gamma_below_one_stay_finite_when_saturated(name, gamma
         tol = 1e-5 if dt == torch.float32 else 1e-12
         torch.testing.assert_close(loss.double(), want_loss, rtol=tol, atol=tol)
         torch.testing.assert_close(grad.double(), want_grad, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("name, key", [("dibe_dis", "gamma"), ("dibe", "gamma_dis")])
+def test_dibe_with_gamma_zero_and_infinite_logits_on_the_right_side(name, key):
+    # regression: q^gamma was computed as exp(gamma * log q) = exp(0 * -inf) = NaN at gamma = 0,
+    # so an infinite logit on the right side made the loss NaN instead of its limit
+    z, y = case(seed=19, dtype=torch.float32)
+    right_side = torch.where(F.one_hot(y, 3).movedim(-1, 1).bool(), 1.0, -1.0)
+    pick = torch.rand(z.shape, generator=torch.Generator().manual_seed(20)) < 0.4
+    want_loss, want_grad = value_and_grad(name, torch.where(pick, right_side * 1e4, z), y, **{key: 0.0})
+    loss, grad = value_and_grad(name, torch.where(pick, right_side * float("inf"), z), y, **{key: 0.0})
+    assert torch.isfinite(loss) and torch.isfinite(grad).all()
+    torch.testing.assert_close(loss, want_loss, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-5, atol=1e-8)
