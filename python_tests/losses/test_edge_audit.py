@@ -509,3 +509,24 @@ def test_dibe_with_gamma_zero_and_infinite_logits_on_the_right_side(name, key):
     assert torch.isfinite(loss) and torch.isfinite(grad).all()
     torch.testing.assert_close(loss, want_loss, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(grad, want_grad, rtol=1e-5, atol=1e-8)
+
+
+def test_class_balanced_weights_edge_counts():
+    # absent classes get weight 0 (no sample to balance); the rest sum to C
+    assert L.class_balanced_weights(torch.zeros(3, dtype=torch.float64), 0.999, warn=False).tolist() == [0, 0, 0]
+    huge = torch.tensor([1e12, 1.0, 0.0], dtype=torch.float64)
+    for beta in (0.0, 0.9, 0.999, 1 - 1e-7):
+        got = L.class_balanced_weights(huge, beta, warn=False).numpy()
+        np.testing.assert_allclose(got, R.class_balanced_weights(huge.numpy(), beta), rtol=1e-6)
+        assert np.isfinite(got).all() and got.sum() == pytest.approx(3.0)
+    # beta -> 1: the effective number (1 - beta^n)/(1 - beta) -> n, i.e. inverse-frequency weights
+    got = L.class_balanced_weights(torch.tensor([0.0, 5.0, 10.0]), 1 - 1e-9, warn=False)
+    np.testing.assert_allclose(got.numpy(), [0.0, 2.0, 1.0], rtol=1e-5)
+    with pytest.raises(ValueError, match="beta"):
+        L.class_balanced_weights(huge, 1.0)
+    y = torch.full((2, 3, 4), 7)
+    assert L.label_histogram(y, 3, ignore_index=7).tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="labels"):
+        L.label_histogram(y.float(), 3)
+    with pytest.raises(ValueError, match="labels"):
+        L.label_histogram(y, 3)
