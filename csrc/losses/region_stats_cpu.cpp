@@ -398,8 +398,12 @@ void sigmoid_row_backward(const T* raw, const int32_t* cls, const T* wt, int32_t
       kpos = T(2) * p * q * lp - q * q;
       kneg = T(2) * q * p * lq - p * p;
     } else if (kFocal) {
-      kpos = gamma * p * vexp((gamma - T(1)) * lq) * lp - vexp(gamma * lq);
-      kneg = gamma * q * vexp((gamma - T(1)) * lp) * lq - vexp(gamma * lp);
+      // q^g (g p lp/q - 1), not g p q^(g-1) lp - q^g: for g < 1 and q underflowed to 0 (z >= ~104 in
+      // float) q^(g-1) is inf and lp is 0, so the product was NaN; lp/q -> -1 as q -> 0 is the limit
+      const T rpos = q > T(0) ? lp / q : T(-1);
+      const T rneg = p > T(0) ? lq / p : T(-1);
+      kpos = vexp(gamma * lq) * (gamma * p * rpos - T(1));
+      kneg = vexp(gamma * lp) * (gamma * q * rneg - T(1));
     }
     dz += pos ? cpos * kpos * q : -cneg * kneg * p;
     store_from(o + t, w != T(0) ? dz : T(0));
@@ -423,7 +427,8 @@ MEDSEG_SIMD_INLINE void dibe_term_v(T lp, T p, T q, T lq, bool same, T gamma, T 
     qg = q * q;
     qg1 = q;
   } else {
-    qg = vexp(gamma * lq);
+    // q^0 = 1 even at q = 0 (z = +inf on a target): vexp(0 * -inf) would be NaN
+    qg = gamma == T(0) ? T(1) : vexp(gamma * lq);
     qg1 = vexp((gamma - T(1)) * lq);
   }
   const T f_focal = -qg * lp;
