@@ -8,6 +8,8 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .weights import check_float_tensor
+
 _MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
 
 
@@ -23,12 +25,7 @@ def _check_size(size) -> tuple:
 
 
 def _check_maps(maps) -> None:
-    if not torch.is_tensor(maps):
-        raise TypeError(f"maps must be a tensor, got {type(maps).__name__}")
-    if not maps.dtype.is_floating_point:
-        raise TypeError(f"maps must be floating point, got {maps.dtype}")
-    if maps.dim() < 2:
-        raise ValueError(f"maps must be (B, *spatial), got shape {tuple(maps.shape)}")
+    check_float_tensor("maps", maps, 2, "(B, *spatial)")
 
 
 def resize_maps(maps: torch.Tensor, size: Sequence[int], align_corners: bool = False) -> torch.Tensor:

@@ -18,18 +18,22 @@ def _acc(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype in (torch.float32, torch.float64) else t.float()
 
 
-def _check_one(name: str, t) -> None:
+def check_float_tensor(name: str, t, min_dim: int = 3, layout: str = "(B, K, *spatial)") -> None:
+    """A floating-point tensor with at least ``min_dim`` dimensions, else an error naming ``name``."""
     if not torch.is_tensor(t):
         raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
     if not t.dtype.is_floating_point:
         raise TypeError(f"{name} must be floating point, got {t.dtype}")
-    if t.dim() < 3:
-        raise ValueError(f"{name} must be (B, K, *spatial), got shape {tuple(t.shape)}")
+    if t.dim() < min_dim:
+        raise ValueError(f"{name} must be {layout}, got shape {tuple(t.shape)}")
+
+
+
 
 
 def _check_pair(A: torch.Tensor, G: torch.Tensor) -> None:
-    _check_one("activations", A)
-    _check_one("gradients", G)
+    check_float_tensor("activations", A)
+    check_float_tensor("gradients", G)
     if A.shape != G.shape:
         raise ValueError(f"gradients shape {tuple(G.shape)} != activations shape {tuple(A.shape)}")
     if A.device != G.device:  # else torch's own device error, which names neither argument
@@ -44,7 +48,7 @@ def _absmax(t: torch.Tensor, dim: int, keepdim: bool = True) -> torch.Tensor:
 
 def gradcam_weights(G: torch.Tensor) -> torch.Tensor:
     """Grad-CAM (Eq. 2): spatial mean of the gradient, (B, K)."""
-    _check_one("gradients", G)
+    check_float_tensor("gradients", G)
     return _acc(G).flatten(2).mean(-1)
 
 
@@ -104,7 +108,7 @@ def eigen_projection(X: torch.Tensor, *, center: bool = True, sign: str = "chann
     """
     if sign not in ("channel_sum", "none"):
         raise ValueError(f"sign must be 'channel_sum' or 'none', got {sign!r}")
-    _check_one("X", X)
+    check_float_tensor("X", X)
     B, K = X.shape[:2]
     S = X.shape[2:]
     M = X.flatten(2).transpose(1, 2).to(compute_dtype)           # (B, N, K)
@@ -281,7 +285,7 @@ def svd_gradcam_channel_weights(G: torch.Tensor, n: int = 1, procedure: str = "u
                                 method: str = "closed") -> torch.Tensor:
     """Channel weights (B, K) from gradients G (B, K, *S): 2-D slices (P, Q) = (H, W); 3-D (D, H, W)
     slices are matricised as (D·H, W); 1-D (L,) as (L, 1)."""
-    _check_one("gradients", G)
+    check_float_tensor("gradients", G)
     if G.dim() == 3:
         M = G[..., None]
     elif G.dim() == 4:

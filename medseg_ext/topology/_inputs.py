@@ -13,6 +13,17 @@ METRICS = ("euclidean", "manhattan", "cityblock", "chebyshev")
 PRECISIONS = ("float32", "float64")
 
 
+def numeric_array(x: Any, arg: str) -> np.ndarray:
+    """``np.asarray(x)`` for a non-tensor input, with errors naming ``arg`` for what is not numbers."""
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # noqa: BLE001
+        raise TypeError(f"{arg}: expected a tensor or an array, got {type(x).__name__}") from exc
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{arg}: expected numbers, got an array of dtype {arr.dtype}")
+    return arr
+
+
 def as_float64_tensor(x: Any, arg: str, device: Any = "cpu") -> torch.Tensor:
     """A contiguous float64 tensor on ``device`` (the CPU by default) with the values of ``x``
     (tensor, array or nested lists)."""
@@ -24,12 +35,7 @@ def as_float64_tensor(x: Any, arg: str, device: Any = "cpu") -> torch.Tensor:
         if t.device != dev:
             t = t.to(dev)
     else:
-        try:
-            arr = np.asarray(x)
-        except Exception as exc:  # noqa: BLE001
-            raise TypeError(f"{arg}: expected a tensor or an array, got {type(x).__name__}") from exc
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise TypeError(f"{arg}: expected numbers, got an array of dtype {arr.dtype}")
+        arr = numeric_array(x, arg)
         if np.issubdtype(arr.dtype, np.complexfloating):
             raise TypeError(f"{arg}: expected real values, got {arr.dtype}")
         t = torch.from_numpy(np.ascontiguousarray(arr)).to(dev)

@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._inputs import check_int
+from ._inputs import check_int, numeric_array
 
 
 def sliding_window(x: Any, dim: int, tau: int, drop_last: bool = False) -> torch.Tensor:
@@ -24,12 +24,7 @@ def sliding_window(x: Any, dim: int, tau: int, drop_last: bool = False) -> torch
     else:
         # through NumPy: a negative-stride array (np.flip) made torch.as_tensor fail, and strings /
         # objects gave torch's errors without naming the argument
-        try:
-            arr = np.asarray(x)
-        except Exception as exc:  # noqa: BLE001
-            raise TypeError(f"x: expected a tensor or an array, got {type(x).__name__}") from exc
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise TypeError(f"x: expected numbers, got an array of dtype {arr.dtype}")
+        arr = numeric_array(x, "x")
         if any(s < 0 for s in arr.strides):
             arr = np.ascontiguousarray(arr)
         t = torch.from_numpy(arr) if arr.ndim else torch.as_tensor(arr)
