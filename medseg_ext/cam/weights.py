@@ -29,8 +29,6 @@ def check_float_tensor(name: str, t, min_dim: int = 3, layout: str = "(B, K, *sp
 
 
 
-
-
 def _check_pair(A: torch.Tensor, G: torch.Tensor) -> None:
     check_float_tensor("activations", A)
     check_float_tensor("gradients", G)
