@@ -28,7 +28,6 @@ def check_float_tensor(name: str, t, min_dim: int = 3, layout: str = "(B, K, *sp
         raise ValueError(f"{name} must be {layout}, got shape {tuple(t.shape)}")
 
 
-
 def _check_pair(A: torch.Tensor, G: torch.Tensor) -> None:
     check_float_tensor("activations", A)
     check_float_tensor("gradients", G)
