@@ -190,6 +190,7 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
     }                                                         \
   }
   for (;;) {
+    if (__builtin_expect(resume == 1, 1)) goto dir1;  // a freshly pushed pixel: the common case
     switch (resume) {
       case 1: goto dir1;
       case 2: goto dir2;
