@@ -39,11 +39,8 @@ struct RasterLayout {
     d1 = static_cast<uint32_t>(g.d1);
     d2 = static_cast<uint32_t>(g.d2);
     plane = d1 * d2;
-    is3d = false;
-    for (int j = 0; j < nb_.count; ++j) {
-      is3d = is3d || nb_.dz[j] != 0;
-      off[j] = static_cast<int32_t>(nb_.off[j]);
-    }
+    is3d = nb_.three_d;
+    for (int j = 0; j < nb_.count; ++j) off[j] = static_cast<int32_t>(nb_.off[j]);
     far = is3d ? static_cast<int64_t>(plane) : static_cast<int64_t>(d2);
   }
   int64_t size() const { return static_cast<int64_t>(d0) * plane; }
@@ -333,11 +330,9 @@ void build_tree_flood(const T* img, const uint8_t* mask, const Geometry& g, bool
   // nodes in creation order; renumbered at the end
   std::vector<int32_t> nkey, npar, nmax, narea, pnode;
   const NbrList nb = neighbour_list(g);
-  bool is3d = false;
-  for (int j = 0; j < nb.count; ++j) is3d = is3d || nb.dz[j] != 0;
   // volumes from 2^18 voxels on (64³) run in bricks; smaller ones stay in cache either way
   const int64_t padded = BrickLayout<T>::padded_size(g);
-  const bool bricks = is3d && padded < (int64_t(1) << 31) - 1 && (N >= (int64_t(1) << 18) || bricks_forced());
+  const bool bricks = nb.three_d && padded < (int64_t(1) << 31) - 1 && (N >= (int64_t(1) << 18) || bricks_forced());
   if (bricks) {
     const BrickLayout<T> lay(img, mask, g, bright, maxval, nb);
     if (padded < (int64_t(1) << 27) && !wide_entries_forced()) {

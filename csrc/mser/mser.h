@@ -43,6 +43,7 @@ inline bool bricks_forced() {
 // 6 = faces, 26 = all. Shared by both tree builders so they visit neighbours identically.
 struct NbrList {
   int count = 0;
+  bool three_d = false;  // some neighbours lie in other planes (connectivity 6 or 26)
   int dz[26], dy[26], dx[26];
   int64_t off[26];  // flat offset for an interior pixel
 };
@@ -50,6 +51,7 @@ struct NbrList {
 inline NbrList neighbour_list(const Geometry& g) {
   NbrList n;
   const bool is3d = g.connectivity == 6 || g.connectivity == 26;
+  n.three_d = is3d;
   for (int z = -1; z <= 1; ++z)
     for (int y = -1; y <= 1; ++y)
       for (int x = -1; x <= 1; ++x) {

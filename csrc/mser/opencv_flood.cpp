@@ -147,8 +147,7 @@ void opencv_pass_impl(const uint8_t* img, int64_t rows, int64_t cols, int delta,
     HT* b = heap.data();
     for (int g = 0; g < 256; ++g) {
       hbase[g] = b;
-      hp[g] = b;  // slot 0 is a sentinel, pushes go to 1..level_size
-      *b = static_cast<HT>(cols + 1) << 3;  // (an in-image pixel: the sentinel may be prefetched)
+      hp[g] = b;  // slot 0 is never read (empty when hp == hbase), pushes go to 1..level_size
       b += level_size[g] + 1;
     }
   }
