@@ -30,7 +30,7 @@ _M_MMAP_THRESHOLD = -3
 _INT_MAX = 2 ** 31 - 1   # mallopt takes a C int
 
 _lock = threading.Lock()
-_state = {"tuned": False, "threshold": None}
+_state = {"threshold": None}  # set once glibc accepted both settings
 
 
 def _glibc_mallopt():
@@ -62,13 +62,13 @@ def tune_cpu_malloc(threshold: int = DEFAULT_THRESHOLD) -> bool:
     with _lock:
         ok = bool(fn(_M_MMAP_THRESHOLD, threshold)) and bool(fn(_M_TRIM_THRESHOLD, threshold))
         if ok:
-            _state.update(tuned=True, threshold=threshold)
+            _state["threshold"] = threshold
     return ok
 
 
 def cpu_malloc_tuned():
     """The threshold set by :func:`tune_cpu_malloc` in this process, or None."""
-    return _state["threshold"] if _state["tuned"] else None
+    return _state["threshold"]
 
 
 def _tune_from_env() -> None:
