@@ -31,6 +31,9 @@ py::dict build_info() {
   info["cxx_standard"] = static_cast<long>(__cplusplus);
 #ifdef MEDSEG_EXT_WITH_CUDA
   info["cuda_compiled"] = true;
+#ifdef MEDSEG_EXT_CUDA_EMU
+  info["cuda_emulated"] = true;  // a test build: the CUDA kernels run on CPU threads (csrc/testing/cuda_emu)
+#endif
   info["cuda_architectures"] = std::string(MEDSEG_EXT_CUDA_ARCHS);
   int rt = 0;
   cudaRuntimeGetVersion(&rt);
