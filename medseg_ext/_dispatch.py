@@ -8,6 +8,8 @@ Rules:
 * ``MEDSEG_EXT_FORCE_REFERENCE=1`` sends every op to the NumPy reference (slow; for debugging).
 * ``use_backend(name)`` forces a backend inside a ``with`` block (tests and benchmarks use it,
   e.g. to run the Triton kernels on CPU tensors under ``TRITON_INTERPRET=1``).
+* ``emulate_cuda(module)`` (tests only) runs the CUDA code paths on CPU tensors through a build of
+  ``_C`` whose CUDA sources were compiled against the CPU emulator (csrc/testing/cuda_emu).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ GPU_BACKEND_ENV = "MEDSEG_EXT_GPU_BACKEND"
 BACKENDS = ("reference", "cpu", "cuda", "triton")
 
 _override = threading.local()
+_emulated = threading.local()  # .module: the CUDA-emulating _C inside emulate_cuda(), else unset
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,6 +43,9 @@ def _load_extension():
 
 def extension():
     """The compiled module; a clear error when it was not built."""
+    emulated = emulated_cuda_module()
+    if emulated is not None:
+        return emulated
     mod, err = _load_extension()
     if mod is None:
         raise RuntimeError(
@@ -58,7 +64,45 @@ def _triton_status():
         return False, None, f"{type(exc).__name__}: {exc}"
 
 
+def emulated_cuda_module():
+    """The CUDA-emulating build of _C while emulate_cuda() is active in this thread, else None."""
+    return getattr(_emulated, "module", None)
+
+
+@contextlib.contextmanager
+def emulate_cuda(module) -> Iterator[None]:
+    """Tests only: inside the block, CPU tensors take the CUDA code paths (host drivers and kernels
+    of the *_cuda.cu files) through ``module``, a build of _C made with ``-DMEDSEG_EXT_CUDA_EMU=ON``
+    whose CUDA functions take host pointers (python_tests/cuda_emu builds and loads it)."""
+    if not module.build_info().get("cuda_emulated"):
+        raise ValueError("module: not a CUDA-emulating build of medseg_ext._C (build it with -DMEDSEG_EXT_CUDA_EMU=ON)")
+    previous = getattr(_emulated, "module", None)
+    _emulated.module = module
+    try:
+        yield
+    finally:
+        _emulated.module = previous
+
+
+def on_cuda(t: torch.Tensor) -> bool:
+    """Whether ``t`` takes the CUDA code path: a CUDA tensor, or any tensor under emulate_cuda()."""
+    return t.device.type == "cuda" or (emulated_cuda_module() is not None and t.device.type == "cpu")
+
+
+@contextlib.contextmanager
+def cuda_stream(device: torch.device) -> Iterator[int]:
+    """The current CUDA stream of ``device`` as the integer the *_cuda functions take, with ``device``
+    current for the block; stream 0 under emulate_cuda()."""
+    if emulated_cuda_module() is not None and device.type == "cpu":
+        yield 0
+        return
+    with torch.cuda.device(device):
+        yield torch.cuda.current_stream(device).cuda_stream
+
+
 def cuda_kernels_usable() -> bool:
+    if emulated_cuda_module() is not None:
+        return True
     mod, _ = _load_extension()
     return bool(mod is not None and mod.build_info()["cuda_compiled"] and mod.cuda_device_count() > 0)
 
@@ -123,6 +167,8 @@ def select_backend(**tensors: torch.Tensor) -> str:
     if os.environ.get(FORCE_REFERENCE_ENV) == "1":
         return "reference"
     dev = first.device
+    if on_cuda(first) and dev.type == "cpu":  # emulate_cuda()
+        return "cuda"
     if dev.type == "cpu":
         extension()
         return "cpu"

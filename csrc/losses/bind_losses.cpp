@@ -129,7 +129,7 @@ void bind_losses(py::module_& m) {
         TensorDesc lg, lab;
         medseg::losses::normalise_region_inputs(to_desc(logits, "logits"), to_desc(labels, "labels"), lg, lab);
         const auto prm = region_params(sigmoid, per_sample, has_ignore, ignore_index);
-        medseg::losses::soft_region_stats_cuda(lg, lab, reinterpret_cast<float*>(partial_ptr),
+        medseg::losses::soft_region_stats_cuda(lg, lab, reinterpret_cast<void*>(partial_ptr),
                                                reinterpret_cast<int32_t*>(counts_ptr), prm, stream);
       },
       py::arg("logits"), py::arg("labels"), py::arg("partial_ptr"), py::arg("counts_ptr"), py::arg("sigmoid"),
@@ -142,7 +142,7 @@ void bind_losses(py::module_& m) {
         medseg::losses::normalise_region_inputs(to_desc(logits, "logits"), to_desc(labels, "labels"), lg, lab);
         TensorDesc gl = to_desc(grad_logits, "grad_logits").padded_to(5, 2);
         const auto prm = region_params(sigmoid, per_sample, has_ignore, ignore_index);
-        medseg::losses::soft_region_stats_backward_cuda(lg, lab, reinterpret_cast<const float*>(coeff_ptr), gl, prm,
+        medseg::losses::soft_region_stats_backward_cuda(lg, lab, reinterpret_cast<const void*>(coeff_ptr), gl, prm,
                                                         stream);
       },
       py::arg("logits"), py::arg("labels"), py::arg("coeff_ptr"), py::arg("grad_logits"), py::arg("sigmoid"),

@@ -99,14 +99,14 @@ MEDSEG_REGION_STATS_ISA_DECL(isa_avx512)
 #ifdef MEDSEG_EXT_WITH_CUDA
 // GPU versions. Statistics come back as per-block partials so the final sum is done in a fixed
 // order by the caller (deterministic, no float atomics):
-//   partial: float32 (B, n_blocks, 3, C) = I, P, G per block;
+//   partial: (B, n_blocks, 3, C) = I, P, G per block, float64 for float64 logits, else float32;
 //   counts:  int32   (B, n_blocks, 3)    = valid elements, bad logits, bad labels per block.
 int64_t region_stats_cuda_blocks(int64_t spatial_size);
-void soft_region_stats_cuda(const TensorDesc& logits, const TensorDesc& labels, float* partial,
+void soft_region_stats_cuda(const TensorDesc& logits, const TensorDesc& labels, void* partial,
                             int32_t* counts, const RegionStatsParams& params, intptr_t stream);
-// coeff: contiguous float32 (U, C, 2) = dL/dI, dL/dP.
+// coeff: contiguous (U, C, 2) = dL/dI, dL/dP, float64 for float64 logits, else float32.
 void soft_region_stats_backward_cuda(const TensorDesc& logits, const TensorDesc& labels,
-                                     const float* coeff, const TensorDesc& grad_logits,
+                                     const void* coeff, const TensorDesc& grad_logits,
                                      const RegionStatsParams& params, intptr_t stream);
 #endif
 

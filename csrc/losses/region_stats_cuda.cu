@@ -3,8 +3,8 @@
 // Forward: grid (blocks over space, B); each block of kThreads threads covers kPerThread*kThreads
 // spatial elements, first computes each element's softmax max and normaliser (one read of its
 // C logits), then for every class reduces I, P, G over the block with a fixed shuffle tree and
-// writes one partial. The host side sums partials in a fixed order: deterministic, no float
-// atomics. Backward: one thread per element, two reads of its C logits, one write of C grads.
+// writes one partial (in the compute type: float64 logits keep float64 sums). The host side sums
+// partials in a fixed order: deterministic, no float atomics. Backward: one thread per element, two reads of its C logits, one write of C grads.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -131,7 +131,7 @@ __device__ __forceinline__ V block_sum(V v, V* scratch) {
 
 template <typename D, typename L, typename T>
 __global__ void __launch_bounds__(kThreads) stats_kernel(const D* __restrict__ lg, const L* __restrict__ lab,
-                                                         float* __restrict__ partial, int32_t* __restrict__ counts,
+                                                         T* __restrict__ partial, int32_t* __restrict__ counts,
                                                          Geo g, Params p, int64_t n_blocks) {
   __shared__ T scratch_f[kThreads / 32];
   __shared__ int scratch_i[kThreads / 32];
@@ -181,9 +181,9 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const D* __restrict__ l
     sP = block_sum(sP, scratch_f);
     sG = block_sum(sG, scratch_f);
     if (threadIdx.x == 0) {
-      partial[(base + 0) * g.C + c] = float(sI);
-      partial[(base + 1) * g.C + c] = float(sP);
-      partial[(base + 2) * g.C + c] = float(sG);
+      partial[(base + 0) * g.C + c] = sI;
+      partial[(base + 1) * g.C + c] = sP;
+      partial[(base + 2) * g.C + c] = sG;
     }
   }
   n_valid = block_sum(n_valid, scratch_i);
@@ -198,11 +198,12 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const D* __restrict__ l
 
 template <typename D, typename L, typename T>
 __global__ void __launch_bounds__(kThreads) backward_kernel(const D* __restrict__ lg, const L* __restrict__ lab,
-                                                            const float* __restrict__ coeff, D* __restrict__ out,
+                                                            const T* __restrict__ coeff, D* __restrict__ out,
                                                             Geo g, Params p, bool per_sample) {
-  extern __shared__ float shared_coeff[];  // (C, 2) of this block's unit: dL/dI, dL/dP
+  extern __shared__ double shared_mem[];  // (C, 2) of this block's unit: dL/dI, dL/dP, as T
+  T* shared_coeff = reinterpret_cast<T*>(shared_mem);
   const int64_t b = blockIdx.y;
-  const float* unit_coeff = coeff + (per_sample ? b : 0) * g.C * 2;
+  const T* unit_coeff = coeff + (per_sample ? b : 0) * g.C * 2;
   for (int64_t i = threadIdx.x; i < 2 * g.C; i += blockDim.x) shared_coeff[i] = unit_coeff[i];
   __syncthreads();
   const int64_t s = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -256,7 +257,7 @@ Params make_params(const RegionStatsParams& prm, int64_t C) {
 
 int64_t region_stats_cuda_blocks(int64_t spatial_size) { return (spatial_size + kBlockElems - 1) / kBlockElems; }
 
-void soft_region_stats_cuda(const TensorDesc& logits, const TensorDesc& labels, float* partial, int32_t* counts,
+void soft_region_stats_cuda(const TensorDesc& logits, const TensorDesc& labels, void* partial, int32_t* counts,
                             const RegionStatsParams& params, intptr_t stream) {
   const Geo g = make_geo(logits, labels);
   const int64_t B = logits.shape[0];
@@ -272,13 +273,14 @@ void soft_region_stats_cuda(const TensorDesc& logits, const TensorDesc& labels, 
     using T = typename compute_type<typename decltype(st)::type>::type;
     using L = typename decltype(lt)::type;
     stats_kernel<D, L, T><<<grid, kThreads, 0, s>>>(static_cast<const D*>(logits.data),
-                                                    static_cast<const L*>(labels.data), partial, counts, g, p,
+                                                    static_cast<const L*>(labels.data), static_cast<T*>(partial),
+                                                    counts, g, p,
                                                     n_blocks);
   });
   check_launch("soft_region_stats");
 }
 
-void soft_region_stats_backward_cuda(const TensorDesc& logits, const TensorDesc& labels, const float* coeff,
+void soft_region_stats_backward_cuda(const TensorDesc& logits, const TensorDesc& labels, const void* coeff,
                                      const TensorDesc& grad_logits, const RegionStatsParams& params,
                                      intptr_t stream) {
   MEDSEG_CHECK(grad_logits.dtype == logits.dtype, "grad_logits: dtype must equal the logits dtype");
@@ -289,7 +291,7 @@ void soft_region_stats_backward_cuda(const TensorDesc& logits, const TensorDesc&
   const Params p = make_params(params, g.C);
   const int64_t n_blocks = (g.S + kThreads - 1) / kThreads;
   MEDSEG_CHECK(n_blocks <= 2147483647LL, "logits: spatial size too large for the CUDA grid");
-  const size_t shared = size_t(2 * g.C) * sizeof(float);
+  const size_t shared = size_t(2 * g.C) * (logits.dtype == DType::Float64 ? sizeof(double) : sizeof(float));
   MEDSEG_CHECK(shared <= 48 * 1024, "logits: too many classes (", g.C, ") for the CUDA backward");
   const dim3 grid(static_cast<unsigned>(n_blocks), static_cast<unsigned>(B));
   auto s = reinterpret_cast<cudaStream_t>(stream);
@@ -298,7 +300,8 @@ void soft_region_stats_backward_cuda(const TensorDesc& logits, const TensorDesc&
     using T = typename compute_type<typename decltype(st)::type>::type;
     using L = typename decltype(lt)::type;
     backward_kernel<D, L, T><<<grid, kThreads, shared, s>>>(static_cast<const D*>(logits.data),
-                                                            static_cast<const L*>(labels.data), coeff,
+                                                            static_cast<const L*>(labels.data),
+                                                            static_cast<const T*>(coeff),
                                                             static_cast<D*>(grad_logits.data), g, p,
                                                             params.per_sample);
   });

@@ -118,11 +118,11 @@ def _backend(t: torch.Tensor) -> str:
     forced = getattr(_dispatch._override, "name", None)
     if forced == "reference" or (forced is None and os.environ.get(_dispatch.FORCE_REFERENCE_ENV) == "1"):
         return "reference"
-    if t.device.type == "cpu":
+    if t.device.type == "cpu" and not _dispatch.on_cuda(t):
         if not torch.compiler.is_compiling():  # the op itself loads the module; fail early and clearly here
             _dispatch.extension()
         return "cpu"
-    if t.device.type == "cuda":
+    if _dispatch.on_cuda(t):
         if torch.compiler.is_compiling():
             return "cuda"
         C_ = _dispatch.extension()
@@ -184,11 +184,10 @@ def _edt_op(fg: torch.Tensor, nsp: int, spacing: List[float], double: bool, squa
     m8 = fg.contiguous().view(torch.uint8).reshape((vols,) + dims)
     o4 = out.view((vols,) + dims)
     C_ = _dispatch.extension()
-    if fg.device.type == "cpu":
+    if not _dispatch.on_cuda(fg):
         C_.edt_cpu(desc(m8), desc(o4), sp3, squared, mode, offset)
     else:
-        with torch.cuda.device(fg.device):
-            stream = torch.cuda.current_stream(fg.device).cuda_stream
+        with _dispatch.cuda_stream(fg.device) as stream:
             C_.edt_cuda(desc(m8), desc(o4), sp3, squared, mode, offset, stream)
     return out
 
@@ -300,8 +299,8 @@ def _edges(fg: torch.Tensor, nsp: int) -> torch.Tensor:
     if backend == "cpu":
         C_.surface_edges_cpu(desc(m8), desc(out), nsp)
     else:
-        with torch.cuda.device(fg.device):
-            C_.surface_edges_cuda(desc(m8), desc(out), nsp, torch.cuda.current_stream(fg.device).cuda_stream)
+        with _dispatch.cuda_stream(fg.device) as stream:
+            C_.surface_edges_cuda(desc(m8), desc(out), nsp, stream)
     return out.view(torch.bool).reshape(shape)
 
 

@@ -90,10 +90,11 @@ def _cuda_forward(logits, labels, sigmoid, per_sample, ignore_index, validate):
     S = int(np.prod(logits.shape[2:]))
     n_blocks = C_.region_stats_cuda_blocks(S)
     alloc = torch.empty if B and n_blocks else torch.zeros  # the kernel writes every slot it launches for
-    partial = alloc((B, n_blocks, 3, C), dtype=torch.float32, device=logits.device)
+    # partial sums in the kernel's compute type: float64 logits keep float64 statistics
+    pdtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    partial = alloc((B, n_blocks, 3, C), dtype=pdtype, device=logits.device)
     counts = alloc((B, n_blocks, 3), dtype=torch.int32, device=logits.device)
-    with torch.cuda.device(logits.device):
-        stream = torch.cuda.current_stream(logits.device).cuda_stream
+    with _dispatch.cuda_stream(logits.device) as stream:
         C_.region_stats_cuda(desc(logits), desc(labels), partial.data_ptr(), counts.data_ptr(), sigmoid,
                              per_sample, ignore_index is not None, 0 if ignore_index is None else ignore_index, stream)
     return _finish_partials(partial, counts, per_sample, validate)
@@ -101,10 +102,9 @@ def _cuda_forward(logits, labels, sigmoid, per_sample, ignore_index, validate):
 
 def _cuda_backward(coeff, logits, labels, sigmoid, per_sample, ignore_index):
     C_ = _dispatch.extension()
-    coeff = coeff.to(torch.float32)
+    coeff = coeff.to(torch.float64 if logits.dtype == torch.float64 else torch.float32).contiguous()
     grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-    with torch.cuda.device(logits.device):
-        stream = torch.cuda.current_stream(logits.device).cuda_stream
+    with _dispatch.cuda_stream(logits.device) as stream:
         C_.region_stats_backward_cuda(desc(logits), desc(labels), coeff.data_ptr(), desc(grad), sigmoid,
                                       per_sample, ignore_index is not None,
                                       0 if ignore_index is None else ignore_index, stream)

@@ -17,6 +17,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
+from .. import _dispatch
 from .._dispatch import cuda_kernels_usable, extension
 
 DEFAULT_TILE_CPU = {2: (256, 256), 3: (32, 32, 32)}
@@ -27,7 +28,7 @@ __all__ = ["tiled_parents", "nodes_from_parents", "tile_sizes", "DEFAULT_TILE_CP
 
 
 def on_cuda(x) -> bool:
-    return isinstance(x, torch.Tensor) and x.device.type == "cuda"
+    return isinstance(x, torch.Tensor) and _dispatch.on_cuda(x)
 
 
 MAX_THREADS = 1024  # num_threads above this are clamped (see check_threads)
@@ -191,8 +192,7 @@ def _parents_cuda(flat, spatial, maxval, is16, polarity, connectivity, mask, til
     work = torch.empty(4 * B * N, dtype=torch.int32, device=dev)
     par = torch.empty((B, N), dtype=torch.int32, device=dev)
     area = torch.empty((B, N), dtype=torch.int32, device=dev)
-    with torch.cuda.device(dev):
-        stream = torch.cuda.current_stream(dev).cuda_stream
+    with _dispatch.cuda_stream(dev) as stream:
         C.mser_tiled_parents_cuda(flat.data_ptr(), is16, 0 if m is None else m.data_ptr(), B, list(spatial), conn,
                                   polarity == "bright", maxval, list(ts), work.data_ptr(), par.data_ptr(),
                                   area.data_ptr(), stream)
