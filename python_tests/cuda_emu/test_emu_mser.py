@@ -1,0 +1,81 @@
+"""The CUDA tiled component tree (csrc/mser/tiled_tree_cuda.cu) and its Python driver, run by the CUDA
+emulator on CPU tensors, against the CPU tiled builder and the flood tree (the oracles)."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from medseg_ext import _dispatch
+from medseg_ext.mser import component_tree
+from medseg_ext.mser import tiled as tiled_module
+from medseg_ext.mser.tiled import tiled_parents
+
+
+def _image(rng, shape, sixteen, levels):
+    hi = 65536 if sixteen else 256
+    img = rng.integers(0, min(levels, hi), shape)
+    if sixteen:
+        img = img * (65535 // max(levels - 1, 1))  # spread over the 16-bit range, high bit included
+        return torch.from_numpy(img.astype(np.int32)).to(torch.uint16)
+    return torch.from_numpy(img.astype(np.uint8))
+
+
+CASES_2D = [((37, 45), None), ((64, 64), None), ((1, 70), None), ((70, 1), None), ((5, 3), None),
+            ((50, 41), (16, 8)), ((33, 65), (32, 32)), ((20, 20), (7, 5))]
+CASES_3D = [((9, 20, 17), None), ((4, 5, 6), None), ((12, 10, 9), (4, 8, 8)), ((1, 16, 40), (2, 8, 8))]
+
+
+@settings(max_examples=20)
+@given(case=st.sampled_from(CASES_2D + CASES_3D), sixteen=st.booleans(), levels=st.sampled_from([2, 5, 256]),
+       polarity=st.sampled_from(["bright", "dark"]), full=st.booleans(), use_mask=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_tiled_parents_match_cpu(emu, case, sixteen, levels, polarity, full, use_mask, seed):
+    shape, tile = case
+    rng = np.random.default_rng(seed)
+    img = _image(rng, shape, sixteen, levels)
+    conn = (8 if full else 4) if len(shape) == 2 else (26 if full else 6)
+    mask = torch.from_numpy(rng.random(shape) < 0.8) if use_mask else None
+    cpu = tiled_parents(img, polarity=polarity, connectivity=conn, mask=mask, tile=tile)
+    with _dispatch.emulate_cuda(emu):
+        assert tiled_module.on_cuda(img)
+        emulated = tiled_parents(img, polarity=polarity, connectivity=conn, mask=mask, tile=tile)
+    assert torch.equal(emulated[0], cpu[0]), "parents differ"
+    assert torch.equal(emulated[1], cpu[1]), "areas differ"
+
+
+def test_tiled_parents_batch(emu):
+    rng = np.random.default_rng(4)
+    imgs = torch.from_numpy(rng.integers(0, 9, (3, 40, 52)).astype(np.uint8))
+    masks = torch.from_numpy(rng.random((3, 40, 52)) < 0.9)
+    cpu = tiled_parents(imgs, batch=True, mask=masks, connectivity=8)
+    with _dispatch.emulate_cuda(emu):
+        emulated = tiled_parents(imgs, batch=True, mask=masks, connectivity=8)
+    assert torch.equal(emulated[0], cpu[0]) and torch.equal(emulated[1], cpu[1])
+
+
+@pytest.mark.parametrize("shape,conn", [((45, 38), 4), ((45, 38), 8), ((7, 19, 23), 6), ((7, 19, 23), 26)])
+@pytest.mark.parametrize("polarity", ["bright", "dark"])
+def test_component_tree_cuda_equals_flood(emu, shape, conn, polarity):
+    rng = np.random.default_rng(11)
+    img = torch.from_numpy(rng.integers(0, 12, shape).astype(np.uint8))
+    want = component_tree(img, polarity=polarity, connectivity=conn)
+    with _dispatch.emulate_cuda(emu):
+        got = component_tree(img, polarity=polarity, connectivity=conn, algorithm="tiled")
+    for name in ("pixel_node", "parent", "level", "area"):
+        assert torch.equal(getattr(got, name).long(), getattr(want, name).long()), name
+    torch.testing.assert_close(got.stability.double(), want.stability.double())
+
+
+def test_constant_and_extreme_images(emu):
+    for img in (torch.zeros(30, 40, dtype=torch.uint8), torch.full((30, 40), 65535, dtype=torch.int32).to(torch.uint16),
+                torch.tensor([[0, 65535], [65535, 0]], dtype=torch.int32).to(torch.uint16)):
+        cpu = tiled_parents(img)
+        with _dispatch.emulate_cuda(emu):
+            emulated = tiled_parents(img)
+        assert torch.equal(emulated[0], cpu[0]) and torch.equal(emulated[1], cpu[1])
+
+
+def test_tile_too_large_for_shared_memory(emu):
+    with _dispatch.emulate_cuda(emu), pytest.raises(ValueError, match="tile"):
+        tiled_parents(torch.zeros(200, 200, dtype=torch.uint8), tile=(100, 100))
