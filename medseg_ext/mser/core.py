@@ -6,8 +6,8 @@ docstring states the conventions (keys, nodes, up/down, stability sides, selecti
 
 The compiled kernels run one image (and one polarity) per thread. ``algorithm="tiled"`` builds the
 component tree by tiles merged along their borders (tiled.py; multi-core for one image); on CUDA
-tensors :func:`component_tree` then runs the CUDA driver of the same code (compile-checked only, not
-yet run on a GPU). Otherwise CUDA tensors are copied to the host.
+tensors :func:`component_tree` then runs the CUDA driver of the same code (tested on the CPU emulator,
+not yet run on a GPU) and keeps everything on the device. Otherwise CUDA tensors are copied to the host.
 """
 from __future__ import annotations
 
@@ -188,8 +188,10 @@ def component_tree(image, *, polarity: str = "bright", connectivity: Optional[in
     ``algorithm="tiled"``: the same arrays by tiles of ``tile`` pixels per axis (an int or one per
     axis; default 256 x 256 in 2-D, 32³ in 3-D on the CPU) built in parallel on ``num_threads``
     threads and merged along their borders. A CUDA tensor with ``"tiled"`` runs the CUDA driver (a
-    tile plus a 1-pixel border of at most 3400 pixels; default 32 x 32 / 8 x 16 x 16) and returns
-    tensors on its device (compile-checked only so far: not yet run on a GPU)."""
+    tile plus a 1-pixel border of at most 3400 pixels; default 32 x 32 / 8 x 16 x 16); node form and
+    stability are computed by torch ops on the device (``tiled.node_stability``), and the tensors are
+    returned there. The CUDA kernels are tested on the CPU emulator (python_tests/cuda_emu) but have
+    not yet run on a GPU."""
     if polarity not in ("bright", "dark"):
         raise ValueError(f"polarity: expected 'bright' or 'dark', got {polarity!r}")
     if algorithm not in ("flood", "union_find", "tiled"):

@@ -8,7 +8,8 @@ elsewhere. The canonical pixel of a node is the largest index among its own-leve
 is the level-compressed union-find parent array and the node form equals
 ``component_tree(algorithm="union_find")`` array for array.
 
-The CUDA driver (tiled_tree_cuda.cu) is compile-checked only: it has not been run on a GPU yet.
+The CUDA driver (tiled_tree_cuda.cu) is tested on the CPU emulator (python_tests/cuda_emu); it has not
+been run on a GPU yet.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ DEFAULT_TILE_CPU = {2: (256, 256), 3: (32, 32, 32)}
 DEFAULT_TILE_CUDA = {2: (32, 32), 3: (8, 16, 16)}
 CUDA_MAX_LOCAL_PIXELS = 3400  # the CUDA tile kernel keeps a tile and a 1-pixel border in shared memory
 
-__all__ = ["tiled_parents", "nodes_from_parents", "tile_sizes", "DEFAULT_TILE_CPU", "DEFAULT_TILE_CUDA"]
+__all__ = ["tiled_parents", "nodes_from_parents", "node_stability", "tile_sizes", "DEFAULT_TILE_CPU", "DEFAULT_TILE_CUDA"]
 
 
 def on_cuda(x) -> bool:
@@ -86,6 +87,68 @@ def nodes_from_parents(par: torch.Tensor, area: torch.Tensor, values: torch.Tens
     i32 = torch.int32
     return (pixel_node.to(i32), parent.to(i32), v[npix].to(i32), area.reshape(-1)[npix].to(i32),
             key[npix].to(i32))
+
+
+def node_stability(parent: torch.Tensor, key: torch.Tensor, area: torch.Tensor, delta: int, variation: str,
+                   normalize: bool) -> torch.Tensor:
+    """MSER stability of every node of a children-first tree, float64 (M,), by torch ops on the tensors'
+    device: the same numbers as the sequential sweep of csrc/mser/mser.cpp (``node_numerators``).
+
+    up(n), the highest ancestor-or-self with key <= key(n) + delta, and down(n), the first node with
+    key <= key(n) - delta on the chain of largest children (ties: the lower id) from n, are found by
+    binary lifting (keys rise strictly towards the root and fall strictly down the chain), so the work
+    is O(M log D) gathers for D distinct keys instead of a walk per node."""
+    dev = parent.device
+    M = parent.numel()
+    if M == 0:
+        return torch.zeros(0, dtype=torch.float64, device=dev)
+    par = parent.reshape(-1).to(torch.int64)
+    k = key.reshape(-1).to(torch.int64)
+    a = area.reshape(-1).to(torch.int64)
+    ids = torch.arange(M, device=dev, dtype=torch.int64)
+    steps = max(1, int(k.max() - k.min()).bit_length())  # chains are at most (key range + 1) long
+
+    def lift(first: torch.Tensor):
+        table = [first]
+        for _ in range(steps - 1):
+            table.append(table[-1][table[-1]])
+        return table
+
+    num_up = num_down = None
+    if variation in ("two_sided", "ancestor"):
+        anc = lift(torch.where(par >= 0, par, ids))  # roots point at themselves
+        u, limit = ids, k + delta
+        for jump in reversed(anc):
+            cand = jump[u]
+            u = torch.where(k[cand] <= limit, cand, u)
+        num_up = a[u]
+    if variation in ("two_sided", "descendant"):
+        # largest child of every node (node M: "none", a sentinel below every key with area 0)
+        child = ids[par >= 0]
+        score = torch.full((M,), -1, dtype=torch.int64, device=dev)
+        score.scatter_reduce_(0, par[child], a[child] * (M + 1) + (M - child), reduce="amax", include_self=True)
+        big = torch.where(score >= 0, M - score % (M + 1), torch.full_like(score, M))
+        big = torch.cat([big, big.new_tensor([M])])
+        k_ext = torch.cat([k, k.new_tensor([k.min() - delta - 1])])
+        a_ext = torch.cat([a, a.new_tensor([0])])
+        chain = lift(big)
+        limit = k - delta
+        u = ids
+        for jump in reversed(chain):  # u: the last chain node still above the limit
+            cand = jump[u]
+            u = torch.where(k_ext[cand] > limit, cand, u)
+        d = torch.where(k <= limit, ids, big[u])
+        num_down = a_ext[d]
+    if variation == "two_sided":
+        num = num_up - num_down
+    elif variation == "ancestor":
+        num = num_up - a
+    elif variation == "descendant":
+        num = a - num_down
+    else:
+        raise ValueError(f"variation: expected 'two_sided', 'ancestor' or 'descendant', got {variation!r}")
+    num = num.to(torch.float64)
+    return num / a.to(torch.float64) if normalize else num
 
 
 def _prepare_cuda(image: torch.Tensor, batch: bool):
@@ -201,8 +264,8 @@ def _parents_cuda(flat, spatial, maxval, is16, polarity, connectivity, mask, til
 
 def component_tree_cuda(image: torch.Tensor, *, polarity: str, connectivity, mask, delta, variation, normalize,
                         tile):
-    """component_tree(algorithm="tiled") of a CUDA tensor: the tree on the GPU, node form by torch ops
-    on the GPU; the stability (a sequential sweep) on the host, returned on the device."""
+    """component_tree(algorithm="tiled") of a CUDA tensor: the tree on the GPU, its node form and the
+    stability (binary lifting, node_stability) by torch ops on the GPU."""
     from .core import _SIDES, ComponentTree, _check_delta
 
     _check_delta(delta)
@@ -212,7 +275,5 @@ def component_tree_cuda(image: torch.Tensor, *, polarity: str, connectivity, mas
     par, area = _parents_cuda(flat, spatial, maxval, is16, polarity, connectivity, mask, tile, batch=False)
     pn, parent, level, ar, key = nodes_from_parents(par[0], area[0], _values(flat[0], is16), maxval,
                                                     polarity == "bright")
-    stab = extension().mser_node_stability_cpu(parent.cpu().numpy(), key.cpu().numpy(), ar.cpu().numpy(),
-                                                int(delta), variation, bool(normalize))
-    return ComponentTree(pn.reshape(spatial), parent, level, ar, torch.from_numpy(stab).to(image.device), spatial,
-                         polarity)
+    stab = node_stability(parent, key, ar, int(delta), variation, bool(normalize))
+    return ComponentTree(pn.reshape(spatial), parent, level, ar, stab, spatial, polarity)
