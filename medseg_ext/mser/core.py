@@ -448,7 +448,12 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
             for v in (min_area, max_area)]
     if unit[0] is not None and unit[0] == unit[1] and min_area > max_area:
         raise ValueError(f"min_area: {min_area!r} is larger than max_area {max_area!r}")
-    flat, spatial, maxval = _prepare_image(image, batch)
+    # CUDA tensors with the local-minimum rule stay on the GPU (tiled.mser_cuda); other rules copy to the host
+    on_device = cfg["rule"] == "local_min" and _tiled.on_cuda(image)
+    if on_device:
+        flat, spatial, maxval, is16 = _tiled._prepare_cuda(image, batch)
+    else:
+        flat, spatial, maxval = _prepare_image(image, batch)
     B, N = flat.shape
     nd = len(spatial)
     _check_delta(cfg["delta"])
@@ -498,6 +503,18 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
             raise ValueError(f"image: preset 'opencv' needs at least 3 x 3 pixels (as OpenCV), got {spatial}")
         m = None
         mode = "opencv"
+    elif on_device:
+        conn = _connectivity(cfg["connectivity"], nd, default_full=(name in ("vlfeat", "mmser")))
+        dm = _tiled._cuda_mask(mask, B, spatial, batch, flat.device)
+        if cfg["exclude_border"]:
+            ring = torch.from_numpy(_border_mask(spatial)).to(flat.device).reshape(1, -1).to(torch.uint8)
+            dm = ring.expand(B, N).contiguous() if dm is None else dm & ring
+        pols = ("dark", "bright") if cfg["polarity"] == "both" else (cfg["polarity"],)
+        mvf = float(mv) if math.isfinite(float(mv)) else 1e300
+        arrays = _tiled.mser_cuda(flat, spatial, maxval, is16, None if dm is None else dm.reshape((B,) + spatial),
+                                  conn, pols, _kernel_delta(cfg["delta"], maxval), int(amin), int(amax), mvf,
+                                  cfg["variation"], bool(cfg["normalize"]), tile)
+        return MSERResult(*arrays, spatial, B)
     else:
         conn = _connectivity(cfg["connectivity"], nd, default_full=(name in ("vlfeat", "mmser")))
         m = _prepare_mask(mask, B, spatial, batch)

@@ -13,6 +13,7 @@ been run on a GPU yet.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple
 
 import numpy as np
@@ -25,7 +26,7 @@ DEFAULT_TILE_CPU = {2: (256, 256), 3: (32, 32, 32)}
 DEFAULT_TILE_CUDA = {2: (32, 32), 3: (8, 16, 16)}
 CUDA_MAX_LOCAL_PIXELS = 3400  # the CUDA tile kernel keeps a tile and a 1-pixel border in shared memory
 
-__all__ = ["tiled_parents", "nodes_from_parents", "node_stability", "tile_sizes", "DEFAULT_TILE_CPU", "DEFAULT_TILE_CUDA"]
+__all__ = ["tiled_parents", "nodes_from_parents", "node_stability", "select_local_min", "region_pixels", "tile_sizes", "DEFAULT_TILE_CPU", "DEFAULT_TILE_CUDA"]
 
 
 def on_cuda(x) -> bool:
@@ -149,6 +150,109 @@ def node_stability(parent: torch.Tensor, key: torch.Tensor, area: torch.Tensor, 
         raise ValueError(f"variation: expected 'two_sided', 'ancestor' or 'descendant', got {variation!r}")
     num = num.to(torch.float64)
     return num / a.to(torch.float64) if normalize else num
+
+
+def _path_sums(parent: torch.Tensor, val: torch.Tensor, steps: int) -> torch.Tensor:
+    """Per node the sum of ``val`` over itself and all its ancestors (pointer jumping, ``steps`` >=
+    log2 of the depth rounds)."""
+    acc, ptr = val.clone(), parent.clone()
+    for _ in range(steps):
+        up = ptr >= 0
+        safe = ptr.clamp(min=0)
+        acc = torch.where(up, acc + acc[safe], acc)
+        ptr = torch.where(up, ptr[safe], ptr)
+    return acc
+
+
+def select_local_min(parent, area, stab, min_area: int, max_area: int, max_variation: float) -> torch.Tensor:
+    """Bool (M,): nodes kept by the strict local-minimum rule (mser.cpp ``select_regions``, Rule::LocalMin):
+    area in [min_area, max_area], stability <= max_variation and below its parent's and every child's."""
+    par = parent.to(torch.int64)
+    M = par.numel()
+    child_min = torch.full((M,), math.inf, dtype=torch.float64, device=par.device)
+    has = par >= 0
+    child_min.scatter_reduce_(0, par[has], stab[has], reduce="amin", include_self=True)
+    above = torch.where(has, stab < stab[par.clamp(min=0)], torch.ones_like(has))
+    return (area >= min_area) & (area <= max_area) & (stab <= max_variation) & above & (stab < child_min)
+
+
+def region_pixels(pixel_node, parent, key, area, keep):
+    """Pixel lists of the kept nodes, in the order the CPU kernels give (node ids ascending; inside a
+    node its own pixels by index, then each child's block, children by id): (values, counts), by torch
+    ops on the device. A node's block starts at the sum, over the path to its root, of its offset
+    inside its parent (the parent's own pixels, then its earlier siblings)."""
+    dev = parent.device
+    par = parent.to(torch.int64)
+    a = area.to(torch.int64)
+    M = par.numel()
+    ids = torch.arange(M, device=dev, dtype=torch.int64)
+    has = par >= 0
+    kids = ids[has]
+    own = a.clone()
+    own.scatter_add_(0, par[kids], -a[kids])
+    kids = kids[torch.argsort(par[kids] * M + kids)]  # grouped by parent, then by id
+    excl = torch.cumsum(a[kids], 0) - a[kids]
+    first = torch.full((M,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
+    first.scatter_reduce_(0, par[kids], excl, reduce="amin", include_self=True)
+    local = torch.zeros(M, dtype=torch.int64, device=dev)
+    local[kids] = own[par[kids]] + excl - first[par[kids]]
+    roots = torch.flip(ids[~has], [0])  # the CPU lays roots out from the highest id down
+    local[roots] = torch.cumsum(a[roots], 0) - a[roots]
+    k = key.to(torch.int64)
+    steps = max(1, int(k.max() - k.min() + 1).bit_length()) if M else 1
+    start = _path_sums(par, local, steps)
+    pn = pixel_node.reshape(-1).to(torch.int64)
+    N = pn.numel()
+    px = torch.nonzero(pn >= 0).squeeze(1)
+    px = px[torch.argsort(pn[px] * N + px)]  # own pixels grouped by node, ascending
+    node_first = torch.full((M,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=dev)
+    pos_in_list = torch.arange(px.numel(), device=dev, dtype=torch.int64)
+    node_first.scatter_reduce_(0, pn[px], pos_in_list, reduce="amin", include_self=True)
+    layout = torch.empty(px.numel(), dtype=torch.int64, device=dev)
+    layout[start[pn[px]] + pos_in_list - node_first[pn[px]]] = px
+    sel = ids[keep]
+    counts = a[sel]
+    total = int(counts.sum())
+    seg = torch.repeat_interleave(torch.arange(sel.numel(), device=dev), counts, output_size=total)
+    within = torch.arange(total, device=dev, dtype=torch.int64) - (torch.cumsum(counts, 0) - counts)[seg]
+    return layout[start[sel][seg] + within], counts
+
+
+def mser_cuda(flat, spatial, maxval: int, is16: bool, mask, conn: int, polarities, delta: int, min_area: int,
+              max_area: int, max_variation: float, variation: str, normalize: bool, tile):
+    """MSER with the strict local-minimum rule on the GPU: trees by the CUDA tiled driver for all B
+    images at once, then node form, stability, selection and pixel lists by torch ops on the device.
+    Returns the MSERResult arrays (values, offsets, image_index, level, area, variation, polarity) on
+    the host, in the CPU kernels' order and with their dtypes."""
+    B, N = flat.shape
+    dev = flat.device
+    parts = {}
+    for pol in polarities:
+        bright = pol == "bright"
+        par, area = _parents_cuda(flat, spatial, maxval, is16, pol, conn, mask, tile, batch=True)
+        for b in range(B):
+            pn, parent, level, ar, key = nodes_from_parents(par[b], area[b], _values(flat[b], is16), maxval, bright)
+            stab = node_stability(parent, key, ar, delta, variation, normalize)
+            keep = select_local_min(parent, ar, stab, min_area, max_area, max_variation)
+            values, counts = region_pixels(pn, parent, key, ar, keep)
+            parts[(b, pol)] = (values, counts, level[keep], stab[keep])
+    vals, cnts, im, lev, var, pols = [], [], [], [], [], []
+    for b in range(B):
+        for pol in ("dark", "bright"):
+            if (b, pol) not in parts:
+                continue
+            values, counts, level, stab = parts[(b, pol)]
+            vals.append(values)
+            cnts.append(counts)
+            im.append(torch.full_like(counts, b))
+            lev.append(level)
+            var.append(stab)
+            pols.append(torch.full(counts.shape, 1 if pol == "bright" else -1, dtype=torch.int8, device=dev))
+    cat = lambda xs, dt: torch.cat(xs).to(dt).cpu() if xs else torch.zeros(0, dtype=dt)  # noqa: E731
+    counts = cat(cnts, torch.int64)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(counts, 0)])
+    return (cat(vals, torch.int64), offsets, cat(im, torch.int64), cat(lev, torch.int32), counts,
+            cat(var, torch.float64), cat(pols, torch.int8))
 
 
 def _prepare_cuda(image: torch.Tensor, batch: bool):

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from medseg_ext import _dispatch
 from medseg_ext.mser import component_tree
+from medseg_ext.mser import mser as mser_fn
 from medseg_ext.mser import tiled as tiled_module
 from medseg_ext.mser.tiled import tiled_parents
 
@@ -79,3 +80,41 @@ def test_constant_and_extreme_images(emu):
 def test_tile_too_large_for_shared_memory(emu):
     with _dispatch.emulate_cuda(emu), pytest.raises(ValueError, match="tile"):
         tiled_parents(torch.zeros(200, 200, dtype=torch.uint8), tile=(100, 100))
+
+
+def _assert_same_regions(got, want):
+    for name in ("values", "offsets", "image_index", "level", "area", "polarity"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert a.dtype == b.dtype, name
+        assert torch.equal(a, b), name
+    torch.testing.assert_close(got.variation, want.variation, rtol=0, atol=0)
+    assert got.shape == want.shape and got.batch_size == want.batch_size
+
+
+@settings(max_examples=8)
+@given(preset=st.sampled_from(["mmser", None]), shape=st.sampled_from([(21, 30), (5, 7, 9), (1, 25)]),
+       sixteen=st.booleans(), polarity=st.sampled_from(["both", "bright", "dark"]),
+       delta=st.sampled_from([0, 2, 5]), variation=st.sampled_from(["two_sided", "ancestor", "descendant"]),
+       exclude_border=st.booleans(), use_mask=st.booleans(), seed=st.integers(0, 2**16))
+def test_mser_on_device_equals_cpu(emu, preset, shape, sixteen, polarity, delta, variation, exclude_border,
+                                   use_mask, seed):
+    rng = np.random.default_rng(seed)
+    img = _image(rng, (2,) + shape, sixteen, 12)
+    mask = torch.from_numpy(rng.random(shape) < 0.85) if use_mask else None
+    kw = dict(batch=True, polarity=polarity, delta=delta, variation=variation, exclude_border=exclude_border,
+              mask=mask, min_area=2, max_area=0.5)
+    want = mser_fn(img, preset, **kw)
+    with _dispatch.emulate_cuda(emu):
+        got = mser_fn(img, preset, **kw)
+    _assert_same_regions(got, want)
+
+
+@pytest.mark.parametrize("preset,variation", [(None, "two_sided"), ("mmser", "descendant"), (None, "ancestor")])
+def test_mser_on_device_single_image_and_tiles(emu, preset, variation):
+    rng = np.random.default_rng(9)
+    img = torch.from_numpy(rng.integers(0, 30, (50, 60)).astype(np.uint8))
+    want = mser_fn(img, preset, min_area=3, variation=variation)
+    with _dispatch.emulate_cuda(emu):
+        got = mser_fn(img, preset, min_area=3, variation=variation, algorithm="tiled", tile=(16, 16))
+    _assert_same_regions(got, want)
+    assert len(want) >= 3  # nested regions of both polarities: the layout of children inside parents is exercised
