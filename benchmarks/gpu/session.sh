@@ -70,7 +70,7 @@ if [ "$STAGE" = all ] || [ "$STAGE" = bench ]; then
   left=$((BUDGET - (SECONDS - T0) - 15))
   if [ "$left" -ge 30 ]; then
     printf '\n######## python -m medseg_ext.bench._mser_tiled --device cuda\n' >> "$OUT/bench-other.txt"
-    timeout "$(( left < 60 ? left : 60 ))" $PY -m medseg_ext.bench._mser_tiled --device cuda --repeat 3 \
+    timeout "$(( left < 90 ? left : 90 ))" $PY -m medseg_ext.bench._mser_tiled --device cuda --repeat 3 \
       >> "$OUT/bench-other.txt" 2>&1
     note "mser tiled exit $?"
   fi
