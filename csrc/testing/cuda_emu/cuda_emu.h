@@ -41,6 +41,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/dtype.h"
+
 // ---- qualifiers ------------------------------------------------------------------------------
 #define __global__
 #define __device__
@@ -164,9 +166,10 @@ inline void* dynamic_shared() { return tl_block->dynamic_shared.data(); }
 
 inline void syncthreads() { tl_block->sync.arrive_and_wait(); }
 
-// Lane `lane + delta` of the same width-segment gives its value; lanes past the end keep their own.
-template <typename T>
-T shfl_down(unsigned /*mask*/, T v, unsigned delta, int width) {
+// A warp shuffle: every live lane of the warp posts its value, then reads lane `src(lane)`'s; lanes
+// whose source is outside their width-segment or the warp keep their own value.
+template <typename T, typename Source>
+T shfl_exchange(T v, int width, Source src_of) {
   static_assert(sizeof(T) <= sizeof(uint64_t), "shuffle of a type wider than 64 bits");
   Block* b = tl_block;
   const int lane = tl_linear & 31, warp = tl_linear >> 5;
@@ -175,26 +178,20 @@ T shfl_down(unsigned /*mask*/, T v, unsigned delta, int width) {
   b->warps[warp]->arrive_and_wait();
   const int in_warp = b->threads - warp * 32 < 32 ? b->threads - warp * 32 : 32;
   T r = v;
-  const int src = lane + static_cast<int>(delta);
-  if ((lane % width) + static_cast<int>(delta) < width && src < in_warp) std::memcpy(&r, &slots[src], sizeof(T));
+  const int src = src_of(lane);
+  if (src / width == lane / width && src < in_warp) std::memcpy(&r, &slots[src], sizeof(T));
   b->warps[warp]->arrive_and_wait();
   return r;
 }
 
 template <typename T>
+T shfl_down(unsigned /*mask*/, T v, unsigned delta, int width) {
+  return shfl_exchange(v, width, [delta](int lane) { return lane + static_cast<int>(delta); });
+}
+
+template <typename T>
 T shfl_xor(unsigned /*mask*/, T v, int lane_mask, int width) {
-  static_assert(sizeof(T) <= sizeof(uint64_t), "shuffle of a type wider than 64 bits");
-  Block* b = tl_block;
-  const int lane = tl_linear & 31, warp = tl_linear >> 5;
-  uint64_t* slots = b->lanes.data() + static_cast<size_t>(warp) * 32;
-  std::memcpy(&slots[lane], &v, sizeof(T));
-  b->warps[warp]->arrive_and_wait();
-  const int in_warp = b->threads - warp * 32 < 32 ? b->threads - warp * 32 : 32;
-  T r = v;
-  const int src = lane ^ lane_mask;
-  if (src / width == lane / width && src < in_warp) std::memcpy(&r, &slots[src], sizeof(T));
-  b->warps[warp]->arrive_and_wait();
-  return r;
+  return shfl_exchange(v, width, [lane_mask](int lane) { return lane ^ lane_mask; });
 }
 
 struct LaunchConfig {
@@ -408,60 +405,12 @@ struct __nv_bfloat16 {
   uint16_t x;
 };
 
-namespace cuda_emu {
-inline float from_bits(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-inline uint32_t to_bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-}  // namespace cuda_emu
-
-inline float __half2float(__half h) {
-  const uint32_t sign = uint32_t(h.x & 0x8000u) << 16;
-  const uint32_t exp = (h.x >> 10) & 0x1f, man = h.x & 0x3ffu;
-  float mag;
-  if (exp == 0x1f) {
-    mag = man ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
-  } else if (exp == 0) {
-    mag = std::ldexp(static_cast<float>(man), -24);
-  } else {
-    mag = std::ldexp(static_cast<float>(man | 0x400u), static_cast<int>(exp) - 25);
-  }
-  return ::cuda_emu::from_bits(::cuda_emu::to_bits(mag) | sign);
-}
-
-// Round to nearest even, with overflow to infinity and gradual underflow.
-inline __half __float2half_rn(float f) {
-  const uint32_t u = ::cuda_emu::to_bits(f);
-  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
-  if (std::isnan(f)) return __half{static_cast<uint16_t>(sign | 0x7e00u)};
-  const float a = std::fabs(f);
-  if (a >= 65520.0f) return __half{static_cast<uint16_t>(sign | 0x7c00u)};
-  if (a < 6.103515625e-05f) {  // below the smallest normal: multiples of 2^-24
-    const float q = std::nearbyint(a * 16777216.0f);  // the FPU's default mode rounds to even
-    return __half{static_cast<uint16_t>(sign | static_cast<uint16_t>(q))};
-  }
-  int e;
-  const float m = std::frexp(a, &e);                           // a = m * 2^e, m in [0.5, 1)
-  const float q = std::nearbyint(std::ldexp(m, 11));           // 11 significant bits
-  uint32_t bits = static_cast<uint32_t>(e + 14) << 10;         // exponent field for m * 2 in [1, 2)
-  bits += static_cast<uint32_t>(q) - 1024u;                    // q = 2048 carries into the exponent
-  return __half{static_cast<uint16_t>(sign | bits)};
-}
+// The conversions are the package's own bit-exact ones (common/dtype.h; round to nearest even).
+inline float __half2float(__half h) { return ::medseg::half_to_float(h.x); }
+inline __half __float2half_rn(float f) { return __half{::medseg::float_to_half(f)}; }
 inline __half __float2half(float f) { return __float2half_rn(f); }
-
-inline float __bfloat162float(__nv_bfloat16 h) { return ::cuda_emu::from_bits(uint32_t(h.x) << 16); }
-inline __nv_bfloat16 __float2bfloat16_rn(float f) {
-  const uint32_t u = ::cuda_emu::to_bits(f);
-  if (std::isnan(f)) return __nv_bfloat16{static_cast<uint16_t>((u >> 16) | 0x40u)};
-  const uint32_t r = u + 0x7fffu + ((u >> 16) & 1u);
-  return __nv_bfloat16{static_cast<uint16_t>(r >> 16)};
-}
+inline float __bfloat162float(__nv_bfloat16 h) { return ::medseg::bf16_to_float(h.x); }
+inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16{::medseg::float_to_bf16(f)}; }
 inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }
 
 // ---- math_constants.h ------------------------------------------------------------------------
