@@ -64,6 +64,17 @@ def _triton_status():
         return False, None, f"{type(exc).__name__}: {exc}"
 
 
+@contextlib.contextmanager
+def _thread_setting(store: threading.local, attr: str, value) -> Iterator[None]:
+    """Sets a thread-local attribute for the block and restores the previous value (None if unset)."""
+    previous = getattr(store, attr, None)
+    setattr(store, attr, value)
+    try:
+        yield
+    finally:
+        setattr(store, attr, previous)
+
+
 def emulated_cuda_module():
     """The CUDA-emulating build of _C while emulate_cuda() is active in this thread, else None."""
     return getattr(_emulated, "module", None)
@@ -76,12 +87,8 @@ def emulate_cuda(module) -> Iterator[None]:
     whose CUDA functions take host pointers (python_tests/cuda_emu builds and loads it)."""
     if not module.build_info().get("cuda_emulated"):
         raise ValueError("module: not a CUDA-emulating build of medseg_ext._C (build it with -DMEDSEG_EXT_CUDA_EMU=ON)")
-    previous = getattr(_emulated, "module", None)
-    _emulated.module = module
-    try:
+    with _thread_setting(_emulated, "module", module):
         yield
-    finally:
-        _emulated.module = previous
 
 
 def on_cuda(t: torch.Tensor) -> bool:
@@ -146,12 +153,8 @@ def use_backend(name: Optional[str]) -> Iterator[None]:
     """Force a backend for calls made in this thread inside the block (None: automatic)."""
     if name is not None and name not in BACKENDS:
         raise ValueError(f"backend: expected one of {BACKENDS}, got {name!r}")
-    previous = getattr(_override, "name", None)
-    _override.name = name
-    try:
+    with _thread_setting(_override, "name", name):
         yield
-    finally:
-        _override.name = previous
 
 
 def select_backend(**tensors: torch.Tensor) -> str:

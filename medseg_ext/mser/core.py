@@ -478,6 +478,7 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
         amax = _area(cfg["max_area"], N, "max_area")
     # areas lie in [1, N]: clamping keeps the selection and the values within the kernels' int64
     amin, amax = min(amin, N + 1), min(amax, N)
+    mvf = float(mv) if math.isfinite(float(mv)) else 1e300  # +inf as a finite bound the kernels take
     if rule == "opencv":
         conn = _connectivity(cfg["connectivity"], nd, default_full=False)
         problems = []
@@ -510,7 +511,6 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
             ring = torch.from_numpy(_border_mask(spatial)).to(flat.device).reshape(1, -1).to(torch.uint8)
             dm = ring.expand(B, N).contiguous() if dm is None else dm & ring
         pols = ("dark", "bright") if cfg["polarity"] == "both" else (cfg["polarity"],)
-        mvf = float(mv) if math.isfinite(float(mv)) else 1e300
         arrays = _tiled.mser_cuda(flat, spatial, maxval, is16, None if dm is None else dm.reshape((B,) + spatial),
                                   conn, pols, _kernel_delta(cfg["delta"], maxval), int(amin), int(amax), mvf,
                                   cfg["variation"], bool(cfg["normalize"]), tile)
@@ -525,7 +525,6 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
         mode = "tree"
     threads = _tiled.check_threads(num_threads)  # 0: the OpenMP default
     C = extension()
-    mvf = float(mv) if math.isfinite(float(mv)) else 1e300
     v, o, im, lev, area, var, pol = C.mser_detect_cpu(
         flat, m, list(spatial), conn, cfg["polarity"], maxval, mode, _kernel_delta(cfg["delta"], maxval), int(amin),
         int(amax), mvf, float(md), cfg["variation"], bool(cfg["normalize"]),
