@@ -115,7 +115,7 @@ def _mser_rows(batch: int, repeat: int):
         return out
 
     got, want = on_gpu(), M.mser(imgs, None, batch=True)
-    same = all(torch.equal(getattr(got, k), getattr(want, k)) for k in ("values", "offsets", "level", "polarity"))
+    same = all(torch.equal(getattr(got, k).cpu(), getattr(want, k)) for k in ("values", "offsets", "level", "polarity"))
     print(f"\nmser(preset=None) of {batch} × 1920×1080 8-bit: {len(got)} regions; GPU result "
           f"{'identical to' if same else 'DIFFERS from'} the CPU's")
     print("| impl | ms per image (min) | ×gpu |")

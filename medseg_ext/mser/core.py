@@ -7,19 +7,22 @@ docstring states the conventions (keys, nodes, up/down, stability sides, selecti
 The compiled kernels run one image (and one polarity) per thread. ``algorithm="tiled"`` builds the
 component tree by tiles merged along their borders (tiled.py; multi-core for one image); on CUDA
 tensors :func:`component_tree` then runs the CUDA driver of the same code (tested on the CPU emulator,
-not yet run on a GPU) and keeps everything on the device. Otherwise CUDA tensors are copied to the host.
+not yet run on a GPU) and keeps everything on the device; so does :func:`mser` with the local-minimum
+presets. Otherwise CUDA tensors are copied to the host (and :func:`mser` moves its regions back).
+Regions and their geometry (segmented reductions in torch ops): result.py.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
 from .._dispatch import extension
 from . import tiled as _tiled
+from .result import MSERResult
 
 __all__ = ["component_tree", "mser", "ComponentTree", "MSERResult", "PRESETS"]
 
@@ -242,167 +245,6 @@ def _kernel_delta(delta, maxval: int) -> int:
     return int(min(int(delta), maxval + 1))
 
 
-@dataclass
-class MSERResult:
-    """Regions of B images as ragged tensors.
-
-    ``values[offsets[r]:offsets[r+1]]`` are the flat pixel indices (C order, within image
-    ``image_index[r]``) of region r; ``polarity`` is +1 (bright) or -1 (dark); ``level`` the
-    threshold grey level; ``variation`` the stability score of the chosen definition. Regions
-    are ordered by image, then dark before bright, then children before parents.
-    """
-    values: torch.Tensor
-    offsets: torch.Tensor
-    image_index: torch.Tensor
-    level: torch.Tensor
-    area: torch.Tensor
-    variation: torch.Tensor
-    polarity: torch.Tensor
-    shape: Tuple[int, ...]
-    batch_size: int
-    _cache: Dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def __len__(self) -> int:
-        return int(self.level.numel())
-
-    def pixels(self, r: int) -> np.ndarray:
-        """Coordinates (k, ndim) of region r, in array axis order."""
-        o = self.offsets.numpy()
-        v = self.values.numpy()[o[r]:o[r + 1]]
-        return np.stack(np.unravel_index(v, self.shape), axis=1)
-
-    def _coords(self) -> List[np.ndarray]:
-        if "coords" not in self._cache:
-            self._cache["coords"] = [c.astype(np.float64) for c in np.unravel_index(self.values.numpy(), self.shape)]
-        return self._cache["coords"]
-
-    @property
-    def bboxes(self) -> torch.Tensor:
-        """(R, 2·ndim): per axis the first index, then per axis the extent (OpenCV's (y, x, h, w) order in 2-D)."""
-        R, nd = len(self), len(self.shape)
-        if R == 0:
-            return torch.zeros((0, 2 * nd), dtype=torch.int64)
-        starts = self.offsets.numpy()[:-1]
-        lo = [np.minimum.reduceat(c, starts) for c in self._coords()]
-        hi = [np.maximum.reduceat(c, starts) for c in self._coords()]
-        out = np.stack(lo + [h - l + 1 for h, l in zip(hi, lo)], axis=1).astype(np.int64)
-        return torch.from_numpy(out)
-
-    @property
-    def centroids(self) -> torch.Tensor:
-        R, nd = len(self), len(self.shape)
-        if R == 0:
-            return torch.zeros((0, nd), dtype=torch.float64)
-        starts = self.offsets.numpy()[:-1]
-        a = self.area.numpy().astype(np.float64)
-        return torch.from_numpy(np.stack([np.add.reduceat(c, starts) / a for c in self._coords()], axis=1))
-
-    @property
-    def covariances(self) -> torch.Tensor:
-        """(R, ndim, ndim) second central moments (population covariance of the pixel coordinates)."""
-        R, nd = len(self), len(self.shape)
-        if R == 0:
-            return torch.zeros((0, nd, nd), dtype=torch.float64)
-        starts = self.offsets.numpy()[:-1]
-        a = self.area.numpy().astype(np.float64)
-        c = self._coords()
-        mean = self.centroids.numpy()
-        cov = np.empty((R, nd, nd))
-        for i in range(nd):
-            for j in range(i, nd):
-                m = np.add.reduceat(c[i] * c[j], starts) / a - mean[:, i] * mean[:, j]
-                cov[:, i, j] = cov[:, j, i] = m
-        return torch.from_numpy(cov)
-
-    @property
-    def ellipses(self) -> torch.Tensor:
-        """2-D: (R, 5) = (cx, cy, semi-major, semi-minor, angle in degrees from +x towards +y), axes =
-        2·sqrt(eigenvalues of the covariance). 3-D volumes: use ``ellipsoids``."""
-        if len(self.shape) != 2:
-            raise ValueError("ellipses: defined for 2-D images; use ellipsoids for volumes")
-        cov = self.covariances.numpy()
-        mean = self.centroids.numpy()
-        # axis order (y, x) -> (x, y)
-        cxy = cov[:, ::-1, ::-1]
-        w, v = np.linalg.eigh(cxy) if len(self) else (np.zeros((0, 2)), np.zeros((0, 2, 2)))
-        w = np.clip(w, 0, None)
-        major = v[:, :, 1]
-        ang = np.degrees(np.arctan2(major[:, 1], major[:, 0])) % 180.0 if len(self) else np.zeros(0)
-        out = np.stack([mean[:, 1], mean[:, 0], 2 * np.sqrt(w[:, 1]), 2 * np.sqrt(w[:, 0]), ang], axis=1) \
-            if len(self) else np.zeros((0, 5))
-        return torch.from_numpy(out)
-
-    @property
-    def ellipsoids(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(centroids (R, nd), semi-axes (R, nd) = 2·sqrt(eigenvalues, ascending), axes (R, nd, nd) as columns)."""
-        cov = self.covariances.numpy()
-        if len(self) == 0:
-            nd = len(self.shape)
-            return self.centroids, torch.zeros((0, nd)), torch.zeros((0, nd, nd))
-        w, v = np.linalg.eigh(cov)
-        return self.centroids, torch.from_numpy(2 * np.sqrt(np.clip(w, 0, None))), torch.from_numpy(v)
-
-    def _global_values(self) -> np.ndarray:
-        n = int(np.prod(self.shape))
-        counts = np.diff(self.offsets.numpy())
-        return self.values.numpy() + np.repeat(self.image_index.numpy() * n, counts)
-
-    def union_mask(self, polarity: Optional[str] = None) -> torch.Tensor:
-        """(B, *shape) bool: pixels inside any region (of the given polarity, or of both)."""
-        n = int(np.prod(self.shape))
-        out = np.zeros(self.batch_size * n, bool)
-        gv = self._global_values()
-        if polarity is not None:
-            if polarity not in ("bright", "dark"):
-                raise ValueError(f"polarity: expected 'bright', 'dark' or None, got {polarity!r}")
-            keep = np.repeat(self.polarity.numpy() == (1 if polarity == "bright" else -1),
-                             np.diff(self.offsets.numpy()))
-            gv = gv[keep]
-        out[gv] = True
-        return torch.from_numpy(out.reshape((self.batch_size,) + self.shape))
-
-    def label_image(self) -> torch.Tensor:
-        """(B, *shape) int64: 1 + index of the smallest region containing the pixel, 0 outside all regions."""
-        n = int(np.prod(self.shape))
-        R = len(self)
-        best = np.full(self.batch_size * n, np.iinfo(np.int64).max, np.int64)
-        if R:
-            counts = np.diff(self.offsets.numpy())
-            keyv = np.repeat(self.area.numpy().astype(np.int64) * (R + 1) + np.arange(R), counts)
-            np.minimum.at(best, self._global_values(), keyv)
-        lab = np.where(best == np.iinfo(np.int64).max, 0, best % (R + 1) + 1)
-        return torch.from_numpy(lab.reshape((self.batch_size,) + self.shape))
-
-    def subset(self, keep) -> "MSERResult":
-        """The regions where ``keep`` (bool (R,) or indices) is true, as a new result."""
-        R = len(self)
-        k = np.asarray(keep)
-        if k.dtype != np.bool_:
-            idx = k.astype(np.int64)
-            k = np.zeros(R, bool)
-            k[idx] = True
-        if k.shape != (R,):
-            raise ValueError(f"keep: expected {R} booleans, got shape {k.shape}")
-        counts = np.diff(self.offsets.numpy())
-        vals = self.values.numpy()[np.repeat(k, counts)]
-        off = np.concatenate([[0], np.cumsum(counts[k])]).astype(np.int64)
-        t = torch.from_numpy
-        sel = lambda x: t(np.ascontiguousarray(x.numpy()[k]))  # noqa: E731
-        return MSERResult(t(np.ascontiguousarray(vals)), t(off), sel(self.image_index), sel(self.level),
-                          sel(self.area), sel(self.variation), sel(self.polarity), self.shape, self.batch_size)
-
-    def to_opencv(self, image: int = 0) -> Tuple[List[np.ndarray], np.ndarray]:
-        """Regions of one 2-D image in OpenCV's format: [(k, 2) int32 (x, y)], bboxes (R, 4) (x, y, w, h)."""
-        if len(self.shape) != 2:
-            raise ValueError("to_opencv: 2-D images only")
-        if isinstance(image, bool) or not isinstance(image, (int, np.integer)) or not 0 <= image < self.batch_size:
-            raise ValueError(f"image: expected an index in [0, {self.batch_size}), got {image!r}")
-        sel = np.nonzero(self.image_index.numpy() == image)[0]
-        regs = [self.pixels(int(r))[:, ::-1].astype(np.int32) for r in sel]
-        bb = self.bboxes.numpy()[sel][:, [1, 0, 3, 2]] if len(sel) else np.zeros((0, 4), np.int64)
-        return regs, bb
-
-
 def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None, min_area=None, max_area=None,
          max_variation: Optional[float] = None, min_diversity: Optional[float] = None,
          polarity: Optional[str] = None, connectivity: Optional[int] = None, variation: Optional[str] = None,
@@ -425,6 +267,10 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
     ``algorithm="tiled"`` builds the trees with the tiled builder (``tile`` as in
     :func:`component_tree`; identical regions), which also uses the threads inside one tree when
     there is a single image and polarity. The ``"opencv"`` preset runs OpenCV's own flood instead.
+    The result's tensors live on the image's device. A CUDA image with a local-minimum preset
+    (``"mmser"``, ``None``/``"custom"``) is processed on the GPU end to end (tiled CUDA trees, then
+    torch ops); the ``"opencv"`` and ``"vlfeat"`` presets select on the host and move the regions
+    back. The region geometry (``bboxes``, ``ellipses``, ...) is computed where the result lives.
     """
     if algorithm not in ("flood", "tiled"):
         raise ValueError(f"algorithm: expected 'flood' or 'tiled', got {algorithm!r}")
@@ -531,4 +377,6 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
         "vlfeat" if rule == "vlfeat" else "local_min", threads,
         list(_tiled.tile_sizes(tile, nd, cuda=False)) if algorithm == "tiled" else [])
     t = torch.from_numpy
-    return MSERResult(t(v), t(o), t(im), t(lev), t(area), t(var), t(pol), spatial, B)
+    res = MSERResult(t(v), t(o), t(im), t(lev), t(area), t(var), t(pol), spatial, B)
+    # regions of a CUDA image go back to its device (the presets here select on the host)
+    return res.to(image.device) if isinstance(image, torch.Tensor) and image.device.type != "cpu" else res

@@ -223,7 +223,7 @@ def mser_cuda(flat, spatial, maxval: int, is16: bool, mask, conn: int, polaritie
     """MSER with the strict local-minimum rule on the GPU: trees by the CUDA tiled driver for all B
     images at once, then node form, stability, selection and pixel lists by torch ops on the device.
     Returns the MSERResult arrays (values, offsets, image_index, level, area, variation, polarity) on
-    the host, in the CPU kernels' order and with their dtypes."""
+    the device, in the CPU kernels' order and with their dtypes."""
     B, N = flat.shape
     dev = flat.device
     parts = {}
@@ -248,9 +248,9 @@ def mser_cuda(flat, spatial, maxval: int, is16: bool, mask, conn: int, polaritie
             lev.append(level)
             var.append(stab)
             pols.append(torch.full(counts.shape, 1 if pol == "bright" else -1, dtype=torch.int8, device=dev))
-    cat = lambda xs, dt: torch.cat(xs).to(dt).cpu() if xs else torch.zeros(0, dtype=dt)  # noqa: E731
+    cat = lambda xs, dt: torch.cat(xs).to(dt) if xs else torch.zeros(0, dtype=dt, device=dev)  # noqa: E731
     counts = cat(cnts, torch.int64)
-    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), torch.cumsum(counts, 0)])
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev), torch.cumsum(counts, 0)])
     return (cat(vals, torch.int64), offsets, cat(im, torch.int64), cat(lev, torch.int32), counts,
             cat(var, torch.float64), cat(pols, torch.int8))
 

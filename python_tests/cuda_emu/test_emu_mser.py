@@ -89,6 +89,9 @@ def _assert_same_regions(got, want):
         assert torch.equal(a, b), name
     torch.testing.assert_close(got.variation, want.variation, rtol=0, atol=0)
     assert got.shape == want.shape and got.batch_size == want.batch_size
+    for name in ("bboxes", "centroids", "covariances"):  # geometry of the device-built result
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=0, atol=0)
+    assert torch.equal(got.label_image(), want.label_image())
 
 
 @settings(max_examples=8)
