@@ -2,8 +2,9 @@
 
 The geometry (bounding boxes, centroids, covariances, ellipses, label images) is computed by
 segmented reductions in torch ops on the device the regions live on, so results of CUDA inputs
-stay on the GPU. Sums use ``torch.segment_reduce`` (one reduction per segment, no float atomics,
-so the same bits on every run); minima/maxima are order-free ``scatter_reduce``.
+stay on the GPU. On a GPU, sums use ``torch.segment_reduce`` (one reduction per segment, no float
+atomics, so the same bits on every run) and minima/maxima the order-free ``scatter_reduce``; on the
+CPU NumPy's ``reduceat`` does both (sequential per region, several times faster there).
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import numpy as np
 import torch
 
 __all__ = ["MSERResult"]
+
+# CPU results reduce with NumPy's reduceat; tests switch it off to run the device code path on the CPU
+_CPU_REDUCEAT = True
 
 
 @dataclass
@@ -59,26 +63,44 @@ class MSERResult:
     def _counts(self) -> torch.Tensor:
         return self.offsets[1:] - self.offsets[:-1]
 
+    def _expand(self, per_region: torch.Tensor) -> torch.Tensor:
+        """A per-region value repeated for every entry of ``values``."""
+        return torch.repeat_interleave(per_region, self._counts(), output_size=self.values.numel())
+
     def _segment_ids(self) -> torch.Tensor:
         """Region index of every entry of ``values``."""
         if "seg" not in self._cache:
-            R = len(self)
-            self._cache["seg"] = torch.repeat_interleave(
-                torch.arange(R, device=self.device), self._counts(), output_size=self.values.numel())
+            self._cache["seg"] = self._expand(torch.arange(len(self), device=self.device))
         return self._cache["seg"]
 
     def _coords(self) -> List[torch.Tensor]:
-        """Per axis the int64 coordinate of every entry of ``values``."""
+        """Per axis the integer coordinate of every entry of ``values`` (int32 when the image has
+        fewer than 2^31 pixels: faster divisions)."""
         if "coords" not in self._cache:
-            out, rest = [], self.values.to(torch.int64)
-            for s in reversed(self.shape):
+            small = math.prod(self.shape) < 2**31
+            rest = self.values.to(torch.int32 if small else torch.int64)
+            out = []
+            for s in reversed(self.shape[1:]):
                 out.append(rest % s)
                 rest = rest // s
+            out.append(rest)  # the first axis: no modulo needed, indices lie inside the image
             self._cache["coords"] = out[::-1]
         return self._cache["coords"]
 
-    def _segment_sum(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.segment_reduce(x, "sum", lengths=self._counts())
+    def _segment_reduce(self, x: torch.Tensor, op: str) -> torch.Tensor:
+        """Per region the sum / min / max of ``x`` (one entry per pixel of ``values``). CPU: NumPy's
+        ``reduceat`` (sequential, fastest there); other devices: ``segment_reduce`` for sums (no float
+        atomics) and the order-free ``scatter_reduce`` for min/max."""
+        counts = self._counts()
+        R = counts.numel()
+        if _CPU_REDUCEAT and x.device.type == "cpu" and bool((counts > 0).all()):
+            fn = {"sum": np.add, "min": np.minimum, "max": np.maximum}[op]
+            return torch.from_numpy(fn.reduceat(x.contiguous().numpy(), self.offsets[:-1].numpy()))
+        if op == "sum":
+            return torch.segment_reduce(x, "sum", lengths=counts)
+        init = torch.iinfo(x.dtype).max if op == "min" else torch.iinfo(x.dtype).min
+        out = torch.full((R,), init, dtype=x.dtype, device=x.device)
+        return out.scatter_reduce_(0, self._segment_ids(), x, reduce="amin" if op == "min" else "amax")
 
     def pixels(self, r: int) -> np.ndarray:
         """Coordinates (k, ndim) of region r, in array axis order (a NumPy copy on the host)."""
@@ -93,16 +115,9 @@ class MSERResult:
         R, nd = len(self), len(self.shape)
         if R == 0:
             return torch.zeros((0, 2 * nd), dtype=torch.int64, device=self.device)
-        seg = self._segment_ids()
-        lo, ext = [], []
-        for c in self._coords():
-            mn = torch.full((R,), torch.iinfo(torch.int64).max, dtype=torch.int64, device=self.device)
-            mx = torch.full((R,), -1, dtype=torch.int64, device=self.device)
-            mn.scatter_reduce_(0, seg, c, reduce="amin")
-            mx.scatter_reduce_(0, seg, c, reduce="amax")
-            lo.append(mn)
-            ext.append(mx - mn + 1)
-        return torch.stack(lo + ext, dim=1)
+        lo, hi = zip(*[(self._segment_reduce(c, "min").to(torch.int64), self._segment_reduce(c, "max").to(torch.int64))
+                       for c in self._coords()])
+        return torch.stack(list(lo) + [h - l + 1 for h, l in zip(hi, lo)], dim=1)
 
     @property
     def centroids(self) -> torch.Tensor:
@@ -113,7 +128,7 @@ class MSERResult:
         if "mean" not in self._cache:
             a = self.area.to(torch.float64)
             self._cache["mean"] = torch.stack(
-                [self._segment_sum(c.to(torch.float64)) / a for c in self._coords()], dim=1)
+                [self._segment_reduce(c.to(torch.float64), "sum") / a for c in self._coords()], dim=1)
         return self._cache["mean"]
 
     @property
@@ -123,14 +138,13 @@ class MSERResult:
         R, nd = len(self), len(self.shape)
         if R == 0:
             return torch.zeros((0, nd, nd), dtype=torch.float64, device=self.device)
-        seg = self._segment_ids()
         mean = self.centroids
         a = self.area.to(torch.float64)
-        d = [c.to(torch.float64) - mean[seg, i] for i, c in enumerate(self._coords())]
+        d = [c.to(torch.float64).sub_(self._expand(mean[:, i])) for i, c in enumerate(self._coords())]
         cov = torch.empty((R, nd, nd), dtype=torch.float64, device=self.device)
         for i in range(nd):
             for j in range(i, nd):
-                m = self._segment_sum(d[i] * d[j]) / a
+                m = self._segment_reduce(d[i] * d[j], "sum") / a
                 cov[:, i, j] = m
                 cov[:, j, i] = m
         return cov
@@ -168,7 +182,9 @@ class MSERResult:
     # --- masks -------------------------------------------------------------------------------
     def _global_values(self) -> torch.Tensor:
         n = math.prod(self.shape)
-        return self.values.to(torch.int64) + self.image_index.to(torch.int64)[self._segment_ids()] * n
+        if self.batch_size == 1:
+            return self.values.to(torch.int64)
+        return self.values.to(torch.int64) + self._expand(self.image_index.to(torch.int64) * n)
 
     def union_mask(self, polarity=None) -> torch.Tensor:
         """(B, *shape) bool: pixels inside any region (of the given polarity, or of both)."""
@@ -178,8 +194,8 @@ class MSERResult:
         out = torch.zeros(self.batch_size * n, dtype=torch.bool, device=self.device)
         gv = self._global_values()
         if polarity is not None:
-            gv = gv[(self.polarity == (1 if polarity == "bright" else -1))[self._segment_ids()]]
-        out[gv] = True
+            gv = gv[self._expand(self.polarity == (1 if polarity == "bright" else -1))]
+        out.index_fill_(0, gv, True)
         return out.reshape((self.batch_size,) + self.shape)
 
     def label_image(self) -> torch.Tensor:
@@ -194,7 +210,7 @@ class MSERResult:
             order = torch.argsort(self.area.to(torch.int64), stable=True)
             rank = torch.empty_like(order)
             rank[order] = torch.arange(R, device=self.device)
-            best.scatter_reduce_(0, self._global_values(), rank[self._segment_ids()], reduce="amin")
+            best.scatter_reduce_(0, self._global_values(), self._expand(rank), reduce="amin")
             lab = torch.where(best == none, torch.zeros_like(best), order[best.clamp(max=R - 1)] + 1)
         else:
             lab = torch.zeros_like(best)
@@ -218,7 +234,7 @@ class MSERResult:
             raise ValueError(f"keep: expected {R} booleans, got shape {tuple(k.shape)}")
         k = k.to(self.device)
         counts = self._counts()
-        vals = self.values[k[self._segment_ids()]]
+        vals = self.values[self._expand(k)]
         off = torch.cat([torch.zeros(1, dtype=torch.int64, device=self.device), torch.cumsum(counts[k], 0)])
         return MSERResult(vals, off, self.image_index[k], self.level[k], self.area[k], self.variation[k],
                           self.polarity[k], self.shape, self.batch_size)

@@ -1,6 +1,8 @@
 """MSERResult geometry (segmented reductions in torch ops, medseg_ext/mser/result.py) against NumPy
 computed region by region from the pixel lists: bounding boxes, centroids, covariances (np.cov),
 ellipses (np.linalg.eigh), ellipsoids, union mask and label image (brute force), subset."""
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 
 from medseg_ext import mser as M
 from medseg_ext.mser import MSERResult
+from medseg_ext.mser import result as result_module
 
 
 def _regions(res):
@@ -79,15 +82,31 @@ def _check_masks(res):
 @settings(max_examples=25, deadline=None)
 @given(shape=st.sampled_from([(13, 17), (1, 40), (40, 1), (6, 7, 8), (1, 1, 30), (9, 11)]),
        batch=st.integers(1, 3), levels=st.sampled_from([2, 6, 256]), sixteen=st.booleans(),
-       seed=st.integers(0, 2**16))
-def test_geometry_matches_numpy(shape, batch, levels, sixteen, seed):
+       seed=st.integers(0, 2**16), reduceat=st.booleans())
+def test_geometry_matches_numpy(shape, batch, levels, sixteen, seed, reduceat):
+    # reduceat=False runs the GPU code path (segment_reduce / scatter_reduce) on the CPU
     rng = np.random.default_rng(seed)
     img = rng.integers(0, levels, (batch,) + shape)
     img = (img * (65535 // max(levels - 1, 1))).astype(np.uint16) if sixteen else img.astype(np.uint8)
     res = M.mser(img, None, batch=True, min_area=1, max_area=1.0, max_variation=1e9, delta=1)
-    _check_geometry(res)
-    if np.prod(shape) * batch <= 400:
-        _check_masks(res)
+    with mock.patch.object(result_module, "_CPU_REDUCEAT", reduceat):
+        _check_geometry(res)
+        if np.prod(shape) * batch <= 400:
+            _check_masks(res)
+
+
+def test_both_reduction_paths_agree():
+    rng = np.random.default_rng(2)
+    res = M.mser(rng.integers(0, 20, (2, 30, 33)).astype(np.uint8), None, batch=True, min_area=1, max_variation=1e9,
+                 delta=1)
+    assert len(res) > 10
+    got = {}
+    for flag in (True, False):
+        with mock.patch.object(result_module, "_CPU_REDUCEAT", flag):
+            res._cache.clear()
+            got[flag] = [res.bboxes, res.centroids, res.covariances, res.ellipses]
+    for a, b in zip(got[True], got[False]):
+        torch.testing.assert_close(a, b, rtol=1e-13, atol=1e-12)
 
 
 def test_empty_and_single_pixel_results():
