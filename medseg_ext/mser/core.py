@@ -7,8 +7,8 @@ docstring states the conventions (keys, nodes, up/down, stability sides, selecti
 The compiled kernels run one image (and one polarity) per thread. ``algorithm="tiled"`` builds the
 component tree by tiles merged along their borders (tiled.py; multi-core for one image); on CUDA
 tensors :func:`component_tree` then runs the CUDA driver of the same code (tested on the CPU emulator,
-not yet run on a GPU) and keeps everything on the device; so does :func:`mser` with the local-minimum
-presets. Otherwise CUDA tensors are copied to the host (and :func:`mser` moves its regions back).
+not yet run on a GPU) and keeps everything on the device; so does :func:`mser` with every preset but
+``"opencv"``. Otherwise CUDA tensors are copied to the host (and :func:`mser` moves its regions back).
 Regions and their geometry (segmented reductions in torch ops): result.py.
 """
 from __future__ import annotations
@@ -267,9 +267,9 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
     ``algorithm="tiled"`` builds the trees with the tiled builder (``tile`` as in
     :func:`component_tree`; identical regions), which also uses the threads inside one tree when
     there is a single image and polarity. The ``"opencv"`` preset runs OpenCV's own flood instead.
-    The result's tensors live on the image's device. A CUDA image with a local-minimum preset
-    (``"mmser"``, ``None``/``"custom"``) is processed on the GPU end to end (tiled CUDA trees, then
-    torch ops); the ``"opencv"`` and ``"vlfeat"`` presets select on the host and move the regions
+    The result's tensors live on the image's device. A CUDA image is processed on the GPU end to end
+    (tiled CUDA trees, then torch ops: ``tiled.select_local_min`` / ``tiled.select_vlfeat``) with every
+    preset but ``"opencv"``, which runs OpenCV's sequential flood on the host and moves the regions
     back. The region geometry (``bboxes``, ``ellipses``, ...) is computed where the result lives.
     """
     if algorithm not in ("flood", "tiled"):
@@ -294,8 +294,8 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
             for v in (min_area, max_area)]
     if unit[0] is not None and unit[0] == unit[1] and min_area > max_area:
         raise ValueError(f"min_area: {min_area!r} is larger than max_area {max_area!r}")
-    # CUDA tensors with the local-minimum rule stay on the GPU (tiled.mser_cuda); other rules copy to the host
-    on_device = cfg["rule"] == "local_min" and _tiled.on_cuda(image)
+    # CUDA tensors stay on the GPU (tiled.mser_cuda) except with the opencv rule (OpenCV's own flood)
+    on_device = cfg["rule"] in ("local_min", "vlfeat") and _tiled.on_cuda(image)
     if on_device:
         flat, spatial, maxval, is16 = _tiled._prepare_cuda(image, batch)
     else:
@@ -359,7 +359,7 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
         pols = ("dark", "bright") if cfg["polarity"] == "both" else (cfg["polarity"],)
         arrays = _tiled.mser_cuda(flat, spatial, maxval, is16, None if dm is None else dm.reshape((B,) + spatial),
                                   conn, pols, _kernel_delta(cfg["delta"], maxval), int(amin), int(amax), mvf,
-                                  cfg["variation"], bool(cfg["normalize"]), tile)
+                                  cfg["variation"], bool(cfg["normalize"]), tile, rule, float(md))
         return MSERResult(*arrays, spatial, B)
     else:
         conn = _connectivity(cfg["connectivity"], nd, default_full=(name in ("vlfeat", "mmser")))
@@ -378,5 +378,5 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
         list(_tiled.tile_sizes(tile, nd, cuda=False)) if algorithm == "tiled" else [])
     t = torch.from_numpy
     res = MSERResult(t(v), t(o), t(im), t(lev), t(area), t(var), t(pol), spatial, B)
-    # regions of a CUDA image go back to its device (the presets here select on the host)
+    # regions of a CUDA image go back to its device (the opencv preset and trees other than "tiled" run here)
     return res.to(image.device) if isinstance(image, torch.Tensor) and image.device.type != "cpu" else res

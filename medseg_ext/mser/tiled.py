@@ -26,7 +26,8 @@ DEFAULT_TILE_CPU = {2: (256, 256), 3: (32, 32, 32)}
 DEFAULT_TILE_CUDA = {2: (32, 32), 3: (8, 16, 16)}
 CUDA_MAX_LOCAL_PIXELS = 3400  # the CUDA tile kernel keeps a tile and a 1-pixel border in shared memory
 
-__all__ = ["tiled_parents", "nodes_from_parents", "node_stability", "select_local_min", "region_pixels", "tile_sizes", "DEFAULT_TILE_CPU", "DEFAULT_TILE_CUDA"]
+__all__ = ["tiled_parents", "nodes_from_parents", "node_stability", "select_local_min", "select_vlfeat",
+           "region_pixels", "tile_sizes", "DEFAULT_TILE_CPU", "DEFAULT_TILE_CUDA"]
 
 
 def on_cuda(x) -> bool:
@@ -176,6 +177,81 @@ def select_local_min(parent, area, stab, min_area: int, max_area: int, max_varia
     return (area >= min_area) & (area <= max_area) & (stab <= max_variation) & above & (stab < child_min)
 
 
+def _depth_steps(key: torch.Tensor) -> int:
+    """Pointer-jumping rounds that cover any ancestor chain: keys rise strictly towards the root, so a
+    chain has at most (key range + 1) nodes."""
+    k = key.to(torch.int64)
+    return max(1, int(k.max() - k.min() + 1).bit_length()) if k.numel() else 1
+
+
+def _nearest_marked_ancestor(parent: torch.Tensor, mark: torch.Tensor, steps: int) -> torch.Tensor:
+    """Per node its nearest strict ancestor with ``mark`` set, or -1 (pointer jumping: every node
+    strictly between a node and its pointer stays unmarked, and the distance doubles each round)."""
+    f = parent.clone()
+    for _ in range(steps):
+        fs = f.clamp(min=0)
+        open_ = (f >= 0) & ~mark[fs]
+        f = torch.where(open_, f[fs], f)
+    return f
+
+
+def select_vlfeat(parent, key, area, num, normalize: bool, min_area: int, max_area: int, max_variation: float,
+                  min_diversity: float):
+    """VLFeat's selection (mser.cpp ``select_regions``, Rule::VLFeat) by torch ops: (keep bool (M,), the
+    reported variation float64 (M,), VLFeat's float32 value). ``num`` is the integer area difference
+    of each node (``node_stability(normalize=False)``).
+
+    Stable: a node loses to its parent when key(parent) == key + 1 and its variation is not smaller (the
+    parent loses otherwise); roots always lose. Then, parents first, a stable node within the area and
+    variation bounds is kept unless (A(a) - A)/A(a) < min_diversity (float32) for a = its nearest kept
+    ancestor, or its root when none is. That top-down dependency is resolved by levels of the forest of
+    candidate nodes (one round per level, usually a few dozen), each level vectorised."""
+    dev = parent.device
+    par = parent.reshape(-1).to(torch.int64)
+    k = key.reshape(-1).to(torch.int64)
+    a = area.reshape(-1).to(torch.int64)
+    M = par.numel()
+    v = num.to(torch.float32)
+    if normalize:
+        v = v / a.to(torch.float32)
+    has = par >= 0
+    pc = par.clamp(min=0)
+    adjacent = has & (k[pc] == k + 1)
+    child_wins = adjacent & (v < v[pc])
+    stable = has & ~(adjacent & ~child_wins)
+    parent_lost = torch.zeros(M, dtype=torch.bool, device=dev)
+    parent_lost[par[child_wins]] = True
+    stable &= ~parent_lost
+    max_var = math.inf if max_variation > 1e30 else float(np.float32(max_variation))
+    cand = stable & (v < max_var) & (a <= max_area) & (a >= min_area)
+    md = np.float32(min_diversity)
+    if md >= 1.0 or not bool(cand.any()):
+        return cand, v.to(torch.float64)
+    steps = _depth_steps(k)
+    ids = torch.arange(M, device=dev, dtype=torch.int64)
+    up = torch.where(cand, _nearest_marked_ancestor(par, cand, steps), torch.full_like(par, -1))
+    root = torch.where(has, _nearest_marked_ancestor(par, ~has, steps), ids)
+    depth = _path_sums(up, cand.to(torch.int64), steps)  # levels of the candidate forest, 1 at the top
+    order = torch.nonzero(cand).squeeze(1)
+    order = order[torch.argsort(depth[order], stable=True)]
+    sizes = torch.bincount(depth[order]).tolist()[1:]
+    keep = torch.zeros(M, dtype=torch.bool, device=dev)
+    anchor = torch.full((M,), -1, dtype=torch.int64, device=dev)  # nearest kept candidate ancestor
+    af = a.to(torch.float32)
+    lo = 0
+    for n in sizes:
+        q = order[lo:lo + n]
+        lo += n
+        p = up[q]
+        ps = p.clamp(min=0)
+        anc = torch.where(p >= 0, torch.where(keep[ps], ps, anchor[ps]), torch.full_like(p, -1))
+        anchor[q] = anc
+        ref = torch.where(anc >= 0, anc, root[q])
+        div = (a[ref] - a[q]).to(torch.float32) / af[ref]
+        keep[q] = div >= float(md)
+    return keep, v.to(torch.float64)
+
+
 def region_pixels(pixel_node, parent, key, area, keep):
     """Pixel lists of the kept nodes, in the order the CPU kernels give (node ids ascending; inside a
     node its own pixels by index, then each child's block, children by id): (values, counts), by torch
@@ -198,9 +274,7 @@ def region_pixels(pixel_node, parent, key, area, keep):
     local[kids] = own[par[kids]] + excl - first[par[kids]]
     roots = torch.flip(ids[~has], [0])  # the CPU lays roots out from the highest id down
     local[roots] = torch.cumsum(a[roots], 0) - a[roots]
-    k = key.to(torch.int64)
-    steps = max(1, int(k.max() - k.min() + 1).bit_length()) if M else 1
-    start = _path_sums(par, local, steps)
+    start = _path_sums(par, local, _depth_steps(key))
     pn = pixel_node.reshape(-1).to(torch.int64)
     N = pn.numel()
     px = torch.nonzero(pn >= 0).squeeze(1)
@@ -219,9 +293,11 @@ def region_pixels(pixel_node, parent, key, area, keep):
 
 
 def mser_cuda(flat, spatial, maxval: int, is16: bool, mask, conn: int, polarities, delta: int, min_area: int,
-              max_area: int, max_variation: float, variation: str, normalize: bool, tile):
-    """MSER with the strict local-minimum rule on the GPU: trees by the CUDA tiled driver for all B
-    images at once, then node form, stability, selection and pixel lists by torch ops on the device.
+              max_area: int, max_variation: float, variation: str, normalize: bool, tile, rule: str = "local_min",
+              min_diversity: float = 0.0):
+    """MSER on the GPU with the strict local-minimum rule or VLFeat's (``rule="vlfeat"``): trees by the
+    CUDA tiled driver for all B images at once, then node form, stability, selection and pixel lists by
+    torch ops on the device.
     Returns the MSERResult arrays (values, offsets, image_index, level, area, variation, polarity) on
     the device, in the CPU kernels' order and with their dtypes."""
     B, N = flat.shape
@@ -232,8 +308,13 @@ def mser_cuda(flat, spatial, maxval: int, is16: bool, mask, conn: int, polaritie
         par, area = _parents_cuda(flat, spatial, maxval, is16, pol, conn, mask, tile, batch=True)
         for b in range(B):
             pn, parent, level, ar, key = nodes_from_parents(par[b], area[b], _values(flat[b], is16), maxval, bright)
-            stab = node_stability(parent, key, ar, delta, variation, normalize)
-            keep = select_local_min(parent, ar, stab, min_area, max_area, max_variation)
+            if rule == "vlfeat":
+                num = node_stability(parent, key, ar, delta, variation, normalize=False)
+                keep, stab = select_vlfeat(parent, key, ar, num, normalize, min_area, max_area, max_variation,
+                                           min_diversity)
+            else:
+                stab = node_stability(parent, key, ar, delta, variation, normalize)
+                keep = select_local_min(parent, ar, stab, min_area, max_area, max_variation)
             values, counts = region_pixels(pn, parent, key, ar, keep)
             parts[(b, pol)] = (values, counts, level[keep], stab[keep])
     vals, cnts, im, lev, var, pols = [], [], [], [], [], []

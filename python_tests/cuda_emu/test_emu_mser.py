@@ -1,5 +1,7 @@
 """The CUDA tiled component tree (csrc/mser/tiled_tree_cuda.cu) and its Python driver, run by the CUDA
 emulator on CPU tensors, against the CPU tiled builder and the flood tree (the oracles)."""
+from unittest import mock
+
 import numpy as np
 import pytest
 import torch
@@ -82,6 +84,13 @@ def test_tile_too_large_for_shared_memory(emu):
         tiled_parents(torch.zeros(200, 200, dtype=torch.uint8), tile=(100, 100))
 
 
+def _no_host_selection():
+    """The host path of mser() (core.extension().mser_detect_cpu) must not run on the device path."""
+    def refuse():
+        raise AssertionError("mser() took the host path")
+    return mock.patch("medseg_ext.mser.core.extension", refuse)
+
+
 def _assert_same_regions(got, want):
     for name in ("values", "offsets", "image_index", "level", "area", "polarity"):
         a, b = getattr(got, name), getattr(want, name)
@@ -94,8 +103,8 @@ def _assert_same_regions(got, want):
     assert torch.equal(got.label_image(), want.label_image())
 
 
-@settings(max_examples=8)
-@given(preset=st.sampled_from(["mmser", None]), shape=st.sampled_from([(21, 30), (5, 7, 9), (1, 25)]),
+@settings(max_examples=12)
+@given(preset=st.sampled_from(["mmser", None, "vlfeat"]), shape=st.sampled_from([(21, 30), (5, 7, 9), (1, 25)]),
        sixteen=st.booleans(), polarity=st.sampled_from(["both", "bright", "dark"]),
        delta=st.sampled_from([0, 2, 5]), variation=st.sampled_from(["two_sided", "ancestor", "descendant"]),
        exclude_border=st.booleans(), use_mask=st.booleans(), seed=st.integers(0, 2**16))
@@ -107,17 +116,18 @@ def test_mser_on_device_equals_cpu(emu, preset, shape, sixteen, polarity, delta,
     kw = dict(batch=True, polarity=polarity, delta=delta, variation=variation, exclude_border=exclude_border,
               mask=mask, min_area=2, max_area=0.5)
     want = mser_fn(img, preset, **kw)
-    with _dispatch.emulate_cuda(emu):
+    with _dispatch.emulate_cuda(emu), _no_host_selection():
         got = mser_fn(img, preset, **kw)
     _assert_same_regions(got, want)
 
 
-@pytest.mark.parametrize("preset,variation", [(None, "two_sided"), ("mmser", "descendant"), (None, "ancestor")])
+@pytest.mark.parametrize("preset,variation", [(None, "two_sided"), ("mmser", "descendant"), (None, "ancestor"),
+                                              ("vlfeat", "ancestor")])
 def test_mser_on_device_single_image_and_tiles(emu, preset, variation):
     rng = np.random.default_rng(9)
     img = torch.from_numpy(rng.integers(0, 30, (50, 60)).astype(np.uint8))
     want = mser_fn(img, preset, min_area=3, variation=variation)
-    with _dispatch.emulate_cuda(emu):
+    with _dispatch.emulate_cuda(emu), _no_host_selection():
         got = mser_fn(img, preset, min_area=3, variation=variation, algorithm="tiled", tile=(16, 16))
     _assert_same_regions(got, want)
     assert len(want) >= 3  # nested regions of both polarities: the layout of children inside parents is exercised
