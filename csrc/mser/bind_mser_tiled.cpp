@@ -127,6 +127,19 @@ void bind_mser_tiled(py::module_& m) {
       py::arg("connectivity"), py::arg("bright"), py::arg("maxval"), py::arg("tile"), py::arg("work"),
       py::arg("par"), py::arg("area"), py::arg("stream"),
       "CUDA tiled tree of B images (device pointers): canonical parent form into par/area (B, N) int32.");
+  m.def(
+      "mser_vlfeat_diversity_cuda",
+      [](uintptr_t order, uintptr_t level_start, int64_t levels, uintptr_t up, uintptr_t root, uintptr_t area,
+         double min_diversity, uintptr_t keep, uintptr_t anchor, intptr_t stream) {
+        MEDSEG_CHECK(levels >= 0, "levels: expected >= 0, got ", levels);
+        const auto i64 = [](uintptr_t p) { return reinterpret_cast<const int64_t*>(p); };
+        ms::vlfeat_diversity_cuda(i64(order), i64(level_start), levels, i64(up), i64(root), i64(area),
+                                  static_cast<float>(min_diversity), reinterpret_cast<bool*>(keep),
+                                  reinterpret_cast<int64_t*>(anchor), stream);
+      },
+      py::arg("order"), py::arg("level_start"), py::arg("levels"), py::arg("up"), py::arg("root"), py::arg("area"),
+      py::arg("min_diversity"), py::arg("keep"), py::arg("anchor"), py::arg("stream"),
+      "VLFeat's diversity rule over the levels of a candidate forest (device pointers, int64; see mser_tiled.h).");
 #endif
 }
 

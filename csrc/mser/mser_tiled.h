@@ -41,6 +41,14 @@ constexpr int64_t kCudaMaxLocalPixels = 3400;
 void tiled_parents_cuda(const void* img, bool is16, const uint8_t* mask, int64_t B, const Geometry& g, bool bright,
                         int maxval, const int32_t tile[3], int32_t* work, int32_t* par, int32_t* area,
                         intptr_t stream);
+
+// VLFeat's diversity rule over the candidate forest (vlfeat_select_cuda.cu; device pointers, int64 node
+// ids): candidates `order` grouped by level (level_start, levels + 1 entries, top level first), `up` the
+// nearest candidate ancestor (-1: none), `root` the tree root, `area` per node. Writes keep[q] and
+// anchor[q] (nearest kept candidate ancestor, -1: none) for every candidate q. Asynchronous on `stream`.
+void vlfeat_diversity_cuda(const int64_t* order, const int64_t* level_start, int64_t levels, const int64_t* up,
+                           const int64_t* root, const int64_t* area, float min_diversity, bool* keep,
+                           int64_t* anchor, intptr_t stream);
 #endif
 
 }  // namespace mser

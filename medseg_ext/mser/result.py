@@ -111,7 +111,8 @@ class MSERResult:
     # --- geometry ----------------------------------------------------------------------------
     @property
     def bboxes(self) -> torch.Tensor:
-        """(R, 2·ndim) int64: per axis the first index, then per axis the extent (OpenCV's (y, x, h, w) order in 2-D)."""
+        """(R, 2·ndim) int64: per axis the first index, then per axis the extent (OpenCV's (y, x, h, w)
+        order in 2-D)."""
         R, nd = len(self), len(self.shape)
         if R == 0:
             return torch.zeros((0, 2 * nd), dtype=torch.int64, device=self.device)
@@ -240,7 +241,8 @@ class MSERResult:
                           self.polarity[k], self.shape, self.batch_size)
 
     def to_opencv(self, image: int = 0) -> Tuple[List[np.ndarray], np.ndarray]:
-        """Regions of one 2-D image in OpenCV's format (NumPy, host): [(k, 2) int32 (x, y)], bboxes (R, 4) (x, y, w, h)."""
+        """Regions of one 2-D image in OpenCV's format (NumPy, host): [(k, 2) int32 (x, y)], bboxes (R, 4)
+        (x, y, w, h)."""
         if len(self.shape) != 2:
             raise ValueError("to_opencv: 2-D images only")
         if isinstance(image, bool) or not isinstance(image, (int, np.integer)) or not 0 <= image < self.batch_size:

@@ -204,8 +204,9 @@ def select_vlfeat(parent, key, area, num, normalize: bool, min_area: int, max_ar
     Stable: a node loses to its parent when key(parent) == key + 1 and its variation is not smaller (the
     parent loses otherwise); roots always lose. Then, parents first, a stable node within the area and
     variation bounds is kept unless (A(a) - A)/A(a) < min_diversity (float32) for a = its nearest kept
-    ancestor, or its root when none is. That top-down dependency is resolved by levels of the forest of
-    candidate nodes (one round per level, usually a few dozen), each level vectorised."""
+    ancestor, or its root when none is. That top-down dependency is resolved level by level over the
+    forest of candidate nodes: on CUDA by one kernel launch (a block walks the levels), elsewhere by one
+    vectorised round of torch ops per level."""
     dev = parent.device
     par = parent.reshape(-1).to(torch.int64)
     k = key.reshape(-1).to(torch.int64)
@@ -233,13 +234,21 @@ def select_vlfeat(parent, key, area, num, normalize: bool, min_area: int, max_ar
     root = torch.where(has, _nearest_marked_ancestor(par, ~has, steps), ids)
     depth = _path_sums(up, cand.to(torch.int64), steps)  # levels of the candidate forest, 1 at the top
     order = torch.nonzero(cand).squeeze(1)
-    order = order[torch.argsort(depth[order], stable=True)]
-    sizes = torch.bincount(depth[order]).tolist()[1:]
+    order = order[torch.argsort(depth[order], stable=True)].contiguous()
+    sizes = torch.bincount(depth[order])[1:]
     keep = torch.zeros(M, dtype=torch.bool, device=dev)
     anchor = torch.full((M,), -1, dtype=torch.int64, device=dev)  # nearest kept candidate ancestor
+    if on_cuda(parent):  # one launch walks all levels (csrc/mser/vlfeat_select_cuda.cu)
+        level_start = torch.cat([sizes.new_zeros(1), torch.cumsum(sizes, 0)])
+        with _dispatch.cuda_stream(dev) as stream:
+            extension().mser_vlfeat_diversity_cuda(order.data_ptr(), level_start.data_ptr(), sizes.numel(),
+                                                   up.data_ptr(), root.data_ptr(), a.data_ptr(), float(md),
+                                                   keep.data_ptr(), anchor.data_ptr(), stream)
+        return keep, v.to(torch.float64)
+    # the same walk by torch ops, one round per level (CPU tensors: the reference of the kernel)
     af = a.to(torch.float32)
     lo = 0
-    for n in sizes:
+    for n in sizes.tolist():
         q = order[lo:lo + n]
         lo += n
         p = up[q]

@@ -131,3 +131,22 @@ def test_mser_on_device_single_image_and_tiles(emu, preset, variation):
         got = mser_fn(img, preset, min_area=3, variation=variation, algorithm="tiled", tile=(16, 16))
     _assert_same_regions(got, want)
     assert len(want) >= 3  # nested regions of both polarities: the layout of children inside parents is exercised
+
+
+@pytest.mark.parametrize("sixteen,shape,min_diversity", [(True, (40, 50), 0.2), (True, (6, 12, 14), 0.05),
+                                                         (False, (60, 70), 0.2), (False, (30, 30), 0.0)])
+def test_vlfeat_diversity_kernel_equals_torch_rounds(emu, sixteen, shape, min_diversity):
+    # deep candidate forests (16-bit: hundreds of levels) walked by the one-block kernel
+    # (csrc/mser/vlfeat_select_cuda.cu) against the per-level torch rounds on the CPU
+    rng = np.random.default_rng(5)
+    img = _image(rng, shape, sixteen, 4096 if sixteen else 256)
+    maxval = 65535 if sixteen else 255
+    t = component_tree(img, polarity="dark")
+    key = t.level.to(torch.int64)
+    num = tiled_module.node_stability(t.parent, key, t.area, 5, "ancestor", normalize=False)
+    args = (t.parent, key, t.area, num, True, 1, maxval * 10**6, 1e300, min_diversity)
+    want_keep, want_var = tiled_module.select_vlfeat(*args)
+    with _dispatch.emulate_cuda(emu):
+        got_keep, got_var = tiled_module.select_vlfeat(*args)
+    assert int(want_keep.sum()) >= 3
+    assert torch.equal(got_keep, want_keep) and torch.equal(got_var, want_var)
