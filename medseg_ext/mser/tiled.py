@@ -427,7 +427,9 @@ def _cuda_mask(mask, B: int, spatial, batch: bool, device) -> Optional[torch.Ten
         m = m.expand((B,) + tuple(spatial))
     elif tuple(m.shape) != (B,) + tuple(spatial):
         raise ValueError(f"mask: expected shape {tuple(spatial)} or {(B,) + tuple(spatial)}, got {tuple(m.shape)}")
-    return (m != 0).to(torch.uint8).reshape(B, -1).contiguous()
+    if m.dtype != torch.uint8:  # the kernels read any nonzero byte as inside: uint8 masks pass as they are
+        m = (m != 0).to(torch.uint8)
+    return m.reshape(B, -1).contiguous()
 
 
 def _parents_cuda(flat, spatial, maxval, is16, polarity, connectivity, mask, tile, batch):

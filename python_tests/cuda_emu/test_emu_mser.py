@@ -150,3 +150,15 @@ def test_vlfeat_diversity_kernel_equals_torch_rounds(emu, sixteen, shape, min_di
         got_keep, got_var = tiled_module.select_vlfeat(*args)
     assert int(want_keep.sum()) >= 3
     assert torch.equal(got_keep, want_keep) and torch.equal(got_var, want_var)
+
+
+def test_uint8_masks_pass_through_as_nonzero(emu):
+    # uint8 masks reach the kernel without a copy: any nonzero byte is inside, as for other dtypes
+    rng = np.random.default_rng(12)
+    img = torch.from_numpy(rng.integers(0, 9, (2, 20, 24)).astype(np.uint8))
+    inside = rng.random((2, 20, 24)) < 0.8
+    want = tiled_parents(img, batch=True, mask=torch.from_numpy(inside))
+    with _dispatch.emulate_cuda(emu):
+        for m in (torch.from_numpy(inside.astype(np.uint8) * 7), torch.from_numpy(inside.astype(np.float32) * -2)):
+            got = tiled_parents(img, batch=True, mask=m)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
