@@ -181,3 +181,20 @@ def test_to_and_cpu_keep_the_regions():
     for name in MSERResult._FIELDS:
         assert torch.equal(getattr(moved, name), getattr(res, name)), name
     assert torch.equal(res.cpu().bboxes, res.bboxes)
+
+
+def test_geometry_of_an_image_beyond_int32_pixels():
+    # a hand-built result on a (3, 2^30 + 5) image (2^31 + 15 pixels, never allocated): the coordinates
+    # take the int64 path and come out exact
+    shape = (3, 2**30 + 5)
+    n = shape[0] * shape[1]
+    vals = torch.tensor([n - 1, n - 2, n - shape[1] - 1, 0, 1], dtype=torch.int64)
+    res = MSERResult(vals, torch.tensor([0, 3, 5]), torch.tensor([0, 0]), torch.tensor([5, 6], dtype=torch.int32),
+                     torch.tensor([3, 2]), torch.zeros(2, dtype=torch.float64), torch.tensor([1, -1], dtype=torch.int8),
+                     shape, 1)
+    w = shape[1]
+    assert res.bboxes.tolist() == [[1, w - 2, 2, 2], [0, 0, 1, 2]]
+    pts = np.array([[2, w - 1], [2, w - 2], [1, w - 1]], dtype=np.float64)
+    np.testing.assert_array_equal(res.centroids[0].numpy(), pts.mean(0))
+    np.testing.assert_allclose(res.covariances[0].numpy(), np.cov((pts - pts.mean(0)).T, bias=True), atol=1e-15)
+    assert res.pixels(0).tolist() == [[2, w - 1], [2, w - 2], [1, w - 1]]

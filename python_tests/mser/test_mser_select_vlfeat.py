@@ -43,8 +43,9 @@ def _check(img, polarity, conn, maxval, mask=None, **kw):
 @settings(max_examples=40, deadline=None)
 @given(shape=st.sampled_from([(23, 31), (1, 50), (6, 9, 11), (40, 40)]), sixteen=st.booleans(),
        levels=st.sampled_from([3, 12, 256]), polarity=st.sampled_from(["bright", "dark"]), full=st.booleans(),
-       delta=st.sampled_from([0, 1, 2, 5]), min_diversity=st.sampled_from([0.0, 0.05, 0.2, 0.6, 0.999, 1.0]),
-       max_variation=st.sampled_from([0.25, 1.0, np.inf]), normalize=st.booleans(),
+       delta=st.sampled_from([0, 1, 2, 5]),
+       min_diversity=st.sampled_from([0.0, 0.05, 0.1, 0.2, 0.3, 0.6, 0.999, 1.0]),
+       max_variation=st.sampled_from([0.25, 0.1, 0.3, 1.0, 7.0, np.inf]), normalize=st.booleans(),
        variation=st.sampled_from(["ancestor", "two_sided", "descendant"]), use_mask=st.booleans(),
        seed=st.integers(0, 2**16))
 def test_select_vlfeat_equals_cpu(shape, sixteen, levels, polarity, full, delta, min_diversity, max_variation,
