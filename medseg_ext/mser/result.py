@@ -17,8 +17,9 @@ import torch
 
 __all__ = ["MSERResult"]
 
-# CPU results reduce with NumPy's reduceat; tests switch it off to run the device code path on the CPU
-_CPU_REDUCEAT = True
+# CPU results reduce and expand with NumPy (reduceat, repeat); tests switch it off to run the device code
+# path on the CPU
+_CPU_NUMPY = True
 
 
 @dataclass
@@ -64,8 +65,12 @@ class MSERResult:
         return self.offsets[1:] - self.offsets[:-1]
 
     def _expand(self, per_region: torch.Tensor) -> torch.Tensor:
-        """A per-region value repeated for every entry of ``values``."""
-        return torch.repeat_interleave(per_region, self._counts(), output_size=self.values.numel())
+        """A per-region value repeated for every entry of ``values`` (CPU: NumPy's repeat, ~20x faster
+        there than torch.repeat_interleave, which builds an index and gathers)."""
+        counts = self._counts()
+        if _CPU_NUMPY and per_region.device.type == "cpu":
+            return torch.from_numpy(np.repeat(per_region.numpy(), counts.numpy()))
+        return torch.repeat_interleave(per_region, counts, output_size=self.values.numel())
 
     def _segment_ids(self) -> torch.Tensor:
         """Region index of every entry of ``values``."""
@@ -93,7 +98,7 @@ class MSERResult:
         atomics) and the order-free ``scatter_reduce`` for min/max."""
         counts = self._counts()
         R = counts.numel()
-        if _CPU_REDUCEAT and x.device.type == "cpu" and bool((counts > 0).all()):
+        if _CPU_NUMPY and x.device.type == "cpu" and bool((counts > 0).all()):
             fn = {"sum": np.add, "min": np.minimum, "max": np.maximum}[op]
             return torch.from_numpy(fn.reduceat(x.contiguous().numpy(), self.offsets[:-1].numpy()))
         if op == "sum":
@@ -141,11 +146,13 @@ class MSERResult:
             return torch.zeros((0, nd, nd), dtype=torch.float64, device=self.device)
         mean = self.centroids
         a = self.area.to(torch.float64)
-        d = [c.to(torch.float64).sub_(self._expand(mean[:, i])) for i, c in enumerate(self._coords())]
+        # (a mixed int/float torch.sub is ~5x slower on the CPU than converting first)
+        d = [c.to(torch.float64).sub_(self._expand(mean[:, i].contiguous())) for i, c in enumerate(self._coords())]
         cov = torch.empty((R, nd, nd), dtype=torch.float64, device=self.device)
+        prod = torch.empty_like(d[0])  # one buffer for the products: fresh large buffers fault in pages
         for i in range(nd):
             for j in range(i, nd):
-                m = self._segment_reduce(d[i] * d[j], "sum") / a
+                m = self._segment_reduce(torch.mul(d[i], d[j], out=prod), "sum") / a
                 cov[:, i, j] = m
                 cov[:, j, i] = m
         return cov

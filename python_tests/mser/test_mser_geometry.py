@@ -82,14 +82,14 @@ def _check_masks(res):
 @settings(max_examples=25, deadline=None)
 @given(shape=st.sampled_from([(13, 17), (1, 40), (40, 1), (6, 7, 8), (1, 1, 30), (9, 11)]),
        batch=st.integers(1, 3), levels=st.sampled_from([2, 6, 256]), sixteen=st.booleans(),
-       seed=st.integers(0, 2**16), reduceat=st.booleans())
-def test_geometry_matches_numpy(shape, batch, levels, sixteen, seed, reduceat):
-    # reduceat=False runs the GPU code path (segment_reduce / scatter_reduce) on the CPU
+       seed=st.integers(0, 2**16), numpy_path=st.booleans())
+def test_geometry_matches_numpy(shape, batch, levels, sixteen, seed, numpy_path):
+    # numpy_path=False runs the GPU code path (segment_reduce / scatter_reduce) on the CPU
     rng = np.random.default_rng(seed)
     img = rng.integers(0, levels, (batch,) + shape)
     img = (img * (65535 // max(levels - 1, 1))).astype(np.uint16) if sixteen else img.astype(np.uint8)
     res = M.mser(img, None, batch=True, min_area=1, max_area=1.0, max_variation=1e9, delta=1)
-    with mock.patch.object(result_module, "_CPU_REDUCEAT", reduceat):
+    with mock.patch.object(result_module, "_CPU_NUMPY", numpy_path):
         _check_geometry(res)
         if np.prod(shape) * batch <= 400:
             _check_masks(res)
@@ -102,7 +102,7 @@ def test_both_reduction_paths_agree():
     assert len(res) > 10
     got = {}
     for flag in (True, False):
-        with mock.patch.object(result_module, "_CPU_REDUCEAT", flag):
+        with mock.patch.object(result_module, "_CPU_NUMPY", flag):
             res._cache.clear()
             got[flag] = [res.bboxes, res.centroids, res.covariances, res.ellipses]
     for a, b in zip(got[True], got[False]):
