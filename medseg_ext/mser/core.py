@@ -194,7 +194,7 @@ def component_tree(image, *, polarity: str = "bright", connectivity: Optional[in
     tile plus a 1-pixel border of at most 3400 pixels; default 32 x 32 / 8 x 16 x 16); node form and
     stability are computed by torch ops on the device (``tiled.node_stability``), and the tensors are
     returned there. The CUDA kernels are tested on the CPU emulator (python_tests/cuda_emu) but have
-    not yet run on a GPU."""
+    not yet run on a GPU. Other algorithms copy a CUDA image to the host and return the tree on its device."""
     if polarity not in ("bright", "dark"):
         raise ValueError(f"polarity: expected 'bright' or 'dark', got {polarity!r}")
     if algorithm not in ("flood", "union_find", "tiled"):
@@ -222,7 +222,10 @@ def component_tree(image, *, polarity: str = "bright", connectivity: Optional[in
                                                    polarity == "bright", maxval, kd, variation,
                                                    bool(normalize), algorithm)
     t = torch.from_numpy
-    return ComponentTree(t(pn).reshape(spatial), t(par), t(lev), t(area), t(stab), spatial, polarity)
+    arrays = [t(pn).reshape(spatial), t(par), t(lev), t(area), t(stab)]
+    if isinstance(image, torch.Tensor) and image.device.type != "cpu":  # a CUDA image gets its tree back there
+        arrays = [x.to(image.device) for x in arrays]
+    return ComponentTree(*arrays, spatial, polarity)
 
 
 def _connectivity(connectivity, ndim: int, default_full: bool) -> int:

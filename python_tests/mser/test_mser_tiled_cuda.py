@@ -103,3 +103,12 @@ def test_mser_on_gpu_equals_cpu(preset, shape):
     assert torch.equal(got.label_image().cpu(), want.label_image())
     if two_d:  # the host-selecting presets move their regions back to the GPU
         assert M.mser(img[0].cuda(), "opencv").device.type == "cuda"
+
+
+def test_component_tree_of_a_cuda_image_comes_back_on_the_gpu():
+    img = torch.from_numpy(np.random.default_rng(2).integers(0, 20, (30, 40)).astype(np.uint8))
+    want = M.component_tree(img)
+    for algorithm in ("flood", "union_find", "tiled"):
+        got = M.component_tree(img.cuda(), algorithm=algorithm)
+        assert got.parent.device.type == "cuda" and got.pixel_node.device.type == "cuda", algorithm
+        assert torch.equal(got.parent.cpu().long(), want.parent.long()), algorithm
