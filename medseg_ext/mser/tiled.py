@@ -26,8 +26,8 @@ DEFAULT_TILE_CPU = {2: (256, 256), 3: (32, 32, 32)}
 DEFAULT_TILE_CUDA = {2: (32, 32), 3: (8, 16, 16)}
 CUDA_MAX_LOCAL_PIXELS = 3400  # the CUDA tile kernel keeps a tile and a 1-pixel border in shared memory
 
-__all__ = ["tiled_parents", "nodes_from_parents", "node_stability", "select_local_min", "select_vlfeat",
-           "region_pixels", "tile_sizes", "DEFAULT_TILE_CPU", "DEFAULT_TILE_CUDA"]
+__all__ = ["tiled_parents", "nodes_from_parents", "forest_from_parents", "node_stability", "select_local_min",
+           "select_vlfeat", "region_pixels", "tile_sizes", "DEFAULT_TILE_CPU", "DEFAULT_TILE_CUDA"]
 
 
 def on_cuda(x) -> bool:
@@ -69,26 +69,38 @@ def nodes_from_parents(par: torch.Tensor, area: torch.Tensor, values: torch.Tens
     """Node form of one image from its canonical parent form (flat (N,) tensors; ``values`` the grey
     levels as integers): (pixel_node, parent, level, area, key) as int32, nodes numbered by
     (key, canonical pixel index) as build_tree does. Only torch ops: runs on the tensors' device."""
+    return forest_from_parents(par.reshape(1, -1), area.reshape(1, -1), values.reshape(1, -1), maxval, bright)[:5]
+
+
+def forest_from_parents(par: torch.Tensor, area: torch.Tensor, values: torch.Tensor, maxval: int, bright: bool):
+    """Node form of B images at once, as one forest, from their canonical parent forms ((B, N) tensors):
+    (pixel_node (B*N,), parent, level, area, key as int32, node_image int64). Nodes are numbered image
+    by image, and inside an image by (key, canonical pixel index), so image b's nodes are a contiguous
+    range in the order of its own tree and every per-node rule gives what it gives one tree at a time.
+    Only torch ops: runs on the tensors' device."""
     dev = par.device
-    N = par.numel()
+    B, N = par.shape
     v = values.reshape(-1).to(torch.int64)
     key = maxval - v if bright else v
-    idx = torch.arange(N, device=dev, dtype=torch.int64)
+    idx = torch.arange(B * N, device=dev, dtype=torch.int64)
     p = par.reshape(-1).to(torch.int64)
     inside = p >= 0
+    if B > 1:  # per-image pixel indices -> indices into the (B*N,) arrays
+        p = torch.where(inside, p + (idx // N) * N, p)
     safe = p.clamp(min=0)
     canon = area.reshape(-1) > 0  # every node has area >= 1 at its canonical pixel, 0 elsewhere
     cpix = torch.nonzero(canon).squeeze(1)
-    npix = cpix[torch.argsort(key[cpix] * N + cpix)]  # node id -> canonical pixel
+    cimg = cpix // N
+    npix = cpix[torch.argsort((cimg * (maxval + 1) + key[cpix]) * N + (cpix - cimg * N))]  # node id -> pixel
     M = npix.numel()
-    nid = torch.full((N,), -1, dtype=torch.int64, device=dev)
+    nid = torch.full((B * N,), -1, dtype=torch.int64, device=dev)
     nid[npix] = torch.arange(M, device=dev, dtype=torch.int64)
     pixel_node = torch.where(inside, nid[torch.where(canon, idx, safe)], torch.full_like(idx, -1))
     pp = p[npix]
     parent = torch.where(pp == npix, torch.full_like(pp, -1), nid[pp])
     i32 = torch.int32
     return (pixel_node.to(i32), parent.to(i32), v[npix].to(i32), area.reshape(-1)[npix].to(i32),
-            key[npix].to(i32))
+            key[npix].to(i32), npix // N)
 
 
 def node_stability(parent: torch.Tensor, key: torch.Tensor, area: torch.Tensor, delta: int, variation: str,
@@ -301,22 +313,32 @@ def region_pixels(pixel_node, parent, key, area, keep):
     return layout[start[sel][seg] + within], counts
 
 
+# mser_cuda works on chunks of images of at most this many pixels (its int64 temporaries are ~10x that)
+CUDA_CHUNK_PIXELS = 2**25
+
+
 def mser_cuda(flat, spatial, maxval: int, is16: bool, mask, conn: int, polarities, delta: int, min_area: int,
               max_area: int, max_variation: float, variation: str, normalize: bool, tile, rule: str = "local_min",
               min_diversity: float = 0.0):
     """MSER on the GPU with the strict local-minimum rule or VLFeat's (``rule="vlfeat"``): trees by the
     CUDA tiled driver for all B images at once, then node form, stability, selection and pixel lists by
-    torch ops on the device.
-    Returns the MSERResult arrays (values, offsets, image_index, level, area, variation, polarity) on
-    the device, in the CPU kernels' order and with their dtypes."""
+    torch ops on the device, for a chunk of images at a time as one forest (so the number of launches
+    does not grow with B). Returns the MSERResult arrays (values, offsets, image_index, level, area,
+    variation, polarity) on the device, in the CPU kernels' order and with their dtypes."""
     B, N = flat.shape
     dev = flat.device
-    parts = {}
-    for pol in polarities:
-        bright = pol == "bright"
-        par, area = _parents_cuda(flat, spatial, maxval, is16, pol, conn, mask, tile, batch=True)
-        for b in range(B):
-            pn, parent, level, ar, key = nodes_from_parents(par[b], area[b], _values(flat[b], is16), maxval, bright)
+    step = max(1, CUDA_CHUNK_PIXELS // N)
+    parts = []  # per (chunk, polarity): values, counts, image, level, variation, polarity rank
+    for b0 in range(0, B, step):
+        chunk = slice(b0, min(B, b0 + step))
+        for rank, pol in enumerate(("dark", "bright")):
+            if pol not in polarities:
+                continue
+            bright = pol == "bright"
+            cm = None if mask is None else mask[chunk]
+            par, area = _parents_cuda(flat[chunk], spatial, maxval, is16, pol, conn, cm, tile, batch=True)
+            pn, parent, level, ar, key, nimg = forest_from_parents(par, area, _values(flat[chunk], is16), maxval,
+                                                                   bright)
             if rule == "vlfeat":
                 num = node_stability(parent, key, ar, delta, variation, normalize=False)
                 keep, stab = select_vlfeat(parent, key, ar, num, normalize, min_area, max_area, max_variation,
@@ -325,24 +347,21 @@ def mser_cuda(flat, spatial, maxval: int, is16: bool, mask, conn: int, polaritie
                 stab = node_stability(parent, key, ar, delta, variation, normalize)
                 keep = select_local_min(parent, ar, stab, min_area, max_area, max_variation)
             values, counts = region_pixels(pn, parent, key, ar, keep)
-            parts[(b, pol)] = (values, counts, level[keep], stab[keep])
-    vals, cnts, im, lev, var, pols = [], [], [], [], [], []
-    for b in range(B):
-        for pol in ("dark", "bright"):
-            if (b, pol) not in parts:
-                continue
-            values, counts, level, stab = parts[(b, pol)]
-            vals.append(values)
-            cnts.append(counts)
-            im.append(torch.full_like(counts, b))
-            lev.append(level)
-            var.append(stab)
-            pols.append(torch.full(counts.shape, 1 if pol == "bright" else -1, dtype=torch.int8, device=dev))
-    cat = lambda xs, dt: torch.cat(xs).to(dt) if xs else torch.zeros(0, dtype=dt, device=dev)  # noqa: E731
-    counts = cat(cnts, torch.int64)
+            img = nimg[keep]
+            values = values - torch.repeat_interleave(img * N, counts, output_size=values.numel())  # local indices
+            parts.append((values, counts, img + b0, level[keep], stab[keep], torch.full_like(img, rank)))
+    values, counts, image, level, var, rank = (torch.cat(x) for x in zip(*parts))
+    if len(polarities) > 1:  # by image, then dark before bright; node order kept inside (stable sort)
+        order = torch.argsort(image * 2 + rank, stable=True)
+        starts = torch.cumsum(counts, 0) - counts
+        counts, image, level, var, rank = counts[order], image[order], level[order], var[order], rank[order]
+        seg = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts, output_size=values.numel())
+        within = torch.arange(values.numel(), device=dev, dtype=torch.int64) - (torch.cumsum(counts, 0) - counts)[seg]
+        values = values[starts[order][seg] + within]
     offsets = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev), torch.cumsum(counts, 0)])
-    return (cat(vals, torch.int64), offsets, cat(im, torch.int64), cat(lev, torch.int32), counts,
-            cat(var, torch.float64), cat(pols, torch.int8))
+    polarity = torch.where(rank == 1, 1, -1).to(torch.int8)
+    return (values.to(torch.int64), offsets, image.to(torch.int64), level.to(torch.int32), counts.to(torch.int64),
+            var.to(torch.float64), polarity)
 
 
 def _prepare_cuda(image: torch.Tensor, batch: bool):

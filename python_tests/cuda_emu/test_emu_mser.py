@@ -162,3 +162,19 @@ def test_uint8_masks_pass_through_as_nonzero(emu):
         for m in (torch.from_numpy(inside.astype(np.uint8) * 7), torch.from_numpy(inside.astype(np.float32) * -2)):
             got = tiled_parents(img, batch=True, mask=m)
             assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("chunk_images", [1, 2])
+@pytest.mark.parametrize("preset", [None, "vlfeat"])
+def test_mser_on_device_in_chunks_of_images(emu, chunk_images, preset):
+    # mser_cuda walks the batch in chunks of images, each chunk one forest: the chunk size changes nothing
+    rng = np.random.default_rng(17)
+    img = _image(rng, (3, 18, 22), False, 40)
+    mask = torch.from_numpy(rng.random((3, 18, 22)) < 0.9)
+    kw = dict(batch=True, mask=mask, min_area=2, max_area=0.6, delta=2)
+    want = mser_fn(img, preset, **kw)
+    with _dispatch.emulate_cuda(emu), _no_host_selection(), \
+            mock.patch.object(tiled_module, "CUDA_CHUNK_PIXELS", chunk_images * 18 * 22):
+        got = mser_fn(img, preset, **kw)
+    _assert_same_regions(got, want)
+    assert len(set(want.image_index.tolist())) == 3 and set(want.polarity.tolist()) == {-1, 1}

@@ -128,6 +128,35 @@ def test_parent_form_and_torch_node_form():
                 assert np.array_equal(x.numpy(), getattr(ref, name).numpy().reshape(-1)), name
 
 
+def test_forest_of_a_batch_equals_the_trees_one_by_one():
+    # forest_from_parents (the batched node form mser_cuda uses): image b's nodes are a contiguous id
+    # range holding exactly nodes_from_parents of image b, ids and parents shifted by the range start
+    rng = np.random.default_rng(13)
+    for sixteen, maxval in ((False, 255), (True, 65535)):
+        imgs = rng.integers(0, 7, (4, 19, 23)) * (maxval // 6)
+        imgs = imgs.astype(np.uint16 if sixteen else np.uint8)
+        mask = rng.random(imgs.shape) > 0.15
+        mask[2] = False  # an image with no pixel inside: no nodes at all
+        for pol in ("bright", "dark"):
+            par, area = T.tiled_parents(imgs, polarity=pol, connectivity=4, mask=mask, tile=(6, 8), batch=True)
+            vals = torch.from_numpy(imgs.astype(np.int64)).reshape(4, -1)
+            pn, parent, level, ar, key, nimg = T.forest_from_parents(par.reshape(4, -1), area.reshape(4, -1), vals,
+                                                                     maxval, pol == "bright")
+            n = imgs[0].size
+            start = 0
+            for b in range(4):
+                one = T.nodes_from_parents(par[b].reshape(-1), area[b].reshape(-1), vals[b], maxval, pol == "bright")
+                m = one[1].numel()
+                assert nimg[start:start + m].tolist() == [b] * m
+                p1 = one[0].long()
+                assert torch.equal(pn[b * n:(b + 1) * n].long(), torch.where(p1 >= 0, p1 + start, p1))
+                assert torch.equal(parent[start:start + m].long(), torch.where(one[1] >= 0, one[1].long() + start, -1))
+                for got, want in zip((level, ar, key), one[2:]):
+                    assert torch.equal(got[start:start + m], want)
+                start += m
+            assert start == parent.numel()
+
+
 def test_threads_and_tiles_do_not_change_the_tree():
     rng = np.random.default_rng(2)
     # above the 2^15-pixel threshold of the threaded path
