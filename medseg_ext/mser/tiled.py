@@ -307,10 +307,15 @@ def region_pixels(pixel_node, parent, key, area, keep):
     layout[start[pn[px]] + pos_in_list - node_first[pn[px]]] = px
     sel = ids[keep]
     counts = a[sel]
-    total = int(counts.sum())
-    seg = torch.repeat_interleave(torch.arange(sel.numel(), device=dev), counts, output_size=total)
+    return _gather_segments(layout, start[sel], counts, int(counts.sum())), counts
+
+
+def _gather_segments(values: torch.Tensor, starts: torch.Tensor, counts: torch.Tensor, total: int) -> torch.Tensor:
+    """``values[starts[r]:starts[r] + counts[r]]`` for every r, concatenated (``total`` = counts.sum())."""
+    dev = values.device
+    seg = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts, output_size=total)
     within = torch.arange(total, device=dev, dtype=torch.int64) - (torch.cumsum(counts, 0) - counts)[seg]
-    return layout[start[sel][seg] + within], counts
+    return values[starts[seg] + within]
 
 
 # mser_cuda works on chunks of images of at most this many pixels (its int64 temporaries are ~10x that)
@@ -355,9 +360,7 @@ def mser_cuda(flat, spatial, maxval: int, is16: bool, mask, conn: int, polaritie
         order = torch.argsort(image * 2 + rank, stable=True)
         starts = torch.cumsum(counts, 0) - counts
         counts, image, level, var, rank = counts[order], image[order], level[order], var[order], rank[order]
-        seg = torch.repeat_interleave(torch.arange(counts.numel(), device=dev), counts, output_size=values.numel())
-        within = torch.arange(values.numel(), device=dev, dtype=torch.int64) - (torch.cumsum(counts, 0) - counts)[seg]
-        values = values[starts[order][seg] + within]
+        values = _gather_segments(values, starts[order], counts, values.numel())
     offsets = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev), torch.cumsum(counts, 0)])
     polarity = torch.where(rank == 1, 1, -1).to(torch.int8)
     return (values.to(torch.int64), offsets, image.to(torch.int64), level.to(torch.int32), counts.to(torch.int64),
