@@ -109,9 +109,14 @@ class MSERResult:
 
     def pixels(self, r: int) -> np.ndarray:
         """Coordinates (k, ndim) of region r, in array axis order (a NumPy copy on the host)."""
+        R = len(self)
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or not 0 <= r < R:
+            raise ValueError(f"r: expected a region index in [0, {R}), got {r!r}")
         o = self.offsets[r:r + 2].tolist()
-        v = self.values[o[0]:o[1]].cpu().numpy()
-        return np.stack(np.unravel_index(v, self.shape), axis=1)
+        return self._unravel(self.values[o[0]:o[1]].cpu().numpy())
+
+    def _unravel(self, flat: np.ndarray) -> np.ndarray:
+        return np.stack(np.unravel_index(flat, self.shape), axis=1)
 
     # --- geometry ----------------------------------------------------------------------------
     @property
@@ -255,6 +260,7 @@ class MSERResult:
         if isinstance(image, bool) or not isinstance(image, (int, np.integer)) or not 0 <= image < self.batch_size:
             raise ValueError(f"image: expected an index in [0, {self.batch_size}), got {image!r}")
         sel = np.nonzero(self.image_index.cpu().numpy() == image)[0]
-        regs = [self.pixels(int(r))[:, ::-1].astype(np.int32) for r in sel]
+        o, v = self.offsets.cpu().numpy(), self.values.cpu().numpy()  # one copy, not one per region
+        regs = [self._unravel(v[o[r]:o[r + 1]])[:, ::-1].astype(np.int32) for r in sel]
         bb = self.bboxes.cpu().numpy()[sel][:, [1, 0, 3, 2]] if len(sel) else np.zeros((0, 4), np.int64)
         return regs, bb

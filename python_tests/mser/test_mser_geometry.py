@@ -171,6 +171,9 @@ def test_subset_by_mask_indices_and_tensor():
     for bad in (np.ones(R + 1, bool), [R], [-R - 1], np.array([0.5])):
         with pytest.raises(ValueError, match="keep"):
             res.subset(bad)
+    for bad in (-1, R, 1.0, True):
+        with pytest.raises(ValueError, match="r: expected a region index"):
+            res.pixels(bad)
 
 
 def test_to_and_cpu_keep_the_regions():
