@@ -9,6 +9,7 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from . import tiled as _tiled
 from .core import _to_numpy, component_tree, mser
 
 __all__ = ["grey", "grey_u8", "saturation", "is_mask", "is_enhanced", "specular_mask"]
@@ -94,27 +95,43 @@ def is_mask(rgb, kind: str = "l1_sorted", i_max: Optional[float] = None, s_max: 
     return (i >= i_max / 2.0) & (s <= s_max / 3.0)
 
 
-def is_enhanced(mask, t_h: Union[int, float] = 20, connectivity: int = 8) -> np.ndarray:
+def is_enhanced(mask, t_h: Union[int, float] = 20, connectivity: int = 8):
     """Eq. 7: keep the connected components of ``mask`` whose area is <= t_h pixels (a float t_h is
     a fraction of the pixel count). Components come from the compiled component tree.
-    ``connectivity``: 4 or 8 in 2-D; in 3-D 6 or 26, or the 2-D names 4 (= 6) and 8 (= 26)."""
-    m = _to_numpy(mask, "mask")
-    if m.dtype.kind not in "biuf":
-        raise TypeError(f"mask: expected a bool or numeric array, got dtype {m.dtype}")
-    m = m.astype(bool)
+    ``connectivity``: 4 or 8 in 2-D; in 3-D 6 or 26, or the 2-D names 4 (= 6) and 8 (= 26).
+    A CUDA tensor stays on the GPU: its components are the roots of the tiled CUDA tree of the mask
+    (returns a bool CUDA tensor); anything else returns a NumPy bool array."""
+    if _tiled.on_cuda(mask):
+        if mask.is_complex():
+            raise TypeError(f"mask: expected a bool or numeric array, got dtype {mask.dtype}")
+        m = mask.detach() != 0
+    else:
+        m = _to_numpy(mask, "mask")
+        if m.dtype.kind not in "biuf":
+            raise TypeError(f"mask: expected a bool or numeric array, got dtype {m.dtype}")
+        m = m.astype(bool)
     if m.ndim not in (2, 3):
         raise ValueError(f"mask: expected a 2-D or 3-D mask, got shape {m.shape}")
     if isinstance(t_h, bool) or not isinstance(t_h, (int, float, np.integer, np.floating)):
         raise TypeError(f"t_h: expected an int (pixels) or a float (fraction of the pixel count), got {t_h!r}")
     if not t_h >= 0:  # also NaN
         raise ValueError(f"t_h: expected a non-negative area, got {t_h!r}")
+    size = int(np.prod(m.shape))
     if isinstance(t_h, (float, np.floating)):
-        t_h = int(math.floor(min(float(t_h) * m.size, m.size)))  # beyond m.size (or inf): keep all
+        t_h = int(math.floor(min(float(t_h) * size, size)))  # beyond the pixel count (or inf): keep all
     # 3-D used to map every value but 8 to 6 (26 itself became 6): map the 2-D names, check the rest
     allowed = (4, 8) if m.ndim == 2 else (4, 6, 8, 26)
     if isinstance(connectivity, bool) or connectivity not in allowed:
         raise ValueError(f"connectivity: expected one of {allowed} for a {m.ndim}-D mask, got {connectivity!r}")
     conn = int(connectivity) if m.ndim == 2 else {4: 6, 8: 26, 6: 6, 26: 26}[int(connectivity)]
+    if isinstance(m, torch.Tensor):
+        if not bool(m.any()):
+            return m.clone()
+        # one node per component (a constant image): a pixel's canonical pixel holds its component's area
+        par, area = _tiled.tiled_parents(torch.zeros(m.shape, dtype=torch.uint8, device=m.device), polarity="dark",
+                                         connectivity=conn, mask=m)
+        p = par.reshape(-1).to(torch.int64)
+        return ((p >= 0) & (area.reshape(-1)[p.clamp(min=0)] <= t_h)).reshape(m.shape)
     if not m.any():
         return m.copy()
     tree = component_tree(m.astype(np.uint8), polarity="dark", connectivity=conn, mask=m)

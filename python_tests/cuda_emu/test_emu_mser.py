@@ -178,3 +178,22 @@ def test_mser_on_device_in_chunks_of_images(emu, chunk_images, preset):
         got = mser_fn(img, preset, **kw)
     _assert_same_regions(got, want)
     assert len(set(want.image_index.tolist())) == 3 and set(want.polarity.tolist()) == {-1, 1}
+
+
+@pytest.mark.parametrize("shape,conn", [((40, 50), 8), ((40, 50), 4), ((9, 14, 16), 26), ((9, 14, 16), 6),
+                                        ((1, 60), 8)])
+def test_is_enhanced_on_device_equals_cpu(emu, shape, conn):
+    # IS_en (Eq. 7) of a CUDA mask: components from the tiled CUDA tree, areas filtered on the device
+    from medseg_ext.mser import is_enhanced
+
+    rng = np.random.default_rng(23)
+    mask = rng.random(shape) < 0.45
+    for t_h in (0, 1, 5, 40, 0.5, np.inf):
+        want = is_enhanced(mask, t_h, conn)
+        with _dispatch.emulate_cuda(emu):
+            got = is_enhanced(torch.from_numpy(mask), t_h, conn)
+        assert isinstance(got, torch.Tensor) and got.dtype == torch.bool
+        np.testing.assert_array_equal(got.numpy(), want)
+    with _dispatch.emulate_cuda(emu):
+        empty = is_enhanced(torch.zeros(shape, dtype=torch.uint8), 5, conn)
+    assert empty.dtype == torch.bool and not empty.any()

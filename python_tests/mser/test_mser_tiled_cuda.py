@@ -112,3 +112,12 @@ def test_component_tree_of_a_cuda_image_comes_back_on_the_gpu():
         got = M.component_tree(img.cuda(), algorithm=algorithm)
         assert got.parent.device.type == "cuda" and got.pixel_node.device.type == "cuda", algorithm
         assert torch.equal(got.parent.cpu().long(), want.parent.long()), algorithm
+
+
+def test_is_enhanced_on_gpu_equals_cpu():
+    rng = np.random.default_rng(4)
+    for shape, conn in (((240, 320), 8), ((20, 40, 48), 26)):
+        mask = rng.random(shape) < 0.45
+        got = M.is_enhanced(torch.from_numpy(mask).cuda(), 20, conn)
+        assert got.device.type == "cuda"
+        np.testing.assert_array_equal(got.cpu().numpy(), M.is_enhanced(mask, 20, conn))
