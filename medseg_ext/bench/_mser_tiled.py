@@ -105,22 +105,27 @@ def _mser_rows(batch: int, repeat: int):
     import torch
 
     from medseg_ext import mser as M
+    from medseg_ext.mser import MSERResult
 
     imgs = np.stack([test_image(bits=8, seed=i) for i in range(batch)])
     gpu = torch.from_numpy(imgs).cuda()
 
-    def on_gpu():
-        out = M.mser(gpu, None, batch=True)
+    def on_gpu(preset):
+        out = M.mser(gpu, preset, batch=True)
         torch.cuda.synchronize()
         return out
 
-    got, want = on_gpu(), M.mser(imgs, None, batch=True)
-    same = all(torch.equal(getattr(got, k).cpu(), getattr(want, k)) for k in ("values", "offsets", "level", "polarity"))
-    print(f"\nmser(preset=None) of {batch} × 1920×1080 8-bit: {len(got)} regions; GPU result "
-          f"{'identical to' if same else 'DIFFERS from'} the CPU's")
+    def checked(preset):
+        """The GPU result of ``preset`` and whether it equals the CPU's, field for field."""
+        got, want = on_gpu(preset), M.mser(imgs, preset, batch=True)
+        same = all(torch.equal(getattr(got, k).cpu(), getattr(want, k)) for k in MSERResult._FIELDS)
+        return got, "identical to" if same else "DIFFERS from"
+
+    got, same = checked(None)
+    print(f"\nmser(preset=None) of {batch} × 1920×1080 8-bit: {len(got)} regions; GPU result {same} the CPU's")
     print("| impl | ms per image (min) | ×gpu |")
     print("|---|---|---|")
-    g = _time(on_gpu, repeat)[0] / batch
+    g = _time(lambda: on_gpu(None), repeat)[0] / batch
     rows = [("medseg_ext mser, GPU", g),
             ("medseg_ext mser, CPU (all threads)", _time(lambda: M.mser(imgs, None, batch=True), 1)[0] / batch)]
     try:
@@ -135,19 +140,11 @@ def _mser_rows(batch: int, repeat: int):
         print(f"| {name} | {ms:.2f} | {ms / g:.1f} |")
 
     # the vlfeat preset: its diversity walk is the one-block kernel (vlfeat_select_cuda.cu)
-    def vl_gpu():
-        out = M.mser(gpu, "vlfeat", batch=True)
-        torch.cuda.synchronize()
-        return out
-
-    got, want = vl_gpu(), M.mser(imgs, "vlfeat", batch=True)
-    same = all(torch.equal(getattr(got, k).cpu(), getattr(want, k))
-               for k in ("values", "offsets", "level", "variation"))
-    g = _time(vl_gpu, repeat)[0] / batch
+    got, same = checked("vlfeat")
+    g = _time(lambda: on_gpu("vlfeat"), repeat)[0] / batch
     c = _time(lambda: M.mser(imgs, "vlfeat", batch=True), 1)[0] / batch
-    print(f"\nmser(preset='vlfeat') of {batch} × 1920×1080 8-bit: {len(got)} regions, GPU result "
-          f"{'identical to' if same else 'DIFFERS from'} the CPU's; GPU {g:.2f} ms, CPU {c:.2f} ms per image "
-          f"({c / g:.1f}×)")
+    print(f"\nmser(preset='vlfeat') of {batch} × 1920×1080 8-bit: {len(got)} regions, GPU result {same} the CPU's; "
+          f"GPU {g:.2f} ms, CPU {c:.2f} ms per image ({c / g:.1f}×)")
 
 
 def main(argv=None):
