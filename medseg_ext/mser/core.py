@@ -222,10 +222,14 @@ def component_tree(image, *, polarity: str = "bright", connectivity: Optional[in
                                                    polarity == "bright", maxval, kd, variation,
                                                    bool(normalize), algorithm)
     t = torch.from_numpy
-    arrays = [t(pn).reshape(spatial), t(par), t(lev), t(area), t(stab)]
-    if isinstance(image, torch.Tensor) and image.device.type != "cpu":  # a CUDA image gets its tree back there
-        arrays = [x.to(image.device) for x in arrays]
+    arrays = [_to_image_device(x, image) for x in (t(pn).reshape(spatial), t(par), t(lev), t(area), t(stab))]
     return ComponentTree(*arrays, spatial, polarity)
+
+
+def _to_image_device(x, image):
+    """A host result (tensor or MSERResult) moved to the device of ``image`` when that is not the CPU
+    (a CUDA image whose work ran on the host gets its result back on its device)."""
+    return x.to(image.device) if isinstance(image, torch.Tensor) and image.device.type != "cpu" else x
 
 
 def _connectivity(connectivity, ndim: int, default_full: bool) -> int:
@@ -380,6 +384,5 @@ def mser(image, preset: Optional[str] = "opencv", *, delta: Optional[int] = None
         "vlfeat" if rule == "vlfeat" else "local_min", threads,
         list(_tiled.tile_sizes(tile, nd, cuda=False)) if algorithm == "tiled" else [])
     t = torch.from_numpy
-    res = MSERResult(t(v), t(o), t(im), t(lev), t(area), t(var), t(pol), spatial, B)
-    # regions of a CUDA image go back to its device (the opencv preset and trees other than "tiled" run here)
-    return res.to(image.device) if isinstance(image, torch.Tensor) and image.device.type != "cpu" else res
+    # the opencv preset, and every preset of a CPU image, runs here
+    return _to_image_device(MSERResult(t(v), t(o), t(im), t(lev), t(area), t(var), t(pol), spatial, B), image)
