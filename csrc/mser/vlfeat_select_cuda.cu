@@ -2,8 +2,8 @@
 // unless (A(a) - A)/A(a) < min_diversity in float32, where a is its nearest kept candidate ancestor, or
 // its root when there is none. The dependency runs top-down, so one block walks the levels of the
 // candidate forest in order (one __syncthreads per level; a level's nodes are spread over the threads).
-// Levels number at most the distinct keys on a chain (256 for 8-bit images), and a launch per level
-// from Python cost ~12 kernel launches each; here the whole walk is one launch.
+// Levels number at most the distinct keys on a chain (256 for 8-bit, 65536 for 16-bit images); one
+// round of torch ops per level would cost ~12 launches a level, here the whole walk is one launch.
 // Tested on the CPU emulator (python_tests/cuda_emu); not yet run on a GPU.
 #include <cuda_runtime.h>
 
